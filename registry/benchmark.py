@@ -1,0 +1,141 @@
+"""Benchmark one version on one task's validation set: warm up, run every item, score, measure.
+
+The Prefect flow in ``flows/benchmark.py`` only orchestrates this; everything that decides a
+figure lives here so it can be tested and reused without Prefect.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from registry.calls import MeasuredCall, measured_call
+from registry.catalog import Catalog, VersionRecord
+from registry.datasets import WARMUP_MESSAGES, ValidationSet, build_messages, max_tokens_for, score
+from registry.hardware import fingerprint
+from registry.mlflow_client import experiment_id, retry_locked
+from registry.pool import WarmPool
+from registry.providers import GenerationRequest, Provider
+from registry.store import new_id, now_utc
+
+BENCHMARK_EXPERIMENT = "arbiter-benchmarks"
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    run: dict[str, Any]
+    calls: list[dict[str, Any]]
+
+
+def warm_up(provider: Provider) -> float:
+    """Unscored prompts so the first scored item does not pay for cold caches; returns ms spent."""
+    started = time.perf_counter()
+    for messages in WARMUP_MESSAGES:
+        provider.generate(GenerationRequest(messages=tuple(messages), max_tokens=8))
+    return (time.perf_counter() - started) * 1000
+
+
+def run_items(
+    provider: Provider, record: VersionRecord, validation_set: ValidationSet, run_id: str, limit: int | None = None
+) -> list[MeasuredCall]:
+    """Run and score each item (the first ``limit`` when given); one measured call per item."""
+    items = validation_set.items[:limit] if limit else validation_set.items
+    calls = []
+    for item in items:
+        request = GenerationRequest(messages=tuple(build_messages(item)), max_tokens=max_tokens_for(item.task))
+        call = measured_call(provider, record, request, source="benchmark", task=item.task, run_id=run_id, item_id=item.id)
+        call.row["quality"] = score(item, call.generation.text) if call.generation else 0.0
+        calls.append(call)
+    return calls
+
+
+def summarize(
+    calls: list[MeasuredCall], record: VersionRecord, validation_set: ValidationSet, run_id: str,
+    *, load_ms: float | None, warmup_ms: float,
+) -> dict[str, Any]:
+    """The ``runs`` row: quality over all items (a failure scores 0), latency over successful calls."""
+    ok = [c for c in calls if c.ok]
+    walls = sorted(c.cost.wall_ms for c in ok)
+    tokens = sum(c.generation.completion_tokens for c in ok if c.generation)
+    generation_s = sum(c.generation.generation_ms for c in ok if c.generation) / 1000
+    ttfts = [c.generation.time_to_first_token_ms for c in ok if c.generation and c.generation.time_to_first_token_ms]
+    return {
+        "run_id": run_id,
+        "ts": now_utc(),
+        "task": validation_set.task,
+        "model": record.name,
+        "version": record.version,
+        "dataset_sha256": validation_set.sha256,
+        "n": len(calls),
+        "n_ok": len(ok),
+        "quality": statistics.fmean(c.row["quality"] for c in calls) if calls else 0.0,
+        "p50_ms": _percentile(walls, 50),
+        "p95_ms": _percentile(walls, 95),
+        "ttft_p50_ms": statistics.median(ttfts) if ttfts else None,
+        "tokens_per_s": tokens / generation_s if generation_s > 0 else None,
+        "cpu_ms_per_token": sum(c.cost.cpu_ms for c in ok) / tokens if tokens else None,
+        "peak_rss_mb": max((c.cost.peak_rss_mb for c in calls), default=None),
+        "load_ms": load_ms,
+        "warmup_ms": warmup_ms,
+        **fingerprint().as_row(),
+    }
+
+
+def benchmark_version(
+    catalog: Catalog, pool: WarmPool, record: VersionRecord, validation_set: ValidationSet, *, limit: int | None = None
+) -> BenchmarkResult:
+    """Warm up, run, score and summarize one version on one validation set (nothing written yet)."""
+    was_warm = pool.is_warm(record)
+    provider = pool.get(record)
+    warmup_ms = 0.0 if was_warm else warm_up(provider)
+    run_id = new_id()
+    calls = run_items(provider, record, validation_set, run_id, limit)
+    run = summarize(calls, record, validation_set, run_id, load_ms=provider.load_ms, warmup_ms=warmup_ms)
+    return BenchmarkResult(run=run, calls=[c.row for c in calls])
+
+
+def record_result(catalog: Catalog, result: BenchmarkResult) -> dict[str, Any]:
+    """Log the run to MLflow tracking, then append ``calls`` and ``runs`` to the results store."""
+    run = dict(result.run)
+    run["mlflow_run_id"] = log_to_mlflow(catalog, run)
+    catalog.store.append("calls", result.calls)
+    catalog.store.append("runs", [run])
+    return run
+
+
+def log_to_mlflow(catalog: Catalog, run: dict[str, Any]) -> str:
+    """One MLflow run per version × task × hardware, tagged with the model version it measured."""
+    client = catalog.client
+    exp = experiment_id(client, catalog.settings, BENCHMARK_EXPERIMENT)
+    tags = {
+        "arbiter.model": run["model"],
+        "arbiter.version": str(run["version"]),
+        "arbiter.model_version": f"{run['model']}/{run['version']}",
+        "arbiter.task": run["task"],
+        "arbiter.hardware_id": run["hardware_id"],
+        "arbiter.cpu_model": run["cpu_model"],
+        "arbiter.gpu": run["gpu"],
+        "arbiter.dataset_sha256": run["dataset_sha256"],
+        "arbiter.run_id": run["run_id"],
+    }
+    mlflow_run = retry_locked(
+        lambda: client.create_run(exp, run_name=f"{run['model']}-v{run['version']}-{run['task']}", tags=tags)
+    )
+    metrics = ("quality", "p50_ms", "p95_ms", "ttft_p50_ms", "tokens_per_s", "cpu_ms_per_token", "peak_rss_mb", "load_ms", "n", "n_ok")
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    batch = [Metric(key, float(run[key]), stamp, 0) for key in metrics if run.get(key) is not None]
+    retry_locked(lambda: client.log_batch(mlflow_run.info.run_id, metrics=batch))
+    retry_locked(lambda: client.set_terminated(mlflow_run.info.run_id))
+    return mlflow_run.info.run_id
+
+
+def _percentile(sorted_values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile: simple, and exact on the small samples a benchmark has."""
+    if not sorted_values:
+        return None
+    rank = max(1, round(pct / 100 * len(sorted_values) + 0.4999))
+    return sorted_values[min(rank, len(sorted_values)) - 1]

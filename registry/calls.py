@@ -1,0 +1,74 @@
+"""One measured generation and its ``calls`` row: the unit every path (benchmark, CLI, gateway) shares.
+
+A failed generation is a row too (``ok = false`` and the error), because a benchmark that drops
+its failures reports a quality and a latency the model never had.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from registry.catalog import VersionRecord
+from registry.costs import Cost, measure
+from registry.errors import ProviderError
+from registry.hardware import fingerprint
+from registry.providers import Generation, GenerationRequest, Provider
+from registry.store import new_id, now_utc
+
+
+@dataclass(frozen=True)
+class MeasuredCall:
+    generation: Generation | None
+    cost: Cost
+    row: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.generation is not None
+
+
+def measured_call(
+    provider: Provider,
+    record: VersionRecord,
+    request: GenerationRequest,
+    *,
+    source: str,
+    route: str | None = None,
+    task: str | None = None,
+    run_id: str | None = None,
+    item_id: str | None = None,
+) -> MeasuredCall:
+    """Generate under :func:`registry.costs.measure` and build the ``calls`` row (quality left empty)."""
+    generation: Generation | None = None
+    error: str | None = None
+    with measure() as cost:
+        try:
+            generation = provider.generate(request)
+        except ProviderError as exc:
+            error = str(exc)
+    row: dict[str, Any] = {
+        "call_id": new_id(),
+        "ts": now_utc(),
+        "source": source,
+        "route": route,
+        "task": task,
+        "model": record.name,
+        "version": record.version,
+        "run_id": run_id,
+        "item_id": item_id,
+        "prompt_tokens": generation.prompt_tokens if generation else None,
+        "completion_tokens": generation.completion_tokens if generation else None,
+        "wall_ms": cost.wall_ms,
+        "ttft_ms": generation.time_to_first_token_ms if generation else None,
+        "tokens_per_s": generation.tokens_per_s if generation else None,
+        "cpu_ms": cost.cpu_ms,
+        "peak_rss_mb": cost.peak_rss_mb,
+        "gpu_memory_mb": cost.gpu_memory_mb,
+        "gpu_utilization_pct": cost.gpu_utilization_pct,
+        "ok": generation is not None,
+        "error": error,
+        "quality": None,
+        **fingerprint().as_row(),
+    }
+    return MeasuredCall(generation=generation, cost=cost, row=row)

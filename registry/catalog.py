@@ -1,0 +1,266 @@
+"""The catalog: model families as MLflow registered models, each version one immutable ModelSpec.
+
+A version is written once — spec tags, the whole spec as the ``arbiter.spec`` tag (read back
+without an artifact download), and a ``spec.json`` artifact in an MLflow run for provenance —
+and never edited. Only ``arbiter.status`` moves (testing → active → deprecated). Registering the
+same file (same sha256) under the same name again returns the existing version.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from registry.errors import NotFoundError, UserError
+from registry.gguf_file import inspect_gguf, sha256_of
+from registry.mlflow_client import experiment_id, make_client, retry_locked
+from registry.settings import Settings
+from registry.spec import ROUTE_PREFIX, Hardware, ModelKind, ModelSpec, Status, validate_model_name
+from registry.store import ResultsStore, new_id, now_utc
+
+TAG_ROLE = "arbiter.role"
+TAG_SPEC = "arbiter.spec"
+TAG_STATUS = "arbiter.status"
+TAG_SHA = "arbiter.sha256"
+REGISTRATIONS_EXPERIMENT = "arbiter-registrations"
+# llama.cpp needs about the file's size mapped plus context and scratch buffers.
+_RUNTIME_OVERHEAD_MB = 150
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One catalog version as the registry holds it."""
+
+    name: str
+    version: int
+    status: str
+    spec: ModelSpec
+    created_at: datetime
+    run_id: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON contract of ``arbiter models list/show --json``."""
+        spec = self.spec
+        return {
+            "name": self.name,
+            "version": self.version,
+            "kind": spec.kind,
+            "sha256": spec.sha256,
+            "status": self.status,
+            "capabilities": list(spec.capabilities),
+            "context_window": spec.context_window,
+            "architecture": spec.architecture,
+            "quantization": spec.quantization,
+            "family": spec.family,
+            "size_bytes": spec.size_bytes,
+            "source": spec.source,
+            "chat_format": spec.chat_format,
+            "min_memory_mb": spec.hardware.min_memory_mb,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """``"name"`` → (name, None); ``"name/3"`` → (name, 3)."""
+    name, _, version = ref.partition("/")
+    if not version:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise UserError(f"invalid version in {ref!r}: write NAME/VERSION with VERSION a number ≥ 1, e.g. smollm2-135m/2")
+    return name, int(version)
+
+
+class Catalog:
+    """Register, list, show and move the status of model versions.
+
+    Example::
+
+        catalog = Catalog(get_settings())
+        record, created = catalog.register(Path("models/smollm2.gguf"), name="smollm2-135m",
+                                           capabilities=["chat", "text-generation"])
+        catalog.set_status(record.name, record.version, Status.ACTIVE)
+    """
+
+    def __init__(self, settings: Settings, store: ResultsStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or ResultsStore(settings.results_dir)
+        self._client = None
+
+    @property
+    def client(self):  # mlflow.MlflowClient, built on first use
+        if self._client is None:
+            self._client = make_client(self.settings)
+        return self._client
+
+    # --- registration -------------------------------------------------------------------
+
+    def register(
+        self,
+        path: Path,
+        *,
+        name: str,
+        capabilities: list[str] | None = None,
+        chat_format: str | None = None,
+        family: str | None = None,
+        provenance: dict[str, str] | None = None,
+    ) -> tuple[VersionRecord, bool]:
+        """Register a GGUF file; returns ``(record, created)`` — ``created`` is False when the
+        same file was already registered under ``name``."""
+        validate_model_name(name)
+        path = path.expanduser().resolve()
+        info = inspect_gguf(path)
+        sha = sha256_of(path)
+        existing = self._find_by_sha(name, sha)
+        if existing is not None:
+            return existing, False
+        size = path.stat().st_size
+        spec = ModelSpec(
+            name=name,
+            kind=ModelKind.GGUF,
+            source=str(path),
+            sha256=sha,
+            size_bytes=size,
+            capabilities=tuple(capabilities or ("text-generation", "chat")),
+            context_window=info.context_window,
+            architecture=info.architecture,
+            quantization=info.quantization,
+            family=family or info.architecture,
+            chat_format=chat_format,
+            hardware=Hardware(min_memory_mb=size // (1024 * 1024) + _RUNTIME_OVERHEAD_MB),
+            provenance={"gguf_name": info.model_name or "", **(provenance or {})},
+        )
+        if chat_format is None and not info.has_chat_template and "chat" in spec.capabilities:
+            raise UserError(
+                f"{path} has no chat template; pass --chat-format (e.g. 'gemma', 'chatml') "
+                "or register it without the 'chat' capability"
+            )
+        return self._create_version(spec), True
+
+    def _create_version(self, spec: ModelSpec) -> VersionRecord:
+        client = self.client
+        try:
+            client.get_registered_model(spec.name)
+        except Exception:
+            retry_locked(lambda: client.create_registered_model(spec.name, tags={TAG_ROLE: "catalog"}))
+        run_id = self._log_spec_run(spec)
+        spec_json = spec.model_dump_json()
+        tags = {
+            TAG_SPEC: spec_json,
+            TAG_STATUS: Status.TESTING.value,
+            TAG_SHA: spec.sha256 or "",
+            "arbiter.kind": str(spec.kind),
+            "arbiter.capabilities": ",".join(spec.capabilities),
+            "arbiter.context_window": str(spec.context_window),
+            "arbiter.quantization": spec.quantization or "",
+        }
+        source = f"{client.get_run(run_id).info.artifact_uri}/model"
+        created = retry_locked(
+            lambda: client.create_model_version(
+                spec.name, source=source, run_id=run_id, tags=tags,
+                description=f"{spec.architecture} {spec.quantization}, {spec.size_bytes} bytes, sha256 {spec.sha256}",
+            )
+        )
+        record = self._record(created)
+        self.store.append(
+            "events",
+            [{"event_id": new_id(), "ts": now_utc(), "kind": "register", "model": spec.name,
+              "version": record.version, "detail": json.dumps({"sha256": spec.sha256, "source": spec.source})}],
+        )
+        return record
+
+    def _log_spec_run(self, spec: ModelSpec) -> str:
+        """An MLflow run holding ``spec.json``: the version's provenance, and what an MLflow server needs."""
+        client = self.client
+        exp = experiment_id(client, self.settings, REGISTRATIONS_EXPERIMENT)
+        run = retry_locked(lambda: client.create_run(exp, run_name=f"register-{spec.name}", tags={"arbiter.model": spec.name}))
+        with tempfile.TemporaryDirectory() as folder:
+            spec_file = Path(folder) / "spec.json"
+            spec_file.write_text(spec.model_dump_json(indent=2))
+            client.log_artifact(run.info.run_id, str(spec_file), artifact_path="model")
+        retry_locked(lambda: client.set_terminated(run.info.run_id))
+        return run.info.run_id
+
+    def _find_by_sha(self, name: str, sha: str) -> VersionRecord | None:
+        return next((r for r in self._versions_of(name) if r.spec.sha256 == sha), None)
+
+    # --- queries ------------------------------------------------------------------------
+
+    def list_versions(
+        self, *, capability: str | None = None, status: str | None = None, name: str | None = None
+    ) -> list[VersionRecord]:
+        """All catalog versions (routes excluded), filtered, ordered by name then version."""
+        if status is not None and status not in {s.value for s in Status}:
+            raise UserError(f"unknown status {status!r}; use one of: {', '.join(s.value for s in Status)}")
+        names = [name] if name else self._catalog_names()
+        records = [r for n in names for r in self._versions_of(n)]
+        if capability:
+            records = [r for r in records if capability in r.spec.capabilities]
+        if status:
+            records = [r for r in records if r.status == status]
+        return sorted(records, key=lambda r: (r.name, r.version))
+
+    def get(self, name: str, version: int | None = None) -> VersionRecord:
+        """One version; the newest when ``version`` is None. Raises NotFoundError with what exists."""
+        versions = self._versions_of(name)
+        if not versions:
+            known = ", ".join(self._catalog_names()) or "none registered yet"
+            raise NotFoundError(f"unknown model {name!r}; known models: {known}")
+        if version is None:
+            return versions[-1]
+        for record in versions:
+            if record.version == version:
+                return record
+        raise NotFoundError(
+            f"{name} has no version {version}; its versions: {', '.join(str(r.version) for r in versions)}"
+        )
+
+    def get_ref(self, ref: str) -> VersionRecord:
+        name, version = parse_ref(ref)
+        return self.get(name, version)
+
+    def set_status(self, name: str, version: int, status: Status) -> VersionRecord:
+        """Move a version's lifecycle status (the one mutable thing about a version)."""
+        record = self.get(name, version)
+        if record.status != status.value:
+            retry_locked(lambda: self.client.set_model_version_tag(name, str(version), TAG_STATUS, status.value))
+            self.store.append(
+                "events",
+                [{"event_id": new_id(), "ts": now_utc(), "kind": f"status.{status.value}", "model": name,
+                  "version": version, "detail": json.dumps({"from": record.status})}],
+            )
+        return self.get(name, version)
+
+    def _catalog_names(self) -> list[str]:
+        models = self.client.search_registered_models(max_results=1000)
+        return sorted(
+            m.name for m in models if not m.name.startswith(ROUTE_PREFIX) and m.tags.get(TAG_ROLE) == "catalog"
+        )
+
+    def _versions_of(self, name: str) -> list[VersionRecord]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.search_model_versions(f"name = '{name.replace(chr(39), '')}'", max_results=10000)
+        except MlflowException:
+            return []
+        return sorted((self._record(mv) for mv in found if TAG_SPEC in mv.tags), key=lambda r: r.version)
+
+    @staticmethod
+    def _record(mv: Any) -> VersionRecord:
+        spec = ModelSpec.model_validate_json(mv.tags[TAG_SPEC])
+        return VersionRecord(
+            name=mv.name,
+            version=int(mv.version),
+            status=mv.tags.get(TAG_STATUS, Status.TESTING.value),
+            spec=spec,
+            created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
+            run_id=mv.run_id,
+        )

@@ -1,0 +1,1 @@
+"""The ``arbiter`` command: noun then verb, ``--json`` everywhere, one small module per noun."""

@@ -1,0 +1,40 @@
+"""``arbiter benchmark``: run the Prefect benchmark flow for chosen versions and tasks."""
+
+from __future__ import annotations
+
+import click
+
+from registry.cli import context
+from registry.cli.output import emit_json
+from registry.cli.prefect_env import prepare_prefect
+from registry.datasets import TASKS, load_validation_set
+
+
+@click.command()
+@click.option("--model", "models", multiple=True, help="NAME or NAME/VERSION; repeatable. Default: every version.")
+@click.option("--task", "tasks", multiple=True, type=click.Choice(TASKS), help="Repeatable. Default: every task.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N items of each set.")
+@click.option("--json", "as_json", is_flag=True)
+def benchmark(models: tuple[str, ...], tasks: tuple[str, ...], limit: int | None, as_json: bool) -> None:
+    """Benchmark versions on the bundled validation sets and record the results."""
+    catalog = context.catalog()
+    records = [catalog.get_ref(ref) for ref in models] if models else catalog.list_versions()
+    if not records:
+        raise click.UsageError("no model versions registered; register one with `arbiter models register`")
+    chosen = list(tasks or TASKS)
+    for name in chosen:  # refuse bad data before Prefect starts, with a clean message
+        load_validation_set(name, catalog.settings.datasets_dir)
+    prepare_prefect(catalog.settings)
+    from flows.benchmark import benchmark_flow
+
+    runs = benchmark_flow(
+        models=[r.ref for r in records], tasks=chosen, limit=limit, home=str(catalog.settings.home)
+    )
+    if as_json:
+        emit_json(runs)
+    else:
+        for run in runs:
+            click.echo(
+                f"{run['model']}/{run['version']} {run['task']}: quality {run['quality']:.3f}, "
+                f"p50 {run['p50_ms']:.0f} ms, {run['tokens_per_s'] or 0:.0f} tok/s (n={run['n']})"
+            )

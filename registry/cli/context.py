@@ -1,0 +1,15 @@
+"""Build the registry objects a command needs from the environment's settings."""
+
+from __future__ import annotations
+
+from registry.catalog import Catalog
+from registry.routes import Routes
+from registry.settings import get_settings
+
+
+def catalog() -> Catalog:
+    return Catalog(get_settings())
+
+
+def routes() -> Routes:
+    return Routes(catalog())

@@ -1,0 +1,86 @@
+"""``arbiter demo``: the main job on the embedded default, end to end and idempotent.
+
+Registers the models PyPI packages ship (plus a derived version of each), benchmarks every
+version × task not yet measured on this hardware with this data, prints the leaderboard,
+promotes each task's best version, answers one prompt through a route, and says how to look
+at everything in the MLflow UI and with DuckDB.
+"""
+
+from __future__ import annotations
+
+import click
+
+from registry.cli import context
+from registry.cli.output import print_table
+from registry.cli.prefect_env import prepare_prefect
+from registry.cli.results import LEADERBOARD_COLUMNS
+from registry.datasets import TASKS, load_validation_set
+from registry.hardware import fingerprint
+from registry.shipped import prepare_shipped_models
+
+DEMO_PROMPT = "In one sentence, what is the capital of France?"
+
+
+@click.command()
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N items of each set.")
+@click.option("--rebenchmark", is_flag=True, help="Benchmark again even where a run on this hardware exists.")
+def demo(limit: int | None, rebenchmark: bool) -> None:
+    """Register, benchmark, rank, promote and serve the shipped small models."""
+    catalog = context.catalog()
+    settings = catalog.settings
+    click.echo("1/5 registering the models PyPI packages ship (and a Q4_0 version of each made here)…")
+    for shipped in prepare_shipped_models(settings.models_dir, settings.n_threads):
+        record, created = catalog.register(
+            shipped.path, name=shipped.name, capabilities=list(shipped.capabilities),
+            chat_format=shipped.chat_format, provenance=shipped.provenance,
+        )
+        click.echo(f"    {'new' if created else 'have'} {record.ref}: {record.spec.quantization}, "
+                   f"{record.spec.size_bytes / 2**20:.0f} MiB, sha256 {record.spec.sha256[:12]}…")
+
+    records = catalog.list_versions()
+    sets = {name: load_validation_set(name, settings.datasets_dir) for name in TASKS}
+    todo = [r.ref for r in records if rebenchmark or _needs_run(catalog, r, sets)]
+    click.echo(f"2/5 benchmarking {len(todo)} of {len(records)} versions on {', '.join(TASKS)} with a Prefect flow…")
+    if todo:
+        prepare_prefect(settings)
+        from flows.benchmark import benchmark_flow
+
+        benchmark_flow(models=todo, tasks=list(TASKS), limit=limit, home=str(settings.home))
+
+    click.echo("3/5 leaderboard (latest run per version on this hardware):")
+    board = [row for row in catalog.store.leaderboard() if row["hardware_id"] == fingerprint().hardware_id]
+    for name in TASKS:
+        print_table(f"{name}", [r for r in board if r["task"] == name], LEADERBOARD_COLUMNS)
+
+    click.echo("4/5 promoting the best version of each task's route:")
+    routes = context.routes()
+    for name in TASKS:
+        best = next(r for r in board if r["task"] == name)  # ordered by quality, then p50
+        state = routes.promote(name, best["model"], int(best["version"]))
+        previous = state.previous
+        click.echo(f"    route {name}: champion {best['model']}/{best['version']} (quality {best['quality']:.3f})"
+                   + (f", previous {previous.model}/{previous.version}" if previous else ""))
+
+    click.echo(f"5/5 one prompt through route qa: {DEMO_PROMPT!r}")
+    from registry.cli.generate import generate
+
+    click.get_current_context().invoke(generate, prompt=DEMO_PROMPT, route="qa", max_tokens=48, as_json=False)
+    mlruns = settings.mlruns_dir
+    click.echo(
+        "\nNext:\n"
+        f"  MLflow UI (promote by moving the 'champion' alias of route.<task>):\n"
+        f"    .venv/bin/mlflow ui --backend-store-uri sqlite:///{mlruns / 'mlflow.db'} --port 5000\n"
+        "  Results with DuckDB (views calls, runs, events):\n"
+        "    .venv/bin/arbiter results sql \"select task, model, version, quality, p50_ms from runs order by ts desc\"\n"
+        f"    .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"select * from '{settings.results_dir}/calls/*.parquet' limit 5\\\"))\""
+    )
+
+
+def _needs_run(catalog, record, sets) -> bool:
+    """True when some task has no run of this version on this hardware with the current data."""
+    hardware = fingerprint().hardware_id
+    for name, validation_set in sets.items():
+        run = catalog.store.latest_run(name, record.name, record.version, hardware)
+        if run is None or run["hardware_id"] != hardware or run["dataset_sha256"] != validation_set.sha256:
+            return True
+    return False

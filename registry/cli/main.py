@@ -1,0 +1,51 @@
+"""Entry point: the root group, and the one place user errors become clean one-line messages."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from registry.errors import ArbiterError, UserError
+
+
+class ArbiterGroup(click.Group):
+    """Turns our errors into ``error: …`` on stderr and an exit code, never a stack trace."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except ArbiterError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=ArbiterGroup)
+@click.version_option(package_name="arbiter-registry")
+def cli() -> None:
+    """arbiter — a local-first model registry and hot-swap router for LLMs."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def _register_commands() -> None:
+    from registry.cli import benchmark, demo, generate, models, results, routes
+
+    cli.add_command(models.models)
+    cli.add_command(routes.routes)
+    cli.add_command(results.results)
+    cli.add_command(benchmark.benchmark)
+    cli.add_command(generate.generate)
+    cli.add_command(demo.demo)
+
+
+_register_commands()
+
+
+def main() -> None:
+    cli()

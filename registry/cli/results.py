@@ -1,0 +1,45 @@
+"""``arbiter results leaderboard|sql``: the Parquet results through DuckDB."""
+
+from __future__ import annotations
+
+import click
+
+from registry.cli.output import emit_json, print_table
+from registry.settings import get_settings
+from registry.store import ResultsStore
+
+LEADERBOARD_COLUMNS = ("task", "model", "version", "quality", "p50_ms", "p95_ms", "tokens_per_s", "n")
+
+
+@click.group()
+def results() -> None:
+    """Benchmark and call results (Parquet, queried with DuckDB)."""
+
+
+@results.command("leaderboard")
+@click.option("--task", default=None, help="Only this task.")
+@click.option("--json", "as_json", is_flag=True)
+def leaderboard(task: str | None, as_json: bool) -> None:
+    """The latest run of each version per task, best quality first."""
+    rows = ResultsStore(get_settings().results_dir).leaderboard(task)
+    if as_json:
+        emit_json(rows)
+    elif not rows:
+        click.echo("no benchmark runs yet; run `arbiter benchmark` or `make demo`")
+    else:
+        for name in sorted({r["task"] for r in rows}):
+            print_table(f"leaderboard: {name}", [r for r in rows if r["task"] == name], LEADERBOARD_COLUMNS)
+
+
+@results.command("sql")
+@click.argument("query")
+@click.option("--json", "as_json", is_flag=True)
+def sql(query: str, as_json: bool) -> None:
+    """Run QUERY over the views calls, runs and events."""
+    rows = ResultsStore(get_settings().results_dir).query(query)
+    if as_json:
+        emit_json(rows)
+    elif rows:
+        print_table("result", rows, list(rows[0]))
+    else:
+        click.echo("(no rows)")

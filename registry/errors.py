@@ -1,0 +1,67 @@
+"""The exception tree, drawn once so callers know what to catch.
+
+    ArbiterError                 anything this package raises on purpose
+    ├── UserError                bad input; the message says what was wrong and how to fix it
+    │   ├── ModelFileError       path missing, not a GGUF file, truncated GGUF
+    │   ├── IntegrityError       a registered file changed after registration (sha256 mismatch)
+    │   ├── NotFoundError        unknown model, version, route or alias
+    │   ├── DatasetError         a validation set fails its schema or its Great Expectations suite
+    │   ├── PromotionError       a promotion or rollback the rules refuse
+    │   └── ConfigError          a setting that cannot work
+    ├── ProviderError            a backend failed to load or generate
+    └── StoreError               the registry or results store failed (locked, unreadable)
+
+Errors from MLflow, llama.cpp, Great Expectations and DuckDB are mapped into this tree at the
+boundary where they happen, so the CLI can print one clean line and exit non-zero for any
+``UserError`` without a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class ArbiterError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class UserError(ArbiterError):
+    """The caller asked for something that cannot be done; the message carries the fix."""
+
+    exit_code = 2
+
+
+class ModelFileError(UserError):
+    """A model file is missing, is not GGUF, or is truncated."""
+
+
+class IntegrityError(UserError):
+    """A registered file no longer has the sha256 recorded in its version."""
+
+
+class NotFoundError(UserError):
+    """An unknown model, version, route or alias."""
+
+    exit_code = 3
+
+
+class DatasetError(UserError):
+    """A validation set is malformed or fails its expectations."""
+
+
+class PromotionError(UserError):
+    """A promotion or rollback that the route's rules refuse."""
+
+
+class ConfigError(UserError):
+    """A setting that cannot work as given."""
+
+
+class ProviderError(ArbiterError):
+    """A model backend failed to load or to generate."""
+
+
+class StoreError(ArbiterError):
+    """The registry or the results store could not be read or written."""
+
+
+class ArbiterWarning(UserWarning):
+    """Warnings of our own; the test-suite turns them into errors."""

@@ -1,0 +1,60 @@
+"""The one place that builds an MLflow client, and maps MLflow's errors into ours.
+
+Several processes share one sqlite store (a flow registering, a person in the UI, the CLI), so a
+write can meet ``database is locked``; it is retried with backoff here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from registry.errors import StoreError
+from registry.settings import Settings
+
+T = TypeVar("T")
+_LOCK_RETRIES = 6
+
+
+def make_client(settings: Settings):  # -> mlflow.MlflowClient (imported lazily: mlflow is slow to import)
+    """A client on the settings' sqlite store, creating the store's folders on first use."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no INFO lines about creating tables
+    settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
+    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def experiment_id(client, settings: Settings, name: str) -> str:
+    """Id of the named experiment, created with its artifacts under ``mlruns/artifacts/``."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = (settings.artifacts_dir / name).as_uri()
+    return retry_locked(lambda: client.create_experiment(name, artifact_location=location))
+
+
+def retry_locked(call: Callable[[], T]) -> T:
+    """Run an MLflow call, retrying while sqlite says the database is locked."""
+    from mlflow.exceptions import MlflowException
+
+    delay = 0.05
+    for attempt in range(_LOCK_RETRIES):
+        try:
+            return call()
+        except MlflowException as exc:
+            if "database is locked" not in str(exc) or attempt == _LOCK_RETRIES - 1:
+                if "database is locked" in str(exc):
+                    raise StoreError(
+                        "the MLflow store stayed locked by another process; retry, or move to an MLflow "
+                        "server on a SQL database (see ARCHITECTURE.md, scale-out)"
+                    ) from exc
+                raise
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")

@@ -1,0 +1,80 @@
+"""The one Provider protocol every backend implements, and the request/result types it speaks.
+
+Small on purpose: ``load``, ``generate``, ``stream``, ``health``, ``unload``. Costs, retries and
+circuit breakers wrap providers from the outside, once, so a new backend only has to speak this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from registry.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Either ``messages`` (chat) or ``prompt`` (plain completion), never both."""
+
+    messages: tuple[dict[str, str], ...] = ()
+    prompt: str | None = None
+    max_tokens: int = 64
+    temperature: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if bool(self.messages) == (self.prompt is not None):
+            raise ValueError("a GenerationRequest needs exactly one of messages= or prompt=")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What came back, with the timings only the provider can see."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_ms: float | None
+    generation_ms: float
+    finish_reason: str | None = None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Completion tokens per second of generation (None when nothing was generated)."""
+        if self.completion_tokens == 0 or self.generation_ms <= 0:
+            return None
+        return self.completion_tokens / (self.generation_ms / 1000)
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A backend serving one model version."""
+
+    spec: ModelSpec
+    load_ms: float | None
+
+    def load(self) -> None:
+        """Make the model ready; idempotent. Raises ``IntegrityError`` or ``ProviderError``."""
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        """Generate the whole answer."""
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        """Yield text fragments as they are generated."""
+
+    def health(self) -> Health:
+        """Cheap check that never loads a cold model."""
+
+    def unload(self) -> None:
+        """Free the model; idempotent."""

@@ -1,0 +1,173 @@
+"""The embedded default backend: a GGUF file run in-process by llama.cpp (llama-cpp-python).
+
+A ``Llama`` object is not thread-safe (concurrent calls segfault, see shared/STACK.md), so each
+provider holds one lock around every use; parallelism comes from replicas, not threads.
+The file's sha256 is checked on load: a version is immutable, and a file that changed since
+registration is refused rather than silently served under the old version's name.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from registry.errors import IntegrityError, ModelFileError, ProviderError
+from registry.gguf_file import sha256_of
+from registry.providers.base import Generation, GenerationRequest, Health
+from registry.spec import ModelSpec
+
+
+class LlamaCppProvider:
+    """Serve one registered GGUF version through llama.cpp.
+
+    Example::
+
+        provider = LlamaCppProvider(spec, n_threads=2, n_ctx=2048)
+        provider.load()
+        provider.generate(GenerationRequest(messages=({"role": "user", "content": "Hi"},)))
+    """
+
+    def __init__(self, spec: ModelSpec, *, n_threads: int, n_ctx: int, seed: int = 0) -> None:
+        self.spec = spec
+        self.load_ms: float | None = None
+        self._n_threads = n_threads
+        self._n_ctx = min(n_ctx, spec.context_window)
+        self._seed = seed
+        self._lock = threading.Lock()
+        self._llm: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._llm is not None
+
+    def load(self) -> None:
+        with self._lock:
+            if self._llm is not None:
+                return
+            path = Path(self.spec.source)
+            if not path.is_file():
+                raise ModelFileError(
+                    f"{self.spec.name}: its file {path} is gone; restore it or register the model again"
+                )
+            actual = sha256_of(path)
+            if actual != self.spec.sha256:
+                raise IntegrityError(
+                    f"{self.spec.name}: {path} changed since it was registered "
+                    f"(sha256 {actual[:12]}… ≠ {str(self.spec.sha256)[:12]}…); a version is immutable: "
+                    "restore the original file or register the new one as a new version"
+                )
+            from llama_cpp import Llama  # lazy: importing llama_cpp loads the native library
+
+            started = time.perf_counter()
+            try:
+                self._llm = Llama(
+                    model_path=str(path),
+                    n_ctx=self._n_ctx,
+                    n_threads=self._n_threads,
+                    seed=self._seed,
+                    chat_format=self.spec.chat_format,
+                    verbose=False,
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise ProviderError(f"{self.spec.name}: llama.cpp could not load {path}: {exc}") from exc
+            self.load_ms = (time.perf_counter() - started) * 1000
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        started = time.perf_counter()
+        first_token_at: float | None = None
+        parts: list[str] = []
+        completion_tokens = 0
+        finish_reason: str | None = None
+        with self._lock:
+            llm = self._require_loaded()
+            _reset_perf(llm)
+            for fragment, finish in self._fragments(llm, request):
+                if finish is not None:
+                    finish_reason = finish
+                    continue
+                completion_tokens += 1
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                parts.append(fragment)
+            prompt_tokens = _prompt_tokens_evaluated(llm)
+        ended = time.perf_counter()
+        return Generation(
+            text="".join(parts),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            time_to_first_token_ms=None if first_token_at is None else (first_token_at - started) * 1000,
+            generation_ms=(ended - started) * 1000,
+            finish_reason=finish_reason,
+        )
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        with self._lock:
+            llm = self._require_loaded()
+            for fragment, finish in self._fragments(llm, request):
+                if finish is None and fragment:
+                    yield fragment
+
+    def health(self) -> Health:
+        if self._llm is None:
+            return Health(ok=False, detail="not loaded")
+        return Health(ok=True, detail="loaded", extra={"n_ctx": str(self._n_ctx)})
+
+    def unload(self) -> None:
+        with self._lock:
+            if self._llm is not None:
+                self._llm.close()
+                self._llm = None
+
+    def _require_loaded(self) -> Any:
+        if self._llm is None:
+            raise ProviderError(f"{self.spec.name}: generate called before load()")
+        return self._llm
+
+    def _fragments(self, llm: Any, request: GenerationRequest) -> Iterator[tuple[str, str | None]]:
+        """Yield ``(text, None)`` per generated token, then ``("", finish_reason)``.
+
+        ``reset()`` first: llama.cpp's prompt cache would otherwise make a repeated prompt faster
+        and, with sampling, change its output — both wrong for measurement.
+        """
+        llm.reset()
+        params: dict[str, Any] = {
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "seed": self._seed if request.seed is None else request.seed,
+            "stop": list(request.stop) or None,
+            "stream": True,
+        }
+        try:
+            if request.messages:
+                for chunk in llm.create_chat_completion(messages=list(request.messages), **params):
+                    choice = chunk["choices"][0]
+                    if choice.get("finish_reason") is not None:
+                        yield "", choice["finish_reason"]
+                    elif "content" in choice["delta"]:
+                        yield choice["delta"]["content"] or "", None
+            else:
+                for chunk in llm.create_completion(prompt=request.prompt, **params):
+                    choice = chunk["choices"][0]
+                    if choice.get("finish_reason") is not None:
+                        yield "", choice["finish_reason"]
+                    else:
+                        yield choice["text"], None
+        except ValueError as exc:  # e.g. "Requested tokens (…) exceed context window of …"
+            raise ProviderError(f"{self.spec.name}: {exc}") from exc
+
+
+def _reset_perf(llm: Any) -> None:
+    import llama_cpp
+
+    llama_cpp.llama_perf_context_reset(llm.ctx)
+
+
+def _prompt_tokens_evaluated(llm: Any) -> int:
+    """Prompt tokens llama.cpp evaluated in this call (after ``reset()``, the whole prompt)."""
+    import llama_cpp
+
+    data = llama_cpp.llama_perf_context(llm.ctx)
+    return int(data.n_p_eval)

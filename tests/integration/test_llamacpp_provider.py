@@ -1,0 +1,76 @@
+"""The llama.cpp provider on the real SmolLM2 file: counts, timings, streaming, lifecycle."""
+
+from __future__ import annotations
+
+import pytest
+
+from registry.catalog import Catalog
+from registry.costs import measure
+from registry.errors import ProviderError
+from registry.pool import WarmPool
+from registry.providers import GenerationRequest
+from registry.providers.llamacpp import LlamaCppProvider
+
+pytestmark = pytest.mark.integration
+
+QUESTION = ({"role": "user", "content": "What is the capital of France?"},)
+
+
+@pytest.fixture
+def provider(catalog: Catalog, smollm2, session_pool: WarmPool):
+    record, _ = catalog.register(smollm2.path, name="smollm2-135m")
+    return session_pool.get(record)
+
+
+def test_generate_reports_tokens_and_timings(provider) -> None:
+    generation = provider.generate(GenerationRequest(messages=QUESTION, max_tokens=16))
+    assert generation.text.strip()
+    assert 0 < generation.completion_tokens <= 16
+    # the count llama.cpp itself reports for the same request (non-streaming)
+    reference = provider._llm.create_chat_completion(messages=list(QUESTION), max_tokens=16, temperature=0.0)
+    assert generation.prompt_tokens == reference["usage"]["prompt_tokens"]
+    assert generation.completion_tokens == reference["usage"]["completion_tokens"]
+    assert generation.text == reference["choices"][0]["message"]["content"]
+    assert 0 < generation.time_to_first_token_ms <= generation.generation_ms
+    assert generation.tokens_per_s > 0
+    assert provider.load_ms is not None and provider.load_ms > 0
+
+
+def test_plain_prompt_and_stream_agree_at_temperature_zero(provider) -> None:
+    request = GenerationRequest(prompt="The capital of France is", max_tokens=8)
+    whole = provider.generate(request)
+    streamed = list(provider.stream(request))
+    assert len(streamed) >= 2
+    assert "".join(streamed) == whole.text
+
+
+def test_measure_reports_wall_cpu_rss_and_no_gpu(provider) -> None:
+    with measure() as cost:
+        provider.generate(GenerationRequest(messages=QUESTION, max_tokens=8))
+    assert cost.wall_ms > 0 and cost.cpu_ms > 0
+    assert cost.peak_rss_mb > 50
+    assert cost.gpu_memory_mb is None and cost.gpu_utilization_pct is None  # no GPU on this machine
+
+
+def test_lifecycle_health_and_unload(catalog: Catalog, smollm2, settings) -> None:
+    record, _ = catalog.register(smollm2.path, name="smollm2-135m")
+    provider = LlamaCppProvider(record.spec, n_threads=settings.n_threads, n_ctx=512)
+    assert not provider.health().ok
+    with pytest.raises(ProviderError, match="before load"):
+        provider.generate(GenerationRequest(prompt="hi", max_tokens=2))
+    provider.load()
+    assert provider.health().ok
+    provider.unload()
+    provider.unload()  # idempotent
+    assert provider.health().detail == "not loaded"
+
+
+def test_a_prompt_over_the_context_is_a_provider_error(catalog: Catalog, smollm2, settings) -> None:
+    record, _ = catalog.register(smollm2.path, name="smollm2-135m")
+    provider = LlamaCppProvider(record.spec, n_threads=settings.n_threads, n_ctx=256)
+    provider.load()
+    try:
+        with pytest.raises(ProviderError, match="context window"):
+            provider.generate(GenerationRequest(prompt="word " * 400, max_tokens=4))
+    finally:
+        provider.unload()
