@@ -7,8 +7,8 @@ task in ``TASKS``:
 * **load** ``datasets/<task>.jsonl``, refusing a malformed file with one line that names the bad rows
   (a Great Expectations suite per task, so a broken set fails before any model time is spent), and
   recording the file's sha256 so a result row says exactly which data produced it;
-* **prompt**: ``build_messages`` puts the instruction and the input in one user message, because
-  some chat formats (llama.cpp's ``gemma``) drop system messages;
+* **prompt**: ``build_messages`` shows one worked example, then the item, as user/assistant turns
+  (no system message: llama.cpp's ``gemma`` chat format drops it);
 * **score**: ``score`` is deterministic and lenient about form (case, punctuation, code fences)
   but strict about content, so a tiny model gets credit for a right answer said clumsily.
 
@@ -26,6 +26,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -285,11 +286,19 @@ def build_messages(item: Item) -> list[dict[str, str]]:
     Example::
 
         build_messages(Item("qa-001", "qa", {"question": "What is 2 plus 2?", "references": ["4"]}))
-        # [{'role': 'user', 'content': 'Answer the question in a few words, ...Question: What is 2 plus 2?'}]
+        # [{'role': 'user', 'content': '...Question: What is the capital of England?'},
+        #  {'role': 'assistant', 'content': 'London'},
+        #  {'role': 'user', 'content': 'Answer the question in a few words, ...Question: What is 2 plus 2?'}]
     """
     if item.task not in _PROMPTS:
         raise _unknown_task(item.task)
-    return [{"role": "user", "content": _PROMPTS[item.task](item.data)}]
+    prompt = _PROMPTS[item.task]
+    demo, answer = _DEMOS[item.task]
+    return [
+        {"role": "user", "content": prompt(demo)},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": prompt(item.data)},
+    ]
 
 
 def _extract_prompt(data: dict[str, Any]) -> str:
@@ -305,6 +314,22 @@ _PROMPTS: dict[str, Callable[[dict[str, Any]], str]] = {
     "extract": _extract_prompt,
     "classify": lambda d: (
         f"Classify the text. Reply with exactly one of these labels: {', '.join(d['labels'])}.\n\nText: {d['text']}"
+    ),
+}
+
+
+# One worked example per task, in the dataset's own schema, shown as an earlier turn. Measured on the
+# bundled sets: without it Gemma 3 270M (a base model) only echoes the instruction and scores 0 on
+# every task; with it, it answers in form on qa and extract, and SmolLM2 rambles less (~0.6 -> ~0.8).
+_DEMOS: dict[str, tuple[dict[str, Any], str]] = {
+    "qa": ({"question": "What is the capital of England?", "references": ["London"]}, "London"),
+    "extract": (
+        {"text": "Ali Khan, 27, lives in Dubai.", "fields": {"name": "Ali Khan", "age": 27, "city": "Dubai"}},
+        '{"name": "Ali Khan", "age": 27, "city": "Dubai"}',
+    ),
+    "classify": (
+        {"text": "A red car drove past.", "labels": ["animal", "plant", "vehicle"], "label": "vehicle"},
+        "vehicle",
     ),
 }
 
@@ -393,7 +418,8 @@ def _score_extract(data: dict[str, Any], output: str) -> float:
     by_key = {str(key).strip().casefold(): value for key, value in found.items()}
     expected = data["fields"]
     hits = sum(k.casefold() in by_key and _matches(v, by_key[k.casefold()]) for k, v in expected.items())
-    return 0.3 + 0.7 * hits / len(expected)
+    # Exact arithmetic, so a perfect answer is 1.0 rather than 0.3 + 0.7 == 0.9999999999999999.
+    return float(Fraction(3, 10) + Fraction(7, 10) * Fraction(hits, len(expected)))
 
 
 def _score_classify(data: dict[str, Any], output: str) -> float:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from registry.datasets import TASKS, WARMUP_MESSAGES, Item, build_messages, max_tokens_for, score
+from registry.datasets import _DEMOS, TASKS, WARMUP_MESSAGES, Item, build_messages, max_tokens_for, score
 from registry.errors import DatasetError
 
 pytestmark = pytest.mark.unit
 
-QA = Item("qa-002", "qa", {"id": "qa-002", "question": "How many legs does a dog have?", "references": ["4", "four"]})
+QA = Item("qa-002", "qa", {"id": "qa-002", "question": "How many legs has a dog?", "references": ["4", "four"]})
 PARIS = Item("qa-001", "qa", {"id": "qa-001", "question": "Capital of France?", "references": ["Paris"]})
 SHAKESPEARE = Item(
-    "qa-016", "qa", {"id": "qa-016", "question": "Who wrote Hamlet?", "references": ["William Shakespeare", "Shakespeare"]}
+    "qa-016", "qa", {"id": "qa-016", "question": "Who wrote Hamlet?", "references": ["William Shakespeare", "Bard"]}
 )
 EXTRACT = Item(
     "extract-001",
@@ -34,7 +34,9 @@ SENTIMENT = Item(
     {"id": "classify-001", "text": "Meh.", "labels": ["positive", "negative", "neutral"], "label": "negative"},
 )
 SPAM = Item(
-    "classify-027", "classify", {"id": "classify-027", "text": "Hi", "labels": ["spam", "not spam"], "label": "not spam"}
+    "classify-027",
+    "classify",
+    {"id": "classify-027", "text": "Hi", "labels": ["spam", "not spam"], "label": "not spam"},
 )
 
 
@@ -79,8 +81,8 @@ def test_qa_articles_are_ignored() -> None:
 # --------------------------------------------------------------------------- extract
 
 
-def test_extract_exact_json_scores_full() -> None:
-    assert score(EXTRACT, json.dumps(EXTRACT.data["fields"])) == pytest.approx(1.0)
+def test_extract_exact_json_scores_exactly_one() -> None:
+    assert score(EXTRACT, json.dumps(EXTRACT.data["fields"])) == 1.0  # not 0.3 + 0.7 == 0.9999999999999999
 
 
 def test_extract_tolerates_code_fence_and_prose() -> None:
@@ -164,21 +166,34 @@ def test_scores_are_deterministic_and_in_range() -> None:
             assert score(item, output) == first
 
 
+@pytest.mark.parametrize("item", [QA, EXTRACT, SENTIMENT])
+def test_prompt_is_a_worked_example_then_the_item(item: Item) -> None:
+    demo, answer, message = build_messages(item)
+    assert [demo["role"], answer["role"], message["role"]] == ["user", "assistant", "user"]
+    assert demo["content"].split(".")[0] == message["content"].split(".")[0]  # the same instruction
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_each_worked_example_earns_full_marks(task: str) -> None:
+    # The demonstration teaches the form the scorer rewards; a demo that scored < 1 would teach a wrong one.
+    row, answer = _DEMOS[task]
+    assert score(Item("demo", task, row), answer) == 1.0
+
+
 def test_extract_prompt_names_exactly_the_keys_and_their_types() -> None:
-    [message] = build_messages(EXTRACT)
-    assert message["role"] == "user"
+    *_, message = build_messages(EXTRACT)
     assert "ONLY a JSON object" in message["content"]
     assert "name (string), age (integer), city (string)" in message["content"]
     assert EXTRACT.data["text"] in message["content"]
 
 
 def test_classify_and_qa_prompts_carry_the_input_and_the_instruction() -> None:
-    [classify] = build_messages(SENTIMENT)
+    *_, classify = build_messages(SENTIMENT)
     assert "exactly one of these labels: positive, negative, neutral" in classify["content"]
     assert classify["content"].endswith("Text: Meh.")
-    [qa] = build_messages(QA)
+    *_, qa = build_messages(QA)
     assert "few words" in qa["content"]
-    assert qa["content"].endswith("Question: How many legs does a dog have?")
+    assert qa["content"].endswith("Question: How many legs has a dog?")
 
 
 def test_budgets_are_small_and_cover_every_task() -> None:

@@ -1,0 +1,225 @@
+"""Flow overhead: the Prefect benchmark flow against a bare loop doing the same generations.
+
+Is orchestration cheap enough to run every benchmark through Prefect? The candidate is
+``flows.benchmark.benchmark_flow``; the baseline is the same package functions its task calls
+(``benchmark_version`` + ``record_result``) in a plain loop. The baseline repeats everything else
+the flow body does as well — settings, catalog, dataset validation, a new ``WarmPool`` per run
+(so one model load and warm-up in each run) — so the difference is Prefect's alone. Keep
+``_bare_run`` in step with the flow's body when that changes.
+
+* Cold start: the first run of each path in this process, reported apart (the first flow starts
+  Prefect's temporary API server; the first bare run pays the imports and Great Expectations).
+* Warm: bare/flow runs alternated (ABAB…) for ``--rounds`` rounds; ratio = median flow wall /
+  median bare wall. Goal ≤ 1.05× (a one-task-per-generation flow measured 1.19×, shared/STACK.md).
+* The prompt cache cannot flatter either path: the provider calls ``reset()`` before every request.
+
+A measurement, not a test: exits 0 when the goal is missed and says so in the JSON.
+
+    .venv/bin/python benchmarks/flow_overhead.py --limit 3 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO / "benchmarks" / "out" / "flow_overhead.json"
+GOAL = 1.05
+MODEL_NAME = "smollm2-135m"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=5, help="items per task (default 5)")
+    parser.add_argument("--tasks", default="qa,classify", help="comma-separated tasks (default qa,classify)")
+    parser.add_argument("--rounds", type=int, default=3, help="warm bare/flow pairs (default 3)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(REPO)})")
+    parser.add_argument("--home", type=Path, default=None, help="ARBITER_HOME to use and keep (default: a temporary one)")
+    args = parser.parse_args(argv)
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.limit < 1 or args.rounds < 1:
+        parser.error("--limit and --rounds must be at least 1")
+    from registry.datasets import TASKS
+
+    unknown = sorted(set(args.tasks) - set(TASKS))
+    if unknown or not args.tasks:
+        parser.error(f"unknown tasks {unknown}; choose from: {', '.join(TASKS)}")
+    return args
+
+
+def prepare_home(home: Path | None) -> Path:
+    """A throwaway ARBITER_HOME (removed at exit) unless one is given; Prefect's state goes inside it.
+
+    Everything here must happen before Prefect is imported: it reads its settings at import.
+    """
+    if home is None:
+        home = Path(tempfile.mkdtemp(prefix="arbiter-bench-"))
+        # Registered before Prefect starts its temporary server, so (atexit runs last-in first-out)
+        # the server's own atexit stop runs first and the folder goes after it.
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+    home = home.expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["ARBITER_HOME"] = str(home)
+    os.environ["PREFECT_HOME"] = str(home / ".prefect")
+    os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from registry.cli.prefect_env import prepare_prefect
+    from registry.settings import get_settings
+
+    prepare_prefect(get_settings(home=home))
+    return home
+
+
+def register_smollm2(home: Path) -> str:
+    """SmolLM2 v1 in a fresh catalog; returns its ``NAME/VERSION`` ref."""
+    from registry.catalog import Catalog
+    from registry.settings import get_settings
+    from registry.shipped import smollm2_path
+
+    catalog = Catalog(get_settings(home=home))
+    record, _ = catalog.register(smollm2_path(), name=MODEL_NAME, capabilities=["chat", "text-generation"])
+    return record.ref
+
+
+def _bare_run(ref: str, tasks: list[str], limit: int, home: Path) -> list[dict[str, Any]]:
+    """``benchmark_flow``'s body without Prefect: the same calls, in the same order."""
+    from registry.benchmark import benchmark_version, record_result
+    from registry.catalog import Catalog
+    from registry.datasets import load_validation_set
+    from registry.pool import WarmPool
+    from registry.settings import get_settings
+
+    settings = get_settings(home=home)
+    catalog = Catalog(settings)
+    validation_sets = [load_validation_set(name, settings.datasets_dir) for name in tasks]
+    record = catalog.get_ref(ref)
+    runs = []
+    with WarmPool(settings) as pool:
+        for validation_set in validation_sets:
+            runs.append(record_result(catalog, benchmark_version(catalog, pool, record, validation_set, limit=limit)))
+    return runs
+
+
+def _timed(fn: Callable[[], list[dict[str, Any]]], expected_runs: int) -> tuple[float, list[dict[str, Any]]]:
+    started = time.perf_counter()
+    runs = fn()
+    wall = time.perf_counter() - started
+    if len(runs) != expected_runs or any(run["n_ok"] != run["n"] for run in runs):
+        raise SystemExit(f"flow_overhead: a run failed or was incomplete: {[(r['task'], r['n_ok'], r['n']) for r in runs]}")
+    return wall, runs
+
+
+def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    ref = register_smollm2(home)
+    tasks, limit = args.tasks, args.limit
+    expected = len(tasks)
+    bare = lambda: _bare_run(ref, tasks, limit, home)  # noqa: E731
+
+    cold_bare_s, bare_runs = _timed(bare, expected)
+    started = time.perf_counter()
+    from flows.benchmark import benchmark_flow
+
+    prefect_import_s = time.perf_counter() - started
+    flow = lambda: benchmark_flow(models=[ref], tasks=tasks, limit=limit, home=str(home))  # noqa: E731
+    cold_flow_s, flow_runs = _timed(flow, expected)
+
+    bare_walls, flow_walls = [], []
+    for _ in range(args.rounds):  # ABAB…: drift on a shared machine lands on both paths alike
+        wall, bare_runs = _timed(bare, expected)
+        bare_walls.append(wall)
+        wall, flow_runs = _timed(flow, expected)
+        flow_walls.append(wall)
+
+    generations = sum(run["n"] for run in flow_runs)
+    bare_median, flow_median = statistics.median(bare_walls), statistics.median(flow_walls)
+    ratio = flow_median / bare_median
+    from registry.hardware import fingerprint
+    from registry.store import now_utc
+
+    quality = lambda runs: {run["task"]: round(run["quality"], 4) for run in runs}  # noqa: E731
+    return {
+        "benchmark": "flow_overhead",
+        "ts": now_utc().isoformat(),
+        "hardware": fingerprint().as_row(),
+        "model": ref,
+        "tasks": tasks,
+        "items_per_task": limit,
+        "generations_per_run": generations,
+        "rounds": args.rounds,
+        "bare_wall_s": [round(w, 4) for w in bare_walls],
+        "flow_wall_s": [round(w, 4) for w in flow_walls],
+        "bare_median_s": round(bare_median, 4),
+        "flow_median_s": round(flow_median, 4),
+        "warm_ratio": round(ratio, 4),
+        "goal": GOAL,
+        "goal_met": ratio <= GOAL,
+        "overhead_ms_per_generation": round((flow_median - bare_median) * 1000 / generations, 2),
+        "cold_bare_s": round(cold_bare_s, 4),
+        "cold_flow_s": round(cold_flow_s, 4),
+        "prefect_import_s": round(prefect_import_s, 4),
+        "quality_bare": quality(bare_runs),
+        "quality_flow": quality(flow_runs),
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        "prefect_api": os.environ.get("PREFECT_API_URL") or "temporary server started in this process",
+        "notes": [
+            "bare loop = benchmark_flow's body without Prefect: settings, catalog, dataset validation (Great "
+            "Expectations), catalog lookup, a new WarmPool per run, benchmark_version + record_result per task",
+            "both paths load the model and run the warm-up prompts once per run (a new WarmPool each run), "
+            "so load and warm-up are in both walls",
+            "prompt cache defeated: the llama.cpp provider calls reset() before every request",
+            "runs alternate bare/flow (ABAB...); warm_ratio = median(flow_wall_s) / median(bare_wall_s)",
+            "generations_per_run counts scored items only; each run also makes 2 unscored warm-up generations",
+            "cold_bare_s is the first bare run (imports, Great Expectations, model load); cold_flow_s is the "
+            "first flow run after it (starts Prefect's temporary API server); prefect_import_s is apart",
+            "load_avg_before/after: 1/5/15-minute load averages; this run adds about 1-1.5 itself. On 2 cores "
+            "llama.cpp slows from ~100 to a few tokens/s when other work takes a core: a busy machine makes "
+            "the walls noise, so read the ratio only with a quiet load_avg_before",
+        ],
+    }
+
+
+def write_json(result: dict[str, Any], out: Path) -> Path:
+    """Written to a temporary name and renamed: a reader never sees half a file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.tmp")
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(partial, out)
+    return out
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    home = prepare_home(args.home)
+    result = measure(args, home)
+    out = write_json(result, args.out)
+    print(
+        f"flow_overhead: warm ratio {result['warm_ratio']:.2f}x (goal <= {GOAL:.2f}x), "
+        f"flow {result['overhead_ms_per_generation']:+.1f} ms/generation, "
+        f"cold flow {result['cold_flow_s']:.1f} s vs bare {result['cold_bare_s']:.1f} s -> {_shown(out)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
