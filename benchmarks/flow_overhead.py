@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import json
 import os
 import shutil
@@ -126,14 +127,14 @@ def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     ref = register_smollm2(home)
     tasks, limit = args.tasks, args.limit
     expected = len(tasks)
-    bare = lambda: _bare_run(ref, tasks, limit, home)  # noqa: E731
+    bare = functools.partial(_bare_run, ref, tasks, limit, home)
 
     cold_bare_s, bare_runs = _timed(bare, expected)
     started = time.perf_counter()
     from flows.benchmark import benchmark_flow
 
     prefect_import_s = time.perf_counter() - started
-    flow = lambda: benchmark_flow(models=[ref], tasks=tasks, limit=limit, home=str(home))  # noqa: E731
+    flow = functools.partial(benchmark_flow, models=[ref], tasks=tasks, limit=limit, home=str(home))
     cold_flow_s, flow_runs = _timed(flow, expected)
 
     bare_walls, flow_walls = [], []
@@ -149,7 +150,6 @@ def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     from registry.hardware import fingerprint
     from registry.store import now_utc
 
-    quality = lambda runs: {run["task"]: round(run["quality"], 4) for run in runs}  # noqa: E731
     return {
         "benchmark": "flow_overhead",
         "ts": now_utc().isoformat(),
@@ -170,8 +170,8 @@ def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         "cold_bare_s": round(cold_bare_s, 4),
         "cold_flow_s": round(cold_flow_s, 4),
         "prefect_import_s": round(prefect_import_s, 4),
-        "quality_bare": quality(bare_runs),
-        "quality_flow": quality(flow_runs),
+        "quality_bare": _quality(bare_runs),
+        "quality_flow": _quality(flow_runs),
         "load_avg_before": [round(x, 2) for x in load_before],
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "prefect_api": os.environ.get("PREFECT_API_URL") or "temporary server started in this process",
@@ -190,6 +190,11 @@ def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
             "the walls noise, so read the ratio only with a quiet load_avg_before",
         ],
     }
+
+
+def _quality(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Per-task quality: the two paths ran the same generations only if these agree."""
+    return {run["task"]: round(run["quality"], 4) for run in runs}
 
 
 def write_json(result: dict[str, Any], out: Path) -> Path:

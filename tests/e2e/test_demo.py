@@ -1,0 +1,49 @@
+"""`arbiter demo` as `make demo` runs it, twice: the second run adds no version and no benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ARBITER = Path(sys.executable).with_name("arbiter")
+
+
+def arbiter(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ARBITER_HOME": str(home)}
+    env.pop("PREFECT_HOME", None)  # the command keeps Prefect's state under ARBITER_HOME itself
+    return subprocess.run([str(ARBITER), *args], env=env, capture_output=True, text=True, timeout=1500, check=False)
+
+
+def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
+    first = arbiter("demo", "--limit", "2", home=home)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = first.stdout
+    assert out.count("    new ") == 4 and "benchmarking 4 of 4 versions" in out
+    for task in ("qa", "extract", "classify"):
+        assert f"route {task}: champion" in out
+    assert "tok/s" in out and "via route qa" in out
+    assert "mlflow ui --backend-store-uri" in out and "arbiter results sql" in out
+    assert "Traceback" not in first.stderr
+
+    listed = json.loads(arbiter("models", "list", "--json", home=home).stdout)
+    assert len(listed) == 4 and {m["name"] for m in listed} == {"smollm2-135m", "gemma3-270m"}
+    assert all(len(m["sha256"]) == 64 for m in listed)
+    route = json.loads(arbiter("routes", "show", "qa", "--json", home=home).stdout)
+    assert route["champion"]["model"] in {"smollm2-135m", "gemma3-270m"}
+    board = json.loads(arbiter("results", "leaderboard", "--json", home=home).stdout)
+    assert len(board) == 12 and all(r["n"] == 2 for r in board)
+
+    second = arbiter("demo", "--limit", "2", home=home)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("    have ") == 4 and "    new " not in second.stdout
+    assert "benchmarking 0 of 4 versions" in second.stdout
+    assert len(json.loads(arbiter("models", "list", "--json", home=home).stdout)) == 4
+    again = json.loads(arbiter("routes", "show", "qa", "--json", home=home).stdout)
+    assert again["champion"] == route["champion"]
