@@ -40,6 +40,7 @@ demo: install
 	$(BIN)/arbiter demo
 
 test: install
+	$(BIN)/ruff check registry flows tests benchmarks
 	$(BIN)/python -m pytest
 
 bench: install

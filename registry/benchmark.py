@@ -13,7 +13,13 @@ from typing import Any
 
 from registry.calls import MeasuredCall, measured_call
 from registry.catalog import Catalog, VersionRecord
-from registry.datasets import WARMUP_MESSAGES, ValidationSet, build_messages, max_tokens_for, score
+from registry.datasets import (
+    WARMUP_MESSAGES,
+    ValidationSet,
+    build_messages,
+    max_tokens_for,
+    score,
+)
 from registry.hardware import fingerprint
 from registry.mlflow_client import experiment_id, retry_locked
 from registry.pool import WarmPool

@@ -19,7 +19,14 @@ from registry.errors import NotFoundError, UserError
 from registry.gguf_file import inspect_gguf, sha256_of
 from registry.mlflow_client import experiment_id, make_client, retry_locked
 from registry.settings import Settings
-from registry.spec import ROUTE_PREFIX, Hardware, ModelKind, ModelSpec, Status, validate_model_name
+from registry.spec import (
+    ROUTE_PREFIX,
+    Hardware,
+    ModelKind,
+    ModelSpec,
+    Status,
+    validate_model_name,
+)
 from registry.store import ResultsStore, new_id, now_utc
 
 TAG_ROLE = "arbiter.role"

@@ -61,7 +61,3 @@ class ProviderError(ArbiterError):
 
 class StoreError(ArbiterError):
     """The registry or the results store could not be read or written."""
-
-
-class ArbiterWarning(UserWarning):
-    """Warnings of our own; the test-suite turns them into errors."""

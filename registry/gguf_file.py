@@ -16,9 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType, LlamaFileType
+from gguf import (
+    GGML_QUANT_SIZES,
+    GGUF_DEFAULT_ALIGNMENT,
+    GGMLQuantizationType,
+    GGUFValueType,
+    LlamaFileType,
+)
 
-from registry.errors import ModelFileError
+from registry.errors import IntegrityError, ModelFileError
 
 GGUF_MAGIC = b"GGUF"
 _HASH_CHUNK = 4 * 1024 * 1024
@@ -48,6 +54,25 @@ def sha256_of(path: Path) -> str:
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def verify_file(spec: Any) -> Path:
+    """The file of a registered version (a ``ModelSpec``), refused if it is gone or changed.
+
+    A version is immutable: a file whose sha256 differs from the one recorded at registration is
+    never served, or benchmarked, under the old version's name.
+    """
+    path = Path(spec.source)
+    if not path.is_file():
+        raise ModelFileError(f"{spec.name}: its file {path} is gone; restore it or register the model again")
+    actual = sha256_of(path)
+    if actual != spec.sha256:
+        raise IntegrityError(
+            f"{spec.name}: {path} changed since it was registered "
+            f"(sha256 {actual[:12]}… ≠ {str(spec.sha256)[:12]}…); a version is immutable: "
+            "restore the original file or register the new one as a new version"
+        )
+    return path
 
 
 def inspect_gguf(path: Path) -> GGUFInfo:

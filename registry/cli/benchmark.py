@@ -8,6 +8,7 @@ from registry.cli import context
 from registry.cli.output import emit_json
 from registry.cli.prefect_env import prepare_prefect
 from registry.datasets import TASKS, load_validation_set
+from registry.gguf_file import verify_file
 
 
 @click.command()
@@ -22,8 +23,11 @@ def benchmark(models: tuple[str, ...], tasks: tuple[str, ...], limit: int | None
     if not records:
         raise click.UsageError("no model versions registered; register one with `arbiter models register`")
     chosen = list(tasks or TASKS)
-    for name in chosen:  # refuse bad data before Prefect starts, with a clean message
+    # Refuse bad data and changed files before Prefect starts, each with a one-line message.
+    for name in chosen:
         load_validation_set(name, catalog.settings.datasets_dir)
+    for record in records:
+        verify_file(record.spec)
     prepare_prefect(catalog.settings)
     from flows.benchmark import benchmark_flow
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from registry.errors import IntegrityError, ModelFileError, ProviderError
-from registry.gguf_file import sha256_of
+from registry.errors import ProviderError
+from registry.gguf_file import verify_file
 from registry.providers.base import Generation, GenerationRequest, Health
 from registry.spec import ModelSpec
 
@@ -47,30 +46,24 @@ class LlamaCppProvider:
         with self._lock:
             if self._llm is not None:
                 return
-            path = Path(self.spec.source)
-            if not path.is_file():
-                raise ModelFileError(
-                    f"{self.spec.name}: its file {path} is gone; restore it or register the model again"
-                )
-            actual = sha256_of(path)
-            if actual != self.spec.sha256:
-                raise IntegrityError(
-                    f"{self.spec.name}: {path} changed since it was registered "
-                    f"(sha256 {actual[:12]}… ≠ {str(self.spec.sha256)[:12]}…); a version is immutable: "
-                    "restore the original file or register the new one as a new version"
-                )
-            from llama_cpp import Llama  # lazy: importing llama_cpp loads the native library
+            path = verify_file(self.spec)
+            from llama_cpp import (
+                Llama,  # lazy: importing llama_cpp loads the native library
+            )
+            from llama_cpp._utils import suppress_stdout_stderr
 
             started = time.perf_counter()
             try:
-                self._llm = Llama(
-                    model_path=str(path),
-                    n_ctx=self._n_ctx,
-                    n_threads=self._n_threads,
-                    seed=self._seed,
-                    chat_format=self.spec.chat_format,
-                    verbose=False,
-                )
+                # llama.cpp prints some context notes straight to stderr, past verbose=False.
+                with suppress_stdout_stderr(disable=False):
+                    self._llm = Llama(
+                        model_path=str(path),
+                        n_ctx=self._n_ctx,
+                        n_threads=self._n_threads,
+                        seed=self._seed,
+                        chat_format=self.spec.chat_format,
+                        verbose=False,
+                    )
             except (ValueError, RuntimeError) as exc:
                 raise ProviderError(f"{self.spec.name}: llama.cpp could not load {path}: {exc}") from exc
             self.load_ms = (time.perf_counter() - started) * 1000

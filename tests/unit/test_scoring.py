@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from registry.datasets import _DEMOS, TASKS, WARMUP_MESSAGES, Item, build_messages, max_tokens_for, score
+from registry.datasets import (
+    _DEMOS,
+    TASKS,
+    WARMUP_MESSAGES,
+    Item,
+    build_messages,
+    max_tokens_for,
+    score,
+)
 from registry.errors import DatasetError
 
 pytestmark = pytest.mark.unit
