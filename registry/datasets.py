@@ -319,8 +319,9 @@ _PROMPTS: dict[str, Callable[[dict[str, Any]], str]] = {
 
 
 # One worked example per task, in the dataset's own schema, shown as an earlier turn. Measured on the
-# bundled sets: without it Gemma 3 270M (a base model) only echoes the instruction and scores 0 on
-# every task; with it, it answers in form on qa and extract, and SmolLM2 rambles less (~0.6 -> ~0.8).
+# bundled sets (temperature 0), mean quality qa/extract/classify: Gemma 3 270M, a base model, only
+# echoes the instruction without it (0.01/0.00/0.00) and answers in form with it (0.07/0.65/0.00);
+# SmolLM2-135M-Instruct goes from 0.70/0.65/0.29 to 0.70/0.83/0.71.
 _DEMOS: dict[str, tuple[dict[str, Any], str]] = {
     "qa": ({"question": "What is the capital of England?", "references": ["London"]}, "London"),
     "extract": (
