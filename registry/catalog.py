@@ -17,7 +17,7 @@ from typing import Any
 
 from registry.errors import NotFoundError, UserError
 from registry.gguf_file import inspect_gguf, sha256_of
-from registry.mlflow_client import experiment_id, make_client, retry_locked
+from registry.mlflow_client import experiment_id, make_client, registered_model_or_none, retry_locked
 from registry.settings import Settings
 from registry.spec import (
     ROUTE_PREFIX,
@@ -153,9 +153,7 @@ class Catalog:
 
     def _create_version(self, spec: ModelSpec) -> VersionRecord:
         client = self.client
-        try:
-            client.get_registered_model(spec.name)
-        except Exception:
+        if registered_model_or_none(client, spec.name) is None:
             retry_locked(lambda: client.create_registered_model(spec.name, tags={TAG_ROLE: "catalog"}))
         run_id = self._log_spec_run(spec)
         spec_json = spec.model_dump_json()
@@ -216,7 +214,7 @@ class Catalog:
 
     def get(self, name: str, version: int | None = None) -> VersionRecord:
         """One version; the newest when ``version`` is None. Raises NotFoundError with what exists."""
-        versions = self._versions_of(name)
+        versions = [] if name.startswith(ROUTE_PREFIX) else self._versions_of(name)
         if not versions:
             known = ", ".join(self._catalog_names()) or "none registered yet"
             raise NotFoundError(f"unknown model {name!r}; known models: {known}")

@@ -20,12 +20,12 @@ class GpuSample:
 
 @cache
 def _handles() -> tuple[object, ...]:
-    try:
-        import pynvml
+    import pynvml
 
+    try:
         pynvml.nvmlInit()
         return tuple(pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount()))
-    except Exception:  # NVMLError_LibraryNotFound, DriverNotLoaded, …: no usable GPU here
+    except pynvml.NVMLError:  # LibraryNotFound, DriverNotLoaded, …: no usable GPU here
         return ()
 
 

@@ -39,6 +39,19 @@ def experiment_id(client, settings: Settings, name: str) -> str:
     return retry_locked(lambda: client.create_experiment(name, artifact_location=location))
 
 
+def registered_model_or_none(client, name: str):  # -> mlflow RegisteredModel | None
+    """The registered model ``name``, or None when it does not exist (any other error propagates)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+
+
 def retry_locked(call: Callable[[], T]) -> T:
     """Run an MLflow call, retrying while sqlite says the database is locked."""
     from mlflow.exceptions import MlflowException

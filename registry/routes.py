@@ -19,7 +19,7 @@ from typing import Any
 from registry.catalog import Catalog, VersionRecord
 from registry.errors import NotFoundError, PromotionError, UserError
 from registry.hardware import fingerprint
-from registry.mlflow_client import retry_locked
+from registry.mlflow_client import registered_model_or_none, retry_locked
 from registry.spec import NAME_PATTERN, ROUTE_PREFIX
 from registry.store import new_id, now_utc
 
@@ -142,18 +142,15 @@ class Routes:
     # --- helpers ------------------------------------------------------------------------
 
     def _existing_state(self, route: str, name: str) -> RouteState | None:
-        try:
-            self._client.get_registered_model(name)
-        except Exception:
+        if registered_model_or_none(self._client, name) is None:
             return None
         return self.show(route)
 
     def _route_model(self, route: str):
-        name = route_model_name(route)
-        try:
-            return self._client.get_registered_model(name)
-        except Exception:
-            raise NotFoundError(f"unknown route {route!r}; routes: {', '.join(self.list()) or 'none yet'}") from None
+        model = registered_model_or_none(self._client, route_model_name(route))
+        if model is None:
+            raise NotFoundError(f"unknown route {route!r}; routes: {', '.join(self.list()) or 'none yet'}")
+        return model
 
     def _check_quality(self, route: str, candidate: VersionRecord, champion: RouteTarget | None, force: bool) -> None:
         if force:
@@ -175,9 +172,7 @@ class Routes:
             )
 
     def _ensure_route_model(self, route: str, name: str) -> None:
-        try:
-            self._client.get_registered_model(name)
-        except Exception:
+        if registered_model_or_none(self._client, name) is None:
             retry_locked(
                 lambda: self._client.create_registered_model(
                     name, tags={"arbiter.role": "route", "arbiter.task": route},

@@ -115,3 +115,18 @@ def test_promote_show_rollback_and_generate(home: Path, catalog: Catalog, regist
     assert len(calls) == 1 and calls[0]["source"] == "cli" and calls[0]["route"] == "qa" and calls[0]["ok"]
     code, _, err = run("generate", "--route", "qa", "   ")
     assert_clean_error(code, err, "the prompt is empty")
+
+
+def test_rollback_without_previous_and_a_bad_dataset_are_clean_errors(home: Path, smollm2) -> None:
+    assert run("models", "register", str(smollm2.path), "--name", "smollm2-135m")[0] == 0
+    assert run("routes", "promote", "qa", "--model", "smollm2-135m", "--version", "1", "--force")[0] == 0
+    code, _, err = run("routes", "rollback", "qa")
+    assert_clean_error(code, err, "no previous version to roll back to")
+
+    (home / "datasets").mkdir()
+    (home / "datasets" / "qa.jsonl").write_text('{"id": "qa-1", "question": 42, "references": ["x"]}\n{"id": "qa-2"}\n')
+    code, _, err = run("benchmark", "--task", "qa", "--limit", "1")
+    assert_clean_error(code, err, "qa.jsonl")
+    assert "qa-1" in err and "qa-2" in err
+    assert json.loads(run("results", "sql", "select count(*) as n from runs", "--json")[1]) == [{"n": 0}]
+    assert json.loads(run("routes", "show", "qa", "--json")[1])["champion"]["version"] == 1
