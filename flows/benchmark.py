@@ -29,7 +29,7 @@ def validate_datasets(tasks: list[str], settings: Settings) -> list[ValidationSe
 def benchmark_on_task(
     catalog: Catalog, pool: WarmPool, record: VersionRecord, validation_set: ValidationSet, limit: int | None
 ) -> dict[str, Any]:
-    result = benchmark_version(catalog, pool, record, validation_set, limit=limit)
+    result = benchmark_version(pool, record, validation_set, limit=limit)
     return record_result(catalog, result)
 
 

@@ -90,7 +90,7 @@ def summarize(
 
 
 def benchmark_version(
-    catalog: Catalog, pool: WarmPool, record: VersionRecord, validation_set: ValidationSet, *, limit: int | None = None
+    pool: WarmPool, record: VersionRecord, validation_set: ValidationSet, *, limit: int | None = None
 ) -> BenchmarkResult:
     """Warm up, run, score and summarize one version on one validation set (nothing written yet)."""
     was_warm = pool.is_warm(record)

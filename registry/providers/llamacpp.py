@@ -60,6 +60,7 @@ class LlamaCppProvider:
                         model_path=str(path),
                         n_ctx=self._n_ctx,
                         n_threads=self._n_threads,
+                        n_threads_batch=self._n_threads,  # else prompt processing takes every core
                         seed=self._seed,
                         chat_format=self.spec.chat_format,
                         verbose=False,

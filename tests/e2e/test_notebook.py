@@ -51,7 +51,8 @@ def _texts(notebook: nbformat.NotebookNode) -> list[str]:
 
 
 def _images(notebook: nbformat.NotebookNode) -> list[str]:
-    return [o.data["image/png"] for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
+    return [output.data["image/png"] for output in outputs if "image/png" in output.get("data", {})]
 
 
 def test_the_notebook_is_stored_without_outputs() -> None:
