@@ -61,11 +61,15 @@ def summarize(
     calls: list[MeasuredCall], record: VersionRecord, validation_set: ValidationSet, run_id: str,
     *, load_ms: float | None, warmup_ms: float,
 ) -> dict[str, Any]:
-    """The ``runs`` row: quality over all items (a failure scores 0), latency over successful calls."""
+    """The ``runs`` row: quality over all items (a failure scores 0), latency over successful calls,
+    ``tokens_per_s`` the decode rate pooled over calls (see ``Generation.tokens_per_s``)."""
     ok = [c for c in calls if c.ok]
     walls = sorted(c.cost.wall_ms for c in ok)
-    tokens = sum(c.generation.completion_tokens for c in ok if c.generation)
-    generation_s = sum(c.generation.generation_ms for c in ok if c.generation) / 1000
+    generations = [c.generation for c in ok if c.generation]
+    tokens = sum(g.completion_tokens for g in generations)
+    decoded = [g for g in generations if g.decode_ms]
+    decode_tokens = sum(g.decode_steps for g in decoded)
+    decode_s = sum(g.decode_ms or 0.0 for g in decoded) / 1000
     ttfts = [c.generation.time_to_first_token_ms for c in ok if c.generation and c.generation.time_to_first_token_ms]
     return {
         "run_id": run_id,
@@ -80,7 +84,7 @@ def summarize(
         "p50_ms": _percentile(walls, 50),
         "p95_ms": _percentile(walls, 95),
         "ttft_p50_ms": statistics.median(ttfts) if ttfts else None,
-        "tokens_per_s": tokens / generation_s if generation_s > 0 else None,
+        "tokens_per_s": decode_tokens / decode_s if decode_s > 0 else None,
         "cpu_ms_per_token": sum(c.cost.cpu_ms for c in ok) / tokens if tokens else None,
         "peak_rss_mb": max((c.cost.peak_rss_mb for c in calls), default=None),
         "load_ms": load_ms,

@@ -12,6 +12,8 @@ promotion or rollback interrupted at any step converges when anything runs again
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -185,7 +187,8 @@ class Routes:
         for mv in self._client.search_model_versions(f"name = '{name}'", max_results=10000):
             if (mv.tags.get(TAG_CATALOG_MODEL), mv.tags.get(TAG_CATALOG_VERSION)) == (record.name, str(record.version)):
                 return int(mv.version)
-        copied = retry_locked(lambda: self._client.copy_model_version(f"models:/{record.name}/{record.version}", name))
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Copied version …" itself
+            copied = retry_locked(lambda: self._client.copy_model_version(f"models:/{record.name}/{record.version}", name))
         for key, value in ((TAG_CATALOG_MODEL, record.name), (TAG_CATALOG_VERSION, str(record.version))):
             retry_locked(lambda k=key, v=value: self._client.set_model_version_tag(name, copied.version, k, v))
         return int(copied.version)

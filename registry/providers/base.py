@@ -43,11 +43,31 @@ class Generation:
     finish_reason: str | None = None
 
     @property
-    def tokens_per_s(self) -> float | None:
-        """Completion tokens per second of generation (None when nothing was generated)."""
-        if self.completion_tokens == 0 or self.generation_ms <= 0:
+    def decode_steps(self) -> int:
+        """Tokens decoded after the first: the rest of the answer, plus the end-of-sequence token
+        when the model stopped by itself (it costs a decode step but is not part of the text)."""
+        if self.completion_tokens == 0:
+            return 0
+        return self.completion_tokens - 1 + (1 if self.finish_reason == "stop" else 0)
+
+    @property
+    def decode_ms(self) -> float | None:
+        """Time from the first token to the end: the decode phase, without prompt processing."""
+        if self.time_to_first_token_ms is None or self.decode_steps == 0:
             return None
-        return self.completion_tokens / (self.generation_ms / 1000)
+        return self.generation_ms - self.time_to_first_token_ms
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decode throughput in tokens per second (what Ollama calls the eval rate).
+
+        Prompt processing is left out on purpose: it is already in the time to first token, and
+        counting it here would make a 3-token answer after a long prompt look like a slow model.
+        """
+        decode_ms = self.decode_ms
+        if decode_ms is None or decode_ms <= 0:
+            return None
+        return self.decode_steps / (decode_ms / 1000)
 
 
 @dataclass(frozen=True)
