@@ -8,7 +8,8 @@ from registry.cli.output import emit_json, print_table
 from registry.settings import get_settings
 from registry.store import ResultsStore
 
-LEADERBOARD_COLUMNS = ("task", "model", "version", "quality", "p50_ms", "p95_ms", "tokens_per_s", "n")
+# One table per task, titled with it, so the task itself is not a column.
+LEADERBOARD_COLUMNS = ("model", "version", "quality", "p50_ms", "p95_ms", "tokens_per_s", "n")
 
 
 @click.group()
