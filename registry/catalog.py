@@ -20,6 +20,7 @@ from registry.gguf_file import inspect_gguf, sha256_of
 from registry.mlflow_client import experiment_id, make_client, registered_model_or_none, retry_locked
 from registry.settings import Settings
 from registry.spec import (
+    NAME_PATTERN,
     ROUTE_PREFIX,
     Hardware,
     ModelKind,
@@ -129,7 +130,9 @@ class Catalog:
         if existing is not None:
             return existing, False
         size = path.stat().st_size
-        spec = ModelSpec(
+        if chat_format is not None:
+            _check_chat_format(chat_format)
+        spec = _build_spec(
             name=name,
             kind=ModelKind.GGUF,
             source=str(path),
@@ -250,12 +253,9 @@ class Catalog:
         )
 
     def _versions_of(self, name: str) -> list[VersionRecord]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            found = self.client.search_model_versions(f"name = '{name.replace(chr(39), '')}'", max_results=10000)
-        except MlflowException:
+        if not NAME_PATTERN.match(name):  # also keeps quotes out of the search filter
             return []
+        found = retry_locked(lambda: self.client.search_model_versions(f"name = '{name}'", max_results=10000))
         return sorted((self._record(mv) for mv in found if TAG_SPEC in mv.tags), key=lambda r: r.version)
 
     @staticmethod
@@ -269,3 +269,23 @@ class Catalog:
             created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
             run_id=mv.run_id,
         )
+
+
+def _build_spec(**fields: Any) -> ModelSpec:
+    """A ModelSpec, with pydantic's validation errors turned into one actionable line."""
+    from pydantic import ValidationError
+
+    try:
+        return ModelSpec(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UserError(f"invalid model spec: {problems}") from None
+
+
+def _check_chat_format(chat_format: str) -> None:
+    """Refuse a chat format llama.cpp does not know now, not at the first chat of an immutable version."""
+    from llama_cpp.llama_chat_format import LlamaChatCompletionHandlerRegistry
+
+    known = sorted(LlamaChatCompletionHandlerRegistry()._chat_handlers)
+    if chat_format not in known:
+        raise UserError(f"unknown chat format {chat_format!r}; llama.cpp knows: {', '.join(known)}")

@@ -47,6 +47,9 @@ def sample_gpu() -> GpuSample | None:
         return None
     import pynvml
 
-    used = sum(pynvml.nvmlDeviceGetMemoryInfo(h).used for h in handles) / (1024 * 1024)
-    util = sum(pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles) / len(handles)
+    try:
+        used = sum(pynvml.nvmlDeviceGetMemoryInfo(h).used for h in handles) / (1024 * 1024)
+        util = sum(pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles) / len(handles)
+    except pynvml.NVMLError:  # e.g. NotSupported on MIG slices: no figure rather than a failed call
+        return None
     return GpuSample(memory_used_mb=used, utilization_pct=float(util))

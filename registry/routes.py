@@ -121,24 +121,24 @@ class Routes:
         self._check_quality(route, candidate, current.champion if current else None, force)
         self._ensure_route_model(route, name)
         route_version = self._route_copy(name, candidate)
-        target = {CHAMPION: route_version}
+        aliases = {CHAMPION: route_version}
         if current is not None and current.champion is not None:
-            target[PREVIOUS] = current.champion.route_version
-        self._apply(name, target)
-        self._event("promote", route, candidate, current.champion if current else None, forced=force)
+            aliases[PREVIOUS] = current.champion.route_version
+        self._apply(name, _intent("promote", route, aliases, candidate, current.champion if current else None, force))
         return self.show(route)
 
     def rollback(self, route: str) -> RouteState:
         """Swap ``champion`` and ``previous``: instant, and a second rollback rolls forward again."""
-        name = route_model_name(route)
-        current = self._existing_state(route, name)
-        if current is None:
-            raise NotFoundError(f"unknown route {route!r}; routes: {', '.join(self.list()) or 'none yet'}")
+        model = self._route_model(route)
+        finished = self._finish_pending(model)
+        if finished is not None and finished["kind"] == "rollback":  # a killed rollback, now done: not twice
+            return self.show(route)
+        current = self.show(route)
         if current.previous is None or current.champion is None:
             raise PromotionError(f"route {route!r} has no previous version to roll back to; promote a version first")
-        self._apply(name, {CHAMPION: current.previous.route_version, PREVIOUS: current.champion.route_version})
+        aliases = {CHAMPION: current.previous.route_version, PREVIOUS: current.champion.route_version}
         restored = self.catalog.get(current.previous.model, current.previous.version)
-        self._event("rollback", route, restored, current.champion, forced=False)
+        self._apply(model.name, _intent("rollback", route, aliases, restored, current.champion, False))
         return self.show(route)
 
     # --- helpers ------------------------------------------------------------------------
@@ -151,7 +151,11 @@ class Routes:
     def _route_model(self, route: str):
         model = registered_model_or_none(self._client, route_model_name(route))
         if model is None:
-            raise NotFoundError(f"unknown route {route!r}; routes: {', '.join(self.list()) or 'none yet'}")
+            known = ", ".join(self.list()) or "none yet"
+            raise NotFoundError(
+                f"unknown route {route!r} (routes: {known}); create it with "
+                f"`arbiter routes promote {route} --model NAME --version N`"
+            )
         return model
 
     def _check_quality(self, route: str, candidate: VersionRecord, champion: RouteTarget | None, force: bool) -> None:
@@ -184,28 +188,40 @@ class Routes:
 
     def _route_copy(self, name: str, record: VersionRecord) -> int:
         """The route's copy of a catalog version, made once (so repeated promotions reuse it)."""
+        source = f"models:/{record.name}/{record.version}"
         for mv in self._client.search_model_versions(f"name = '{name}'", max_results=10000):
-            if (mv.tags.get(TAG_CATALOG_MODEL), mv.tags.get(TAG_CATALOG_VERSION)) == (record.name, str(record.version)):
+            # the source matches even when a kill came between the copy and its tags
+            if mv.source == source:
                 return int(mv.version)
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Copied version …" itself
-            copied = retry_locked(lambda: self._client.copy_model_version(f"models:/{record.name}/{record.version}", name))
+            copied = retry_locked(lambda: self._client.copy_model_version(source, name))
         for key, value in ((TAG_CATALOG_MODEL, record.name), (TAG_CATALOG_VERSION, str(record.version))):
             retry_locked(lambda k=key, v=value: self._client.set_model_version_tag(name, copied.version, k, v))
         return int(copied.version)
 
-    def _apply(self, name: str, target: dict[str, int]) -> None:
-        """Record the intended aliases, set them, then clear the intent."""
+    def _apply(self, name: str, intent: dict[str, Any]) -> None:
+        """Record the intent, move the aliases, record the event, then clear the intent.
+
+        The event's id is the intent's, so a change finished twice (a kill just before the intent
+        was cleared) is one event with two rows of the same ``event_id``, never two changes.
+        """
         client = self._client
-        retry_locked(lambda: client.set_registered_model_tag(name, TAG_PENDING, json.dumps(target)))
+        retry_locked(lambda: client.set_registered_model_tag(name, TAG_PENDING, json.dumps(intent)))
+        aliases = intent["aliases"]
         for alias in (PREVIOUS, CHAMPION):  # previous first: a half-done change never loses the old champion
-            if alias in target:
-                retry_locked(lambda a=alias: client.set_registered_model_alias(name, a, str(target[a])))
+            if alias in aliases:
+                retry_locked(lambda a=alias: client.set_registered_model_alias(name, a, str(aliases[a])))
+        self.store.append("events", [{**intent["event"], "ts": now_utc()}])
         retry_locked(lambda: client.delete_registered_model_tag(name, TAG_PENDING))
 
-    def _finish_pending(self, model: Any) -> None:
+    def _finish_pending(self, model: Any) -> dict[str, Any] | None:
+        """Complete a change a killed process left half done; returns its intent, if any."""
         pending = model.tags.get(TAG_PENDING)
-        if pending:
-            self._apply(model.name, {k: int(v) for k, v in json.loads(pending).items()})
+        if not pending:
+            return None
+        intent = json.loads(pending)
+        self._apply(model.name, intent)
+        return intent
 
     def _target(self, name: str, route_version: str | int | None) -> RouteTarget | None:
         if route_version is None:
@@ -215,12 +231,20 @@ class Routes:
         version = mv.tags.get(TAG_CATALOG_VERSION)
         if model is None or version is None:  # a copy made outside arbiter: its source names the lineage
             model, _, version = mv.source.removeprefix("models:/").partition("/")
+        if not version.isdigit() or not mv.source.startswith("models:/"):
+            raise NotFoundError(
+                f"{name} version {mv.version} (source {mv.source}) is not a copy of a catalog version; "
+                f"point the alias at a version made by `arbiter routes promote`"
+            )
         return RouteTarget(model=model, version=int(version), route_version=int(mv.version))
 
-    def _event(self, kind: str, route: str, to: VersionRecord, previous: RouteTarget | None, *, forced: bool) -> None:
-        detail = {"from": f"{previous.model}/{previous.version}" if previous else None, "to": to.ref, "forced": forced}
-        self.store.append(
-            "events",
-            [{"event_id": new_id(), "ts": now_utc(), "kind": kind, "route": route, "model": to.name,
-              "version": to.version, "detail": json.dumps(detail)}],
-        )
+
+
+def _intent(
+    kind: str, route: str, aliases: dict[str, int], to: VersionRecord, previous: RouteTarget | None, forced: bool
+) -> dict[str, Any]:
+    """A change to apply: the aliases to set and the event that records it."""
+    detail = {"from": f"{previous.model}/{previous.version}" if previous else None, "to": to.ref, "forced": forced}
+    event = {"event_id": new_id(), "kind": kind, "route": route, "model": to.name, "version": to.version,
+             "detail": json.dumps(detail)}
+    return {"kind": kind, "aliases": aliases, "event": event}

@@ -8,6 +8,7 @@ from registry.cli import context
 from registry.cli.output import emit_json
 from registry.cli.prefect_env import prepare_prefect
 from registry.datasets import TASKS, load_validation_set
+from registry.errors import UserError
 from registry.gguf_file import verify_file
 
 
@@ -21,7 +22,7 @@ def benchmark(models: tuple[str, ...], tasks: tuple[str, ...], limit: int | None
     catalog = context.catalog()
     records = [catalog.get_ref(ref) for ref in models] if models else catalog.list_versions()
     if not records:
-        raise click.UsageError("no model versions registered; register one with `arbiter models register`")
+        raise UserError("no model versions registered; register one with `arbiter models register PATH --name NAME`")
     chosen = list(tasks or TASKS)
     # Refuse bad data and changed files before Prefect starts, each with a one-line message.
     for name in chosen:
@@ -38,7 +39,9 @@ def benchmark(models: tuple[str, ...], tasks: tuple[str, ...], limit: int | None
         emit_json(runs)
     else:
         for run in runs:
+            p50 = "—" if run["p50_ms"] is None else f"{run['p50_ms']:.0f} ms"
+            rate = "—" if run["tokens_per_s"] is None else f"{run['tokens_per_s']:.0f} tok/s"
             click.echo(
-                f"{run['model']}/{run['version']} {run['task']}: quality {run['quality']:.3f}, "
-                f"p50 {run['p50_ms']:.0f} ms, {run['tokens_per_s'] or 0:.0f} tok/s (n={run['n']})"
+                f"{run['model']}/{run['version']} {run['task']}: quality {run['quality']:.3f}, p50 {p50}, {rate} "
+                f"(n={run['n']}, failed {run['n'] - run['n_ok']})"
             )

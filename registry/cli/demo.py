@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import click
 
+from registry.catalog import Catalog, VersionRecord
 from registry.cli import context
 from registry.cli.output import print_table
 from registry.cli.prefect_env import prepare_prefect
 from registry.cli.results import LEADERBOARD_COLUMNS
-from registry.datasets import TASKS, load_validation_set
+from registry.datasets import TASKS, ValidationSet, load_validation_set
 from registry.hardware import fingerprint
 from registry.shipped import prepare_shipped_models
 
@@ -39,7 +40,7 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
 
     records = catalog.list_versions()
     sets = {name: load_validation_set(name, settings.datasets_dir) for name in TASKS}
-    todo = [r.ref for r in records if rebenchmark or _needs_run(catalog, r, sets)]
+    todo = [r.ref for r in records if rebenchmark or _needs_run(catalog, r, sets, limit)]
     click.echo(f"2/5 benchmarking {len(todo)} of {len(records)} versions on {', '.join(TASKS)} with a Prefect flow…")
     if todo:
         prepare_prefect(settings)
@@ -76,11 +77,18 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
     )
 
 
-def _needs_run(catalog, record, sets) -> bool:
-    """True when some task has no run of this version on this hardware with the current data."""
+def _needs_run(catalog: Catalog, record: VersionRecord, sets: dict[str, ValidationSet], limit: int | None) -> bool:
+    """True when some task has no run of this version on this hardware, with the current data and
+    as many items as asked (a quick ``--limit`` run does not stand in for a full one)."""
     hardware = fingerprint().hardware_id
     for name, validation_set in sets.items():
         run = catalog.store.latest_run(name, record.name, record.version, hardware)
-        if run is None or run["hardware_id"] != hardware or run["dataset_sha256"] != validation_set.sha256:
+        wanted = min(limit, len(validation_set.items)) if limit else len(validation_set.items)
+        if (
+            run is None
+            or run["hardware_id"] != hardware
+            or run["dataset_sha256"] != validation_set.sha256
+            or run["n"] != wanted
+        ):
             return True
     return False

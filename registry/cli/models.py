@@ -9,6 +9,7 @@ import click
 from registry.catalog import parse_ref
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
+from registry.errors import UserError
 from registry.spec import Status
 
 _COLUMNS = ("name", "version", "status", "quantization", "size_bytes", "context_window", "capabilities", "sha256")
@@ -69,7 +70,7 @@ def _status_command(status: Status, verb: str) -> click.Command:
     def command(ref: str, as_json: bool) -> None:
         name, version = parse_ref(ref)
         if version is None:
-            raise click.UsageError(f"{verb} needs NAME/VERSION, e.g. {name}/1")
+            raise UserError(f"{verb} needs NAME/VERSION, e.g. arbiter models {verb} {name}/1")
         record = context.catalog().set_status(name, version, status)
         if as_json:
             emit_json(record.as_json())

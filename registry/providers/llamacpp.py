@@ -149,7 +149,7 @@ class LlamaCppProvider:
                         yield "", choice["finish_reason"]
                     else:
                         yield choice["text"], None
-        except ValueError as exc:  # e.g. "Requested tokens (…) exceed context window of …"
+        except (ValueError, RuntimeError) as exc:  # e.g. "Requested tokens (…) exceed context window of …"
             raise ProviderError(f"{self.spec.name}: {exc}") from exc
 
 

@@ -110,7 +110,7 @@ def test_promote_show_rollback_and_generate(home: Path, catalog: Catalog, regist
     code, out, _ = run("generate", "--route", "qa", "--max-tokens", "12", "--json", "What is the capital of France?")
     answer = json.loads(out)
     assert code == 0 and answer["text"].strip() and answer["version"] == 1
-    assert answer["completion_tokens"] > 0 and answer["wall_ms"] > 0 and answer["gpu_memory_mb"] is None
+    assert answer["completion_tokens"] > 0 and answer["wall_ms"] > 0
     calls = catalog.store.query("select source, route, model, version, ok, hardware_id from calls")
     assert len(calls) == 1 and calls[0]["source"] == "cli" and calls[0]["route"] == "qa" and calls[0]["ok"]
     code, _, err = run("generate", "--route", "qa", "   ")
@@ -130,3 +130,21 @@ def test_rollback_without_previous_and_a_bad_dataset_are_clean_errors(home: Path
     assert "qa-1" in err and "qa-2" in err
     assert json.loads(run("results", "sql", "select count(*) as n from runs", "--json")[1]) == [{"n": 0}]
     assert json.loads(run("routes", "show", "qa", "--json")[1])["champion"]["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (("--capability", "telepathy"), "unknown capabilities ['telepathy']"),
+        (("--chat-format", "klingon"), "unknown chat format 'klingon'"),
+    ],
+)
+def test_bad_capability_or_chat_format_is_refused_before_anything_is_stored(smollm2, extra, expected) -> None:
+    code, _, err = run("models", "register", str(smollm2.path), "--name", "smollm2-135m", *extra)
+    assert_clean_error(code, err, expected)
+    assert json.loads(run("models", "list", "--json")[1]) == []
+
+
+def test_status_commands_need_a_version() -> None:
+    code, _, err = run("models", "activate", "smollm2-135m")
+    assert_clean_error(code, err, "activate needs NAME/VERSION")

@@ -26,6 +26,8 @@ def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout
     assert out.count("    new ") == 4 and "benchmarking 4 of 4 versions" in out
+    for header in ("quality", "p50_ms", "p95_ms", "tokens_per_s", "smollm2-135m", "gemma3-270m"):
+        assert header in out  # the leaderboard tables
     for task in ("qa", "extract", "classify"):
         assert f"route {task}: champion" in out
     assert "tok/s" in out and "via route qa" in out

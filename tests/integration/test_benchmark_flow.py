@@ -36,7 +36,11 @@ def test_flow_writes_calls_and_runs_with_hardware_and_logs_mlflow(prefect_harnes
     hardware = fingerprint()
     assert {c["hardware_id"] for c in calls} == {hardware.hardware_id}
     assert all(c["cpu_model"] and c["cpu_cores"] >= 1 and c["ram_mb"] > 0 and c["os"] for c in calls)
-    assert {c["gpu"] for c in calls} == {"none"} and all(c["gpu_memory_mb"] is None for c in calls)
+    assert {c["gpu"] for c in calls} == {hardware.gpu}
+    if hardware.gpu == "none":  # figures are explicitly null without a GPU, numbers with one
+        assert all(c["gpu_memory_mb"] is None and c["gpu_utilization_pct"] is None for c in calls)
+    else:
+        assert all(c["gpu_memory_mb"] is not None for c in calls)
     assert {c["llama_cpp_version"] for c in calls} == {"0.3.36"}
     assert all(c["ok"] and c["completion_tokens"] > 0 and c["quality"] is not None for c in calls)
     assert {c["schema_version"] for c in calls} == {1}

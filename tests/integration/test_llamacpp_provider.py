@@ -7,6 +7,7 @@ import pytest
 from registry.catalog import Catalog
 from registry.costs import measure
 from registry.errors import ProviderError
+from registry.hardware import fingerprint
 from registry.pool import WarmPool
 from registry.providers import GenerationRequest
 from registry.providers.llamacpp import LlamaCppProvider
@@ -49,7 +50,10 @@ def test_measure_reports_wall_cpu_rss_and_no_gpu(provider) -> None:
         provider.generate(GenerationRequest(messages=QUESTION, max_tokens=8))
     assert cost.wall_ms > 0 and cost.cpu_ms > 0
     assert cost.peak_rss_mb > 50
-    assert cost.gpu_memory_mb is None and cost.gpu_utilization_pct is None  # no GPU on this machine
+    if fingerprint().gpu == "none":
+        assert cost.gpu_memory_mb is None and cost.gpu_utilization_pct is None
+    else:
+        assert cost.gpu_memory_mb is not None and cost.gpu_memory_mb > 0
 
 
 def test_lifecycle_health_and_unload(catalog: Catalog, smollm2, settings) -> None:

@@ -104,18 +104,53 @@ def test_unknown_route_model_and_bad_names(routes: Routes) -> None:
 def test_champion_moved_by_hand_in_mlflow_is_what_show_reports(routes: Routes, catalog: Catalog) -> None:
     routes.promote("qa", "smollm2-135m", 1, force=True)
     routes.promote("qa", "gemma3-270m", 1, force=True)
-    # What the MLflow UI does when a person moves the alias: the same REST handler.
+    # The client call behind the UI's alias endpoint (tests/e2e/test_mlflow_ui.py goes through the UI's own).
     catalog.client.set_registered_model_alias(route_model_name("qa"), "champion", "1")
     assert routes.show("qa").champion.model == "smollm2-135m"
     assert routes.champion("qa").ref == "smollm2-135m/1"
 
 
+def _interrupted_rollback(catalog: Catalog) -> None:
+    """The state a SIGKILL leaves right after a rollback wrote its intent: aliases not moved yet."""
+    intent = {"kind": "rollback", "aliases": {"champion": 1, "previous": 2},
+              "event": {"event_id": "killed-rollback", "kind": "rollback", "route": "qa", "model": "smollm2-135m",
+                        "version": 1, "detail": "{}"}}
+    catalog.client.set_registered_model_tag(route_model_name("qa"), TAG_PENDING, json.dumps(intent))
+
+
 def test_a_change_interrupted_after_its_intent_is_finished_by_the_next_call(routes: Routes, catalog: Catalog) -> None:
     routes.promote("qa", "smollm2-135m", 1, force=True)
     routes.promote("qa", "gemma3-270m", 1, force=True)
-    name = route_model_name("qa")
-    # A rollback killed right after writing its intent (the state a SIGKILL there leaves behind).
-    catalog.client.set_registered_model_tag(name, TAG_PENDING, json.dumps({"champion": 1, "previous": 2}))
+    _interrupted_rollback(catalog)
     state = routes.show("qa")
     assert (state.champion.model, state.previous.model) == ("smollm2-135m", "gemma3-270m")
-    assert TAG_PENDING not in catalog.client.get_registered_model(name).tags
+    assert TAG_PENDING not in catalog.client.get_registered_model(route_model_name("qa")).tags
+    assert catalog.store.query("select count(*) as n from events where event_id = 'killed-rollback'") == [{"n": 1}]
+
+
+def test_rerunning_an_interrupted_rollback_does_not_roll_back_twice(routes: Routes, catalog: Catalog) -> None:
+    routes.promote("qa", "smollm2-135m", 1, force=True)
+    routes.promote("qa", "gemma3-270m", 1, force=True)
+    _interrupted_rollback(catalog)
+    state = routes.rollback("qa")  # the user runs the killed command again
+    assert (state.champion.model, state.previous.model) == ("smollm2-135m", "gemma3-270m")
+    assert catalog.store.query("select count(*) as n from events where kind = 'rollback'") == [{"n": 1}]
+
+
+def test_a_copy_killed_before_its_tags_is_reused(routes: Routes, catalog: Catalog) -> None:
+    name = route_model_name("qa")
+    catalog.client.create_registered_model(name)
+    catalog.client.copy_model_version("models:/smollm2-135m/1", name)  # copied, never tagged
+    state = routes.promote("qa", "smollm2-135m", 1, force=True)
+    assert state.champion.route_version == 1
+    assert len(catalog.client.search_model_versions(f"name = '{name}'")) == 1
+
+
+def test_an_alias_on_a_version_that_is_not_a_catalog_copy_is_a_clean_error(routes: Routes, catalog: Catalog) -> None:
+    routes.promote("qa", "smollm2-135m", 1, force=True)
+    name = route_model_name("qa")
+    run = catalog.client.create_run(catalog.client.get_experiment_by_name("arbiter-registrations").experiment_id)
+    stray = catalog.client.create_model_version(name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    catalog.client.set_registered_model_alias(name, "champion", stray.version)
+    with pytest.raises(NotFoundError, match="not a copy of a catalog version"):
+        routes.show("qa")
