@@ -92,13 +92,17 @@ class Routes:
         return sorted(m.name.removeprefix(ROUTE_PREFIX) for m in models if m.name.startswith(ROUTE_PREFIX))
 
     def show(self, route: str) -> RouteState:
+        """The route's aliases as MLflow holds them now; a champion moved outside arbiter (by hand
+        in the MLflow UI) is recorded in ``events`` as ``alias.external`` the first time it is seen."""
         model = self._route_model(route)
         self._finish_pending(model)
         aliases = self._client.get_registered_model(model.name).aliases
-        return RouteState(
+        state = RouteState(
             route=route,
             **{alias: self._target(model.name, aliases.get(alias)) for alias in ROUTE_ALIASES},
         )
+        self._record_external_change(state)
+        return state
 
     def champion(self, route: str) -> VersionRecord:
         """The catalog version serving ``route`` now."""
@@ -142,6 +146,26 @@ class Routes:
         return self.show(route)
 
     # --- helpers ------------------------------------------------------------------------
+
+    def _record_external_change(self, state: RouteState) -> None:
+        """Keep the alias history whole: compare the champion with the last one arbiter recorded."""
+        if state.champion is None:
+            return
+        last = self.store.query(
+            "select model, version from events where route = $1 and kind in ('promote', 'rollback', 'alias.external') "
+            "order by ts desc limit 1",
+            [state.route],
+        )
+        seen = (state.champion.model, state.champion.version)
+        if last and (last[0]["model"], last[0]["version"]) == seen:
+            return
+        detail = {"from": f"{last[0]['model']}/{last[0]['version']}" if last else None,
+                  "to": f"{seen[0]}/{seen[1]}", "route_version": state.champion.route_version}
+        self.store.append(
+            "events",
+            [{"event_id": new_id(), "ts": now_utc(), "kind": "alias.external", "route": state.route,
+              "model": seen[0], "version": seen[1], "detail": json.dumps(detail)}],
+        )
 
     def _existing_state(self, route: str, name: str) -> RouteState | None:
         if registered_model_or_none(self._client, name) is None:

@@ -76,3 +76,5 @@ def test_champion_moved_in_the_ui_is_what_arbiter_serves(mlflow_ui: str, catalog
         CliRunner().invoke(cli, ["generate", "--route", "qa", "--max-tokens", "4", "--json", "Hi"]).stdout
     )
     assert (served["model"], served["version"]) == ("smollm2-135m", 1)
+    history = catalog.store.query("select kind, model, version from events where route = 'qa' order by ts")
+    assert [(e["kind"], e["version"]) for e in history] == [("promote", 1), ("promote", 2), ("alias.external", 1)]
