@@ -142,7 +142,7 @@ class Catalog:
             context_window=info.context_window,
             architecture=info.architecture,
             quantization=info.quantization,
-            family=family or info.architecture,
+            family=family or name,  # a catalog model is a family; the architecture has its own field
             chat_format=chat_format,
             hardware=Hardware(min_memory_mb=size // (1024 * 1024) + _RUNTIME_OVERHEAD_MB),
             provenance={"gguf_name": info.model_name or "", **(provenance or {})},
