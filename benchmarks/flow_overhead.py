@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.limit < 1 or args.rounds < 1:
         parser.error("--limit and --rounds must be at least 1")
-    from registry.datasets import TASKS
+    from registry.tasks import TASKS
 
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown or not args.tasks:

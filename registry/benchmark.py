@@ -13,17 +13,13 @@ from typing import Any
 
 from registry.calls import MeasuredCall, measured_call
 from registry.catalog import Catalog, VersionRecord
-from registry.datasets import (
-    WARMUP_MESSAGES,
-    ValidationSet,
-    build_messages,
-    max_tokens_for,
-    score,
-)
+from registry.datasets import ValidationSet
 from registry.hardware import fingerprint
 from registry.mlflow_client import experiment_id, retry_locked
 from registry.pool import WarmPool
+from registry.prompts import WARMUP_MESSAGES, build_messages, max_tokens_for
 from registry.providers import GenerationRequest, Provider
+from registry.scoring import score
 from registry.store import new_id, now_utc
 
 BENCHMARK_EXPERIMENT = "arbiter-benchmarks"

@@ -1,18 +1,10 @@
-"""Validation sets: load and check them, turn an item into a prompt, and score a model's answer.
+"""Validation sets: load them and refuse malformed ones before any model time is spent.
 
-A benchmark is only comparable across models and across runs if every model sees the same,
-well-formed items and is scored by the same rule. So this module owns all three steps for each
-task in ``TASKS``:
-
-* **load** ``datasets/<task>.jsonl``, refusing a malformed file with one line that names the bad rows
-  (a Great Expectations suite per task, so a broken set fails before any model time is spent), and
-  recording the file's sha256 so a result row says exactly which data produced it;
-* **prompt**: ``build_messages`` shows one worked example, then the item, as user/assistant turns
-  (no system message: llama.cpp's ``gemma`` chat format drops it);
-* **score**: ``score`` is deterministic and lenient about form (case, punctuation, code fences)
-  but strict about content, so a tiny model gets credit for a right answer said clumsily.
-
-The schemas and scoring rules are documented for users in ``datasets/README.md``.
+A benchmark is only comparable across models and runs if every model sees the same well-formed
+items, so ``load_validation_set`` reads ``datasets/<task>.jsonl``, refuses a malformed file with one
+line that names the bad rows (a Great Expectations suite per task), and records the file's sha256 so
+a result row says exactly which data produced it. Prompts live in ``prompts.py``, scoring rules in
+``scoring.py``; the schemas and rules are documented for users in ``datasets/README.md``.
 """
 
 from __future__ import annotations
@@ -21,20 +13,17 @@ import functools
 import hashlib
 import json
 import math
-import re
 import threading
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from registry.errors import DatasetError
-
-TASKS: tuple[str, ...] = ("qa", "extract", "classify")
+from registry.scoring import normalize
+from registry.tasks import TASKS, Item, unknown_task
 
 # The keys each row of a task must have, and nothing else.
 _COLUMNS: dict[str, tuple[str, ...]] = {
@@ -42,28 +31,10 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "extract": ("id", "text", "fields"),
     "classify": ("id", "text", "labels", "label"),
 }
-_MAX_TOKENS: dict[str, int] = {"qa": 24, "extract": 64, "classify": 8}
 _SHOWN_ROWS = 5  # failing rows named per expectation, so the error stays one readable line
 # One GE context is shared by the process; building a suite twice or running two batches through
 # the same asset at once are races, and flows may validate from several threads.
 _GX_LOCK = threading.Lock()
-
-WARMUP_MESSAGES: tuple[list[dict[str, str]], ...] = (
-    [{"role": "user", "content": "Say hello in one short sentence."}],
-    [{"role": "user", "content": "Count from one to five."}],
-)
-"""Unscored prompts sent before timing starts, so a model's first-call costs (weights paged in,
-buffers allocated) do not land on the first scored item."""
-
-
-@dataclass(frozen=True)
-class Item:
-    """One validation item; ``data`` is the raw JSON row, so new task fields need no new class."""
-
-    id: str
-    task: str
-    data: dict[str, Any]
-
 
 @dataclass(frozen=True)
 class ValidationSet:
@@ -106,17 +77,13 @@ def validate_file(path: Path, task: str) -> pd.DataFrame:
 
 def _read_bytes(path: Path, task: str) -> bytes:
     if task not in TASKS:
-        raise _unknown_task(task)
+        raise unknown_task(task)
     if not path.is_file():
         raise DatasetError(
             f"No validation set at {path}. Create it with one JSON object per line "
             f"(see datasets/README.md), or point ARBITER_HOME at a directory whose datasets/ has {path.name}."
         )
     return path.read_bytes()
-
-
-def _unknown_task(task: str) -> DatasetError:
-    return DatasetError(f"Unknown task {task!r}; known tasks: {', '.join(TASKS)}.")
 
 
 def _parse(path: Path, raw: bytes) -> dict[int, dict[str, Any]]:
@@ -152,7 +119,7 @@ def _is_missing(value: Any) -> bool:
 
 def _is_text(value: Any) -> bool:
     """A string with at least one scorable word (``"The"`` normalizes to nothing, so it is not)."""
-    return isinstance(value, str) and _normalize(value) != ""
+    return isinstance(value, str) and normalize(value) != ""
 
 
 def _is_text_list(value: Any, min_len: int) -> bool:
@@ -275,163 +242,3 @@ def _row_label(frame: pd.DataFrame, line: int) -> str:
     if not _is_text(row_id):
         return f"line {line}"
     return row_id if (frame["id"] == row_id).sum() == 1 else f"{row_id} (line {line})"
-
-
-# --------------------------------------------------------------------------- prompting
-
-
-def build_messages(item: Item) -> list[dict[str, str]]:
-    """Chat messages asking the model for an answer in the form ``score`` expects.
-
-    Example::
-
-        build_messages(Item("qa-001", "qa", {"question": "What is 2 plus 2?", "references": ["4"]}))
-        # [{'role': 'user', 'content': '...Question: What is the capital of England?'},
-        #  {'role': 'assistant', 'content': 'London'},
-        #  {'role': 'user', 'content': 'Answer the question in a few words, ...Question: What is 2 plus 2?'}]
-    """
-    if item.task not in _PROMPTS:
-        raise _unknown_task(item.task)
-    prompt = _PROMPTS[item.task]
-    demo, answer = _DEMOS[item.task]
-    return [
-        {"role": "user", "content": prompt(demo)},
-        {"role": "assistant", "content": answer},
-        {"role": "user", "content": prompt(item.data)},
-    ]
-
-
-def _extract_prompt(data: dict[str, Any]) -> str:
-    keys = ", ".join(f"{key} ({'integer' if isinstance(v, int) else 'string'})" for key, v in data["fields"].items())
-    return (
-        f"Extract facts from the text. Reply with ONLY a JSON object with exactly these keys: {keys}.\n\n"
-        f"Text: {data['text']}"
-    )
-
-
-_PROMPTS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "qa": lambda d: f"Answer the question in a few words, with no explanation.\n\nQuestion: {d['question']}",
-    "extract": _extract_prompt,
-    "classify": lambda d: (
-        f"Classify the text. Reply with exactly one of these labels: {', '.join(d['labels'])}.\n\nText: {d['text']}"
-    ),
-}
-
-
-# One worked example per task, in the dataset's own schema, shown as an earlier turn. Measured on the
-# bundled sets (temperature 0), mean quality qa/extract/classify: Gemma 3 270M, a base model, only
-# echoes the instruction without it (0.01/0.00/0.00) and answers in form with it (0.07/0.65/0.00);
-# SmolLM2-135M-Instruct goes from 0.70/0.65/0.29 to 0.70/0.83/0.71.
-_DEMOS: dict[str, tuple[dict[str, Any], str]] = {
-    "qa": ({"question": "What is the capital of England?", "references": ["London"]}, "London"),
-    "extract": (
-        {"text": "Ali Khan, 27, lives in Dubai.", "fields": {"name": "Ali Khan", "age": 27, "city": "Dubai"}},
-        '{"name": "Ali Khan", "age": 27, "city": "Dubai"}',
-    ),
-    "classify": (
-        {"text": "A red car drove past.", "labels": ["animal", "plant", "vehicle"], "label": "vehicle"},
-        "vehicle",
-    ),
-}
-
-
-def max_tokens_for(task: str) -> int:
-    """Generation budget per task: enough for a right answer, small enough that rambling is cut."""
-    if task not in _MAX_TOKENS:
-        raise _unknown_task(task)
-    return _MAX_TOKENS[task]
-
-
-# --------------------------------------------------------------------------- scoring
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = re.compile(r"[^\w\s]|_")
-
-
-def _normalize(text: str) -> str:
-    """Lowercase, punctuation to spaces, drop a/an/the, collapse spaces (SQuAD-style, hyphens split)."""
-    text = _PUNCTUATION.sub(" ", text.lower())
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def _word_position(needle: str, haystack: str) -> int:
-    """Index of ``needle`` as whole words in normalized ``haystack``, or -1."""
-    return f" {haystack} ".find(f" {needle} ") if needle else -1
-
-
-def score(item: Item, output: str) -> float:
-    """Score a model's raw output for an item, in [0, 1]; the same inputs always give the same score.
-
-    * qa: 1.0 if a normalized reference occurs as whole words in the normalized output, else the
-      best token F1 against any reference (partial credit for "the city of Paris, France").
-    * extract: 0.0 without a parsable JSON object; else 0.3 for the object plus 0.7 times the
-      fraction of expected fields whose value matches.
-    * classify: the item's label that occurs earliest (as whole words) in the output is the
-      prediction; 1.0 if it is the right one.
-    """
-    if item.task not in _SCORERS:
-        raise _unknown_task(item.task)
-    return _SCORERS[item.task](item.data, output)
-
-
-def _score_qa(data: dict[str, Any], output: str) -> float:
-    answer = _normalize(output)
-    references = [_normalize(r) for r in data["references"]]
-    if any(_word_position(r, answer) >= 0 for r in references):
-        return 1.0
-    return max(_f1(answer.split(), r.split()) for r in references)
-
-
-def _f1(predicted: list[str], reference: list[str]) -> float:
-    common = sum((Counter(predicted) & Counter(reference)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(reference)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _first_json_object(output: str) -> dict[str, Any] | None:
-    """The first ``{...}`` that parses, wherever it sits (after prose, inside a code fence)."""
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"\{", output):
-        try:
-            value, _ = decoder.raw_decode(output, match.start())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
-
-
-def _matches(expected: str | int, actual: Any) -> bool:
-    if isinstance(expected, int) and not isinstance(actual, bool):
-        if isinstance(actual, int | float):
-            return actual == expected
-        if isinstance(actual, str) and re.fullmatch(r"\s*[-+]?\d+\s*", actual):
-            return int(actual) == expected
-    return str(actual).strip().casefold() == str(expected).strip().casefold()
-
-
-def _score_extract(data: dict[str, Any], output: str) -> float:
-    found = _first_json_object(output)
-    if found is None:
-        return 0.0
-    by_key = {str(key).strip().casefold(): value for key, value in found.items()}
-    expected = data["fields"]
-    hits = sum(k.casefold() in by_key and _matches(v, by_key[k.casefold()]) for k, v in expected.items())
-    # Exact arithmetic, so a perfect answer is 1.0 rather than 0.3 + 0.7 == 0.9999999999999999.
-    return float(Fraction(3, 10) + Fraction(7, 10) * Fraction(hits, len(expected)))
-
-
-def _score_classify(data: dict[str, Any], output: str) -> float:
-    answer = _normalize(output)
-    positions = [(_word_position(_normalize(label), answer), -len(label), label) for label in data["labels"]]
-    found = sorted(p for p in positions if p[0] >= 0)  # earliest; at a tie the longer label ("not spam" over "not")
-    return 1.0 if found and found[0][2] == data["label"] else 0.0
-
-
-_SCORERS: dict[str, Callable[[dict[str, Any], str], float]] = {
-    "qa": _score_qa,
-    "extract": _score_extract,
-    "classify": _score_classify,
-}

@@ -7,9 +7,10 @@ import click
 from registry.cli import context
 from registry.cli.output import emit_json
 from registry.cli.prefect_env import prepare_prefect
-from registry.datasets import TASKS, load_validation_set
+from registry.datasets import load_validation_set
 from registry.errors import UserError
 from registry.gguf_file import verify_file
+from registry.tasks import TASKS
 
 
 @click.command()

@@ -15,9 +15,10 @@ from registry.cli import context
 from registry.cli.output import print_table
 from registry.cli.prefect_env import prepare_prefect
 from registry.cli.results import LEADERBOARD_COLUMNS
-from registry.datasets import TASKS, ValidationSet, load_validation_set
+from registry.datasets import ValidationSet, load_validation_set
 from registry.hardware import fingerprint
 from registry.shipped import prepare_shipped_models
+from registry.tasks import TASKS
 
 DEMO_PROMPT = "In one sentence, what is the capital of France?"
 

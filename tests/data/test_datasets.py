@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from registry.datasets import TASKS, load_validation_set, validate_file
+from registry.datasets import load_validation_set, validate_file
 from registry.errors import DatasetError
+from registry.tasks import TASKS
 
 pytestmark = pytest.mark.data
 

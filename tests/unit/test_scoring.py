@@ -9,16 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from registry.datasets import (
-    _DEMOS,
-    TASKS,
-    WARMUP_MESSAGES,
-    Item,
-    build_messages,
-    max_tokens_for,
-    score,
-)
 from registry.errors import DatasetError
+from registry.prompts import _DEMOS, WARMUP_MESSAGES, build_messages, max_tokens_for
+from registry.scoring import score
+from registry.tasks import TASKS, Item
 
 pytestmark = pytest.mark.unit
 
