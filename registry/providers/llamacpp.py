@@ -73,7 +73,6 @@ class LlamaCppProvider:
         started = time.perf_counter()
         first_token_at: float | None = None
         parts: list[str] = []
-        completion_tokens = 0
         finish_reason: str | None = None
         with self._lock:
             llm = self._require_loaded()
@@ -82,11 +81,10 @@ class LlamaCppProvider:
                 if finish is not None:
                     finish_reason = finish
                     continue
-                completion_tokens += 1
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
                 parts.append(fragment)
-            prompt_tokens = _prompt_tokens_evaluated(llm)
+            prompt_tokens, completion_tokens = _tokens_evaluated(llm, finish_reason)
         ended = time.perf_counter()
         return Generation(
             text="".join(parts),
@@ -159,9 +157,15 @@ def _reset_perf(llm: Any) -> None:
     llama_cpp.llama_perf_context_reset(llm.ctx)
 
 
-def _prompt_tokens_evaluated(llm: Any) -> int:
-    """Prompt tokens llama.cpp evaluated in this call (after ``reset()``, the whole prompt)."""
+def _tokens_evaluated(llm: Any, finish_reason: str | None) -> tuple[int, int]:
+    """Prompt and completion tokens of this call, from llama.cpp's own counters.
+
+    Stream chunks are not tokens: llama-cpp-python joins the tokens of a multi-byte character
+    into one chunk (an emoji answer of 24 tokens arrives as 8 chunks). After ``reset()``,
+    ``n_p_eval`` is the whole prompt and ``n_eval`` every generated token that was fed back —
+    all of them, except the last when generation stopped at ``max_tokens``.
+    """
     import llama_cpp
 
     data = llama_cpp.llama_perf_context(llm.ctx)
-    return int(data.n_p_eval)
+    return int(data.n_p_eval), int(data.n_eval) + (1 if finish_reason == "length" else 0)

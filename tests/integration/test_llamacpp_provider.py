@@ -37,6 +37,16 @@ def test_generate_reports_tokens_and_timings(provider) -> None:
     assert provider.load_ms is not None and provider.load_ms > 0
 
 
+@pytest.mark.parametrize("content", ["Write three emojis about the sea: 🌊", "What is the capital of France?"])
+def test_token_counts_match_llama_cpp_even_for_multibyte_answers(provider, content: str) -> None:
+    messages = ({"role": "user", "content": content},)
+    generation = provider.generate(GenerationRequest(messages=messages, max_tokens=24))
+    reference = provider._llm.create_chat_completion(messages=list(messages), max_tokens=24, temperature=0.0)
+    assert (generation.prompt_tokens, generation.completion_tokens) == (
+        reference["usage"]["prompt_tokens"], reference["usage"]["completion_tokens"])
+    assert generation.finish_reason == reference["choices"][0]["finish_reason"]
+
+
 def test_plain_prompt_and_stream_agree_at_temperature_zero(provider) -> None:
     request = GenerationRequest(prompt="The capital of France is", max_tokens=8)
     whole = provider.generate(request)
