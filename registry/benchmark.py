@@ -65,7 +65,7 @@ def summarize(
     tokens = sum(g.completion_tokens for g in generations)
     decoded = [g for g in generations if g.decode_ms]
     decode_tokens = sum(g.decode_steps for g in decoded)
-    decode_s = sum(g.decode_ms or 0.0 for g in decoded) / 1000
+    decode_s = sum(g.decode_ms for g in decoded if g.decode_ms) / 1000
     ttfts = [c.generation.time_to_first_token_ms for c in ok if c.generation and c.generation.time_to_first_token_ms]
     return {
         "run_id": run_id,

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psutil
 
@@ -30,23 +30,26 @@ class Cost:
     peak_rss_mb: float = 0.0
     gpu_memory_mb: float | None = None
     gpu_utilization_pct: float | None = None
-    _samples: list[int] = field(default_factory=list, repr=False)
 
 
 class _RssSampler(threading.Thread):
-    def __init__(self, process: psutil.Process, cost: Cost) -> None:
+    """Keeps the highest RSS seen while it runs (only the peak: a long call stores nothing more)."""
+
+    def __init__(self, process: psutil.Process) -> None:
         super().__init__(daemon=True, name="arbiter-rss-sampler")
         self._process = process
-        self._cost = cost
         self._stop_event = threading.Event()
+        self.peak = process.memory_info().rss
 
     def run(self) -> None:
         while not self._stop_event.wait(_SAMPLE_INTERVAL_S):
-            self._cost._samples.append(self._process.memory_info().rss)
+            self.peak = max(self.peak, self._process.memory_info().rss)
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """Stop sampling; the peak, the end of the block included."""
         self._stop_event.set()
         self.join()
+        return max(self.peak, self._process.memory_info().rss)
 
 
 @contextmanager
@@ -61,8 +64,7 @@ def measure() -> Iterator[Cost]:
     """
     process = psutil.Process()
     cost = Cost()
-    cost._samples.append(process.memory_info().rss)
-    sampler = _RssSampler(process, cost)
+    sampler = _RssSampler(process)
     cpu_start = time.process_time()
     wall_start = time.perf_counter()
     sampler.start()
@@ -71,9 +73,7 @@ def measure() -> Iterator[Cost]:
     finally:
         cost.wall_ms = (time.perf_counter() - wall_start) * 1000
         cost.cpu_ms = (time.process_time() - cpu_start) * 1000
-        sampler.stop()
-        cost._samples.append(process.memory_info().rss)
-        cost.peak_rss_mb = max(cost._samples) / _MB
+        cost.peak_rss_mb = sampler.stop() / _MB
         gpu: GpuSample | None = sample_gpu()
         if gpu is not None:
             cost.gpu_memory_mb = gpu.memory_used_mb

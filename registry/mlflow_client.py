@@ -53,7 +53,7 @@ def registered_model_or_none(client, name: str):  # -> mlflow RegisteredModel | 
 
 
 def retry_locked(call: Callable[[], T]) -> T:
-    """Run an MLflow call, retrying while sqlite says the database is locked."""
+    """Run an MLflow call, retrying with backoff while sqlite says the database is locked."""
     from mlflow.exceptions import MlflowException
 
     delay = 0.05
@@ -61,13 +61,13 @@ def retry_locked(call: Callable[[], T]) -> T:
         try:
             return call()
         except MlflowException as exc:
-            if "database is locked" not in str(exc) or attempt == _LOCK_RETRIES - 1:
-                if "database is locked" in str(exc):
-                    raise StoreError(
-                        "the MLflow store stayed locked by another process; retry, or move to an MLflow "
-                        "server on a SQL database (see ARCHITECTURE.md, scale-out)"
-                    ) from exc
+            if "database is locked" not in str(exc):
                 raise
+            locked = exc
+        if attempt < _LOCK_RETRIES - 1:
             time.sleep(delay)
             delay *= 2
-    raise AssertionError("unreachable")
+    raise StoreError(
+        "the MLflow store stayed locked by another process; retry, or move to an MLflow "
+        "server on a SQL database (see ARCHITECTURE.md, scale-out)"
+    ) from locked

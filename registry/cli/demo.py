@@ -12,9 +12,8 @@ import click
 
 from registry.catalog import Catalog, VersionRecord
 from registry.cli import context
-from registry.cli.output import print_table
 from registry.cli.prefect_env import prepare_prefect
-from registry.cli.results import LEADERBOARD_COLUMNS
+from registry.cli.results import print_leaderboard
 from registry.datasets import ValidationSet, load_validation_set
 from registry.hardware import fingerprint
 from registry.shipped import prepare_shipped_models
@@ -51,13 +50,15 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
 
     click.echo("3/5 leaderboard (latest run per version on this hardware):")
     board = [row for row in catalog.store.leaderboard() if row["hardware_id"] == fingerprint().hardware_id]
-    for name in TASKS:
-        print_table(f"{name}", [r for r in board if r["task"] == name], LEADERBOARD_COLUMNS)
+    print_leaderboard(board)
 
     click.echo("4/5 promoting the best version of each task's route:")
     routes = context.routes()
     for name in TASKS:
-        best = next(r for r in board if r["task"] == name)  # ordered by quality, then p50
+        best = next((r for r in board if r["task"] == name), None)  # ordered by quality, then p50
+        if best is None:
+            click.echo(f"    route {name}: no benchmark on this hardware, nothing to promote")
+            continue
         state = routes.promote(name, best["model"], int(best["version"]))
         previous = state.previous
         click.echo(f"    route {name}: champion {best['model']}/{best['version']} (quality {best['quality']:.3f})"

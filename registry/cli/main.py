@@ -23,6 +23,10 @@ class ArbiterGroup(click.Group):
         except ArbiterError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except OSError as exc:  # unreadable model file, unwritable ARBITER_HOME, full disk, …
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"error: cannot use{where}: {exc.strerror or exc}; check the path and its permissions", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=ArbiterGroup)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from registry.cli.output import emit_json, print_table
@@ -28,8 +30,13 @@ def leaderboard(task: str | None, as_json: bool) -> None:
     elif not rows:
         click.echo("no benchmark runs yet; run `arbiter benchmark` or `make demo`")
     else:
-        for name in sorted({r["task"] for r in rows}):
-            print_table(f"leaderboard: {name}", [r for r in rows if r["task"] == name], LEADERBOARD_COLUMNS)
+        print_leaderboard(rows)
+
+
+def print_leaderboard(rows: list[dict[str, Any]]) -> None:
+    """One table per task (titled with it), rows in the leaderboard's order."""
+    for name in dict.fromkeys(r["task"] for r in rows):
+        print_table(f"leaderboard: {name}", [r for r in rows if r["task"] == name], LEADERBOARD_COLUMNS)
 
 
 @results.command("sql")

@@ -148,3 +148,12 @@ def test_bad_capability_or_chat_format_is_refused_before_anything_is_stored(smol
 def test_status_commands_need_a_version() -> None:
     code, _, err = run("models", "activate", "smollm2-135m")
     assert_clean_error(code, err, "activate needs NAME/VERSION")
+
+
+def test_an_unusable_home_is_a_clean_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("ARBITER_HOME", str(blocker / "home"))  # mkdir under a file fails for real
+    code, _, err = run("models", "list", "--json")
+    assert_clean_error(code, err, "check the path and its permissions", exit_code=1)
+    assert str(blocker) in err
