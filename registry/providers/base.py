@@ -6,7 +6,7 @@ circuit breakers wrap providers from the outside, once, so a new backend only ha
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -90,8 +90,10 @@ class Provider(Protocol):
     def generate(self, request: GenerationRequest) -> Generation:
         """Generate the whole answer."""
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
-        """Yield text fragments as they are generated."""
+    def stream(self, request: GenerationRequest) -> Generator[str, None, Generation]:
+        """Yield text fragments as they are generated; the generator's return value is the
+        finished ``Generation`` (token counts, timings), so a streamed answer is measured exactly
+        like a whole one. Closing the generator early stops generation."""
 
     def health(self) -> Health:
         """Cheap check that never loads a cold model."""

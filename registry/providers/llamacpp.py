@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from registry.errors import ProviderError
@@ -70,6 +70,14 @@ class LlamaCppProvider:
             self.load_ms = (time.perf_counter() - started) * 1000
 
     def generate(self, request: GenerationRequest) -> Generation:
+        stream = self.stream(request)
+        while True:
+            try:
+                next(stream)
+            except StopIteration as done:
+                return done.value
+
+    def stream(self, request: GenerationRequest) -> Generator[str, None, Generation]:
         started = time.perf_counter()
         first_token_at: float | None = None
         parts: list[str] = []
@@ -84,6 +92,8 @@ class LlamaCppProvider:
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
                 parts.append(fragment)
+                if fragment:
+                    yield fragment
             prompt_tokens, completion_tokens = _tokens_evaluated(llm, finish_reason)
         ended = time.perf_counter()
         return Generation(
@@ -94,13 +104,6 @@ class LlamaCppProvider:
             generation_ms=(ended - started) * 1000,
             finish_reason=finish_reason,
         )
-
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
-        with self._lock:
-            llm = self._require_loaded()
-            for fragment, finish in self._fragments(llm, request):
-                if finish is None and fragment:
-                    yield fragment
 
     def health(self) -> Health:
         if self._llm is None:

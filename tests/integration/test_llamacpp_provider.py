@@ -50,9 +50,24 @@ def test_token_counts_match_llama_cpp_even_for_multibyte_answers(provider, conte
 def test_plain_prompt_and_stream_agree_at_temperature_zero(provider) -> None:
     request = GenerationRequest(prompt="The capital of France is", max_tokens=8)
     whole = provider.generate(request)
-    streamed = list(provider.stream(request))
+    stream = provider.stream(request)
+    streamed: list[str] = []
+    while True:
+        try:
+            streamed.append(next(stream))
+        except StopIteration as done:
+            finished = done.value
+            break
     assert len(streamed) >= 2
-    assert "".join(streamed) == whole.text
+    assert "".join(streamed) == whole.text == finished.text
+    assert (finished.prompt_tokens, finished.completion_tokens) == (whole.prompt_tokens, whole.completion_tokens)
+
+
+def test_closing_a_stream_early_frees_the_instance(provider) -> None:
+    stream = provider.stream(GenerationRequest(prompt="Count: one, two, three,", max_tokens=32))
+    next(stream)
+    stream.close()  # a client that hung up mid-stream
+    assert provider.generate(GenerationRequest(prompt="The capital of France is", max_tokens=4)).completion_tokens > 0
 
 
 def test_measure_reports_wall_cpu_rss_and_no_gpu(provider) -> None:
