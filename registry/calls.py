@@ -47,16 +47,28 @@ def measured_call(
             generation = provider.generate(request)
         except ProviderError as exc:
             error = str(exc)
-    row: dict[str, Any] = {
+    row = call_row(record, generation, cost, error=error, source=source, route=route, task=task, run_id=run_id,
+                   item_id=item_id)
+    return MeasuredCall(generation=generation, cost=cost, row=row)
+
+
+def call_row(
+    record: VersionRecord,
+    generation: Generation | None,
+    cost: Cost,
+    *,
+    error: str | None,
+    source: str,
+    **context: Any,
+) -> dict[str, Any]:
+    """The ``calls`` row of one generation (or failed attempt); ``context`` fills the other columns
+    (route, task, api, requested, queue_ms, overhead_ms, run_id, item_id)."""
+    return {
         "call_id": new_id(),
         "ts": now_utc(),
         "source": source,
-        "route": route,
-        "task": task,
         "model": record.name,
         "version": record.version,
-        "run_id": run_id,
-        "item_id": item_id,
         "prompt_tokens": generation.prompt_tokens if generation else None,
         "completion_tokens": generation.completion_tokens if generation else None,
         "wall_ms": cost.wall_ms,
@@ -66,9 +78,9 @@ def measured_call(
         "peak_rss_mb": cost.peak_rss_mb,
         "gpu_memory_mb": cost.gpu_memory_mb,
         "gpu_utilization_pct": cost.gpu_utilization_pct,
-        "ok": generation is not None,
+        "ok": generation is not None and error is None,
         "error": error,
         "quality": None,
+        **context,
         **fingerprint().as_row(),
     }
-    return MeasuredCall(generation=generation, cost=cost, row=row)

@@ -1,8 +1,10 @@
 """Measure one operation: wall time, process CPU time, peak RSS and GPU figures.
 
 Wraps any provider call from the outside (never inside a provider), so every backend is
-measured the same way. Peak RSS is sampled by a short-lived thread during the call because the
+measured the same way. Peak RSS is sampled during the call (by one shared thread) because the
 kernel's own peak (``ru_maxrss``) is a lifetime maximum and would blur one model into the next.
+CPU time is the whole process's: with concurrent calls (the gateway) each call's figure also
+counts its neighbours' work.
 """
 
 from __future__ import annotations
@@ -32,24 +34,51 @@ class Cost:
     gpu_utilization_pct: float | None = None
 
 
-class _RssSampler(threading.Thread):
-    """Keeps the highest RSS seen while it runs (only the peak: a long call stores nothing more)."""
+class _RssSampler:
+    """One process-wide thread that samples RSS while any measured block is open.
 
-    def __init__(self, process: psutil.Process) -> None:
-        super().__init__(daemon=True, name="arbiter-rss-sampler")
-        self._process = process
-        self._stop_event = threading.Event()
-        self.peak = process.memory_info().rss
+    Each open block is a *window* that keeps only its own peak. Shared, so a gateway serving
+    many calls at once does not start a thread per call, and idle when nothing is measured.
+    """
 
-    def run(self) -> None:
-        while not self._stop_event.wait(_SAMPLE_INTERVAL_S):
-            self.peak = max(self.peak, self._process.memory_info().rss)
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._windows: dict[int, int] = {}
+        self._next_id = 0
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
 
-    def stop(self) -> int:
-        """Stop sampling; the peak, the end of the block included."""
-        self._stop_event.set()
-        self.join()
-        return max(self.peak, self._process.memory_info().rss)
+    def open(self) -> int:
+        rss = self._process.memory_info().rss
+        with self._wake:
+            self._next_id += 1
+            self._windows[self._next_id] = rss
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="arbiter-rss-sampler", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+            return self._next_id
+
+    def close(self, window: int) -> int:
+        """The window's peak, the end of the block included."""
+        rss = self._process.memory_info().rss
+        with self._wake:
+            return max(self._windows.pop(window), rss)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._windows:
+                    self._wake.wait()
+            rss = self._process.memory_info().rss
+            with self._wake:
+                for window, peak in self._windows.items():
+                    if rss > peak:
+                        self._windows[window] = rss
+            time.sleep(_SAMPLE_INTERVAL_S)
+
+
+_SAMPLER = _RssSampler()
 
 
 @contextmanager
@@ -62,18 +91,16 @@ def measure() -> Iterator[Cost]:
             provider.generate(request)
         cost.wall_ms, cost.cpu_ms, cost.peak_rss_mb
     """
-    process = psutil.Process()
     cost = Cost()
-    sampler = _RssSampler(process)
+    window = _SAMPLER.open()
     cpu_start = time.process_time()
     wall_start = time.perf_counter()
-    sampler.start()
     try:
         yield cost
     finally:
         cost.wall_ms = (time.perf_counter() - wall_start) * 1000
         cost.cpu_ms = (time.process_time() - cpu_start) * 1000
-        cost.peak_rss_mb = sampler.stop() / _MB
+        cost.peak_rss_mb = _SAMPLER.close(window) / _MB
         gpu: GpuSample | None = sample_gpu()
         if gpu is not None:
             cost.gpu_memory_mb = gpu.memory_used_mb

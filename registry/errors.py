@@ -7,8 +7,11 @@
     │   ├── NotFoundError        unknown model, version, route or alias
     │   ├── DatasetError         a validation set fails its schema or its Great Expectations suite
     │   ├── PromotionError       a promotion or rollback the rules refuse
+    │   ├── ContextOverflowError a prompt (plus max_tokens) longer than the model's context
     │   └── ConfigError          a setting that cannot work
     ├── ProviderError            a backend failed to load or generate
+    ├── CapacityError            every instance's queue is full: retry later (HTTP 429)
+    ├── UnavailableError         no healthy instance could answer in time (HTTP 503)
     └── StoreError               the registry or results store failed (locked, unreadable)
 
 Errors from MLflow, llama.cpp, Great Expectations and DuckDB are mapped into this tree at the
@@ -51,12 +54,28 @@ class PromotionError(UserError):
     """A promotion or rollback that the route's rules refuse."""
 
 
+class ContextOverflowError(UserError):
+    """The request does not fit the model's context window: the caller's to shorten, not a backend fault."""
+
+
 class ConfigError(UserError):
     """A setting that cannot work as given."""
 
 
 class ProviderError(ArbiterError):
     """A model backend failed to load or to generate."""
+
+
+class CapacityError(ArbiterError):
+    """The instances of a version are busy and their queues are full; retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UnavailableError(ArbiterError):
+    """No healthy instance (and no fallback) could take the request in time."""
 
 
 class StoreError(ArbiterError):

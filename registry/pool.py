@@ -1,55 +1,389 @@
-"""Warm model instances, one per version, loaded on first use and kept until closed.
+"""Warm model instances: replicas per version, a bounded queue each, keep-alive and eviction.
 
-First cut of the pool the gateway will grow (replicas, queues, keep-alive, breakers): for now it
-makes sure a benchmark over several tasks, or several prompts, loads each version once.
+Loading a model takes seconds and a llama.cpp instance serves one request at a time (it is not
+thread-safe), so the pool keeps versions loaded and hands out *leases*: a request waits for its
+instance's slot in a bounded queue (full → ``CapacityError``, the gateway's 429 with
+``Retry-After``; never an unbounded wait), replicas of a version give parallelism, and a circuit
+breaker per instance keeps a failing backend out of rotation. Idle instances unload after their
+keep-alive unless pinned (a route's champion), and loading past the memory budget evicts the
+least recently used idle instance first. A maintenance thread runs health checks that never load
+a cold model.
+
+Benchmarks use the same pool through :meth:`WarmPool.get`: one instance per version, loaded once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
+import psutil
+
+from registry.breaker import BreakerState, CircuitBreaker
 from registry.catalog import VersionRecord
+from registry.errors import ArbiterError, CapacityError, ProviderError, UnavailableError
 from registry.providers import Provider, provider_for
 from registry.settings import Settings
 
+_MB = 1024 * 1024
+_MAINTENANCE_TICK_S = 0.5
+
+
+class InstanceState(StrEnum):
+    COLD = "cold"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(eq=False)
+class Instance:
+    """One loaded (or loadable) copy of a version."""
+
+    record: VersionRecord
+    replica: int
+    provider: Provider
+    breaker: CircuitBreaker
+    state: InstanceState = InstanceState.COLD
+    memory_mb: float = 0.0
+    last_used: float = 0.0
+    in_flight: int = 0
+    waiting: int = 0
+    served: int = 0
+    busy_ms: float = 0.0
+    error: str | None = None
+    slot: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
+    loaded: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def key(self) -> str:
+        return f"{self.record.ref}#{self.replica}"
+
+    @property
+    def queued(self) -> int:
+        return self.in_flight + self.waiting
+
+    def mean_request_ms(self) -> float:
+        return self.busy_ms / self.served if self.served else 1000.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "instance": self.key,
+            "model": self.record.name,
+            "version": self.record.version,
+            "replica": self.replica,
+            "state": self.state.value,
+            "breaker": self.breaker.state.value,
+            "in_flight": self.in_flight,
+            "waiting": self.waiting,
+            "served": self.served,
+            "memory_mb": round(self.memory_mb, 1),
+            "error": self.error,
+        }
+
+
+PoolEvent = Callable[[str, VersionRecord, dict[str, Any]], None]
+
 
 class WarmPool:
-    """Loaded providers keyed by ``name/version``.
+    """Warm instances keyed by version, handed out as leases.
 
     Example::
 
         with WarmPool(settings) as pool:
-            provider = pool.get(record)      # loads (and checks the sha256) the first time
-            provider.generate(request)
+            pool.warm(record)                         # load + health-check every replica
+            with pool.lease(record) as instance:      # waits in the bounded queue
+                instance.provider.generate(request)
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_event: PoolEvent | None = None,
+    ) -> None:
         self._settings = settings
-        self._instances: dict[str, Provider] = {}
+        self._clock = clock
+        self._on_event = on_event
+        self._instances: dict[str, list[Instance]] = {}
+        self._replicas: dict[str, int] = {}
+        self._pinned: set[str] = set()
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._maintenance: threading.Thread | None = None
+
+    # --- the benchmark path -----------------------------------------------------------------
 
     def get(self, record: VersionRecord) -> Provider:
-        with self._lock:
-            provider = self._instances.get(record.ref)
-            if provider is None:
-                provider = provider_for(
-                    record.spec, n_threads=self._settings.n_threads, n_ctx=self._settings.n_ctx, seed=self._settings.seed
-                )
-                provider.load()
-                self._instances[record.ref] = provider
-            return provider
+        """The loaded provider of the version's first replica (loads it the first time)."""
+        instance = self._instances_of(record)[0]
+        self._load(instance)
+        return instance.provider
 
     def is_warm(self, record: VersionRecord) -> bool:
-        return record.ref in self._instances
+        instances = self._instances.get(record.ref, [])
+        return any(i.state is InstanceState.READY for i in instances)
+
+    # --- the serving path -------------------------------------------------------------------
+
+    def set_replicas(self, record: VersionRecord, replicas: int) -> None:
+        """How many instances ``record`` gets (a route's setting); applied at the next lease or warm."""
+        with self._lock:
+            self._replicas[record.ref] = max(1, replicas)
+
+    def pin(self, refs: Iterable[str]) -> None:
+        """Versions kept loaded whatever their idle time (the champions being served)."""
+        with self._lock:
+            self._pinned = set(refs)
+
+    def warm(self, record: VersionRecord) -> None:
+        """Load every replica and check its health; raises ``ProviderError`` if none is ready."""
+        instances = self._instances_of(record)
+        errors = []
+        for instance in instances:
+            try:
+                self._load(instance)
+                health = instance.provider.health()
+                if not health.ok:
+                    raise ProviderError(f"{instance.key}: health check failed after load: {health.detail}")
+            except (ProviderError, ArbiterError) as exc:
+                errors.append(str(exc))
+        if len(errors) == len(instances):
+            raise ProviderError(f"{record.ref} could not be warmed: {'; '.join(errors)}")
+
+    @contextlib.contextmanager
+    def lease(self, record: VersionRecord, *, exclude: frozenset[str] = frozenset()) -> Iterator[Instance]:
+        """Hold one instance of ``record`` for one request.
+
+        Picks the least busy ready replica whose breaker allows traffic (loading a cold one when
+        none is loaded), waits for its slot at most ``queue_timeout_s``. ``exclude`` lists
+        instance keys that already failed this request (failover moves on to the others).
+        Raises ``CapacityError`` when every candidate's queue is full, ``UnavailableError`` when
+        no candidate is healthy or the wait ran out.
+        """
+        instance = self._admit(record, exclude)
+        started = self._clock()
+        acquired = instance.slot.acquire(timeout=self._settings.queue_timeout_s)
+        with self._lock:
+            instance.waiting -= 1
+            if acquired:
+                instance.in_flight += 1
+        if not acquired:
+            raise UnavailableError(
+                f"{instance.key} stayed busy for {self._settings.queue_timeout_s:.0f} s; retry later or add replicas"
+            )
+        if not instance.breaker.allow():  # it opened while this request waited
+            with self._lock:
+                instance.in_flight -= 1
+            instance.slot.release()
+            raise UnavailableError(f"{instance.key} is out of rotation (circuit breaker open)")
+        try:
+            yield instance
+        finally:
+            ended = self._clock()
+            with self._lock:
+                instance.in_flight -= 1
+                instance.served += 1
+                instance.busy_ms += (ended - started) * 1000
+                instance.last_used = ended
+            instance.slot.release()
+
+    def instances_of(self, record: VersionRecord) -> list[Instance]:
+        with self._lock:
+            return list(self._instances.get(record.ref, []))
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every instance's state, for ``/api/ps``, the admin API and metrics."""
+        with self._lock:
+            instances = [i for group in self._instances.values() for i in group]
+        return [i.as_json() | {"pinned": i.record.ref in self._pinned} for i in instances]
+
+    def loaded(self) -> list[Instance]:
+        with self._lock:
+            return [i for group in self._instances.values() for i in group if i.state is InstanceState.READY]
+
+    def unload(self, ref: str) -> int:
+        """Unload every instance of ``ref`` (``name/version``); returns how many were loaded."""
+        with self._lock:
+            instances = self._instances.pop(ref, [])
+            loaded = sum(1 for i in instances if i.state is InstanceState.READY)
+        for instance in instances:
+            self._unload(instance, reason="admin")
+        return loaded
+
+    # --- maintenance --------------------------------------------------------------------------
+
+    def start_maintenance(self) -> None:
+        """Health checks every ``health_interval_s`` and keep-alive expiry, in one daemon thread."""
+        if self._maintenance is None:
+            self._maintenance = threading.Thread(target=self._maintain, name="arbiter-pool", daemon=True)
+            self._maintenance.start()
+
+    def expire_idle(self) -> list[str]:
+        """Unload unpinned instances idle longer than ``keep_alive_s``; returns their keys."""
+        now = self._clock()
+        expired = []
+        with self._lock:
+            for ref, group in self._instances.items():
+                if ref in self._pinned:
+                    continue
+                for instance in group:
+                    idle = instance.state is InstanceState.READY and instance.queued == 0
+                    if idle and now - instance.last_used > self._settings.keep_alive_s:
+                        expired.append(instance)
+        for instance in expired:
+            self._unload(instance, reason="keep_alive")
+        return [i.key for i in expired]
+
+    def check_health(self) -> None:
+        """Ask every loaded instance ``health()`` (never loads a cold one); failures feed its breaker."""
+        for instance in self.loaded():
+            if instance.queued:
+                continue  # busy means alive; a health call would only wait behind the request
+            health = instance.provider.health()
+            if health.ok:
+                if instance.breaker.state is not BreakerState.CLOSED:
+                    instance.breaker.record_success()
+            else:
+                instance.breaker.record_failure()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._maintenance is not None:
+            self._maintenance.join(timeout=5)
         with self._lock:
-            for provider in self._instances.values():
-                provider.unload()
+            instances = [i for group in self._instances.values() for i in group]
             self._instances.clear()
+        for instance in instances:
+            instance.provider.unload()
 
     def __enter__(self) -> WarmPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _instances_of(self, record: VersionRecord) -> list[Instance]:
+        with self._lock:
+            group = self._instances.setdefault(record.ref, [])
+            wanted = self._replicas.get(record.ref, 1)
+            while len(group) < wanted:
+                group.append(self._new_instance(record, len(group)))
+            return list(group)
+
+    def _new_instance(self, record: VersionRecord, replica: int) -> Instance:
+        settings = self._settings
+        provider = provider_for(record.spec, n_threads=settings.n_threads, n_ctx=settings.n_ctx, seed=settings.seed)
+
+        def breaker_moved(old: BreakerState, new: BreakerState) -> None:
+            self._emit(f"breaker.{new.value}", record, {"replica": replica, "from": old.value})
+
+        breaker = CircuitBreaker(
+            failures=settings.breaker_failures, open_s=settings.breaker_open_s, clock=self._clock,
+            on_change=breaker_moved,
+        )
+        return Instance(record=record, replica=replica, provider=provider, breaker=breaker, last_used=self._clock())
+
+    def _admit(self, record: VersionRecord, exclude: frozenset[str]) -> Instance:
+        instances = [i for i in self._instances_of(record) if i.key not in exclude]
+        if not instances:
+            raise UnavailableError(f"every instance of {record.ref} failed this request")
+        if not any(i.state is InstanceState.READY for i in instances):
+            self._load(instances[0])
+        with self._lock:
+            ready = [i for i in instances if i.state is InstanceState.READY and i.breaker.would_allow()]
+            if not ready:
+                states = ", ".join(f"{i.key} {i.state.value}/{i.breaker.state.value}" for i in instances)
+                raise UnavailableError(f"no healthy instance of {record.ref} ({states})")
+            instance = min(ready, key=lambda i: (i.queued, i.last_used))
+            if instance.queued > self._settings.queue_depth:
+                retry_after = math.ceil(instance.queued * instance.mean_request_ms() / 1000)
+                raise CapacityError(
+                    f"{record.ref}: all {len(ready)} instance(s) busy with full queues "
+                    f"({self._settings.queue_depth} waiting each); retry later",
+                    retry_after_s=max(1, retry_after),
+                )
+            instance.waiting += 1
+            return instance
+
+    def _load(self, instance: Instance) -> None:
+        """Load ``instance`` once; concurrent callers wait for the first one's result."""
+        with self._lock:
+            if instance.state is InstanceState.READY:
+                return
+            loader = instance.state is not InstanceState.LOADING
+            if loader:
+                instance.state = InstanceState.LOADING
+                instance.loaded.clear()
+        if not loader:
+            instance.loaded.wait(timeout=self._settings.queue_timeout_s)
+            if instance.state is not InstanceState.READY:
+                raise ProviderError(f"{instance.key} failed to load: {instance.error}")
+            return
+        try:
+            self._make_room(instance.record)
+            rss_before = psutil.Process().memory_info().rss
+            instance.provider.load()
+            grown_mb = (psutil.Process().memory_info().rss - rss_before) / _MB
+        except ArbiterError as exc:
+            with self._lock:
+                instance.state = InstanceState.FAILED
+                instance.error = str(exc)
+            instance.loaded.set()
+            self._emit("pool.load_failed", instance.record, {"replica": instance.replica, "error": str(exc)})
+            raise
+        with self._lock:
+            instance.memory_mb = max(float(instance.record.spec.hardware.min_memory_mb), grown_mb)
+            instance.state = InstanceState.READY
+            instance.error = None
+            instance.last_used = self._clock()
+        instance.loaded.set()
+        self._emit("pool.load", instance.record, {"replica": instance.replica, "load_ms": instance.provider.load_ms})
+
+    def _make_room(self, record: VersionRecord) -> None:
+        """Evict least recently used idle, unpinned instances until ``record`` fits the budget."""
+        need = record.spec.hardware.min_memory_mb
+        budget = self._settings.memory_budget_mb
+        while True:
+            with self._lock:
+                loaded = [i for group in self._instances.values() for i in group if i.state is InstanceState.READY]
+                used = sum(i.memory_mb for i in loaded)
+                if used + need <= budget:
+                    return
+                idle = [i for i in loaded if i.queued == 0 and i.record.ref not in self._pinned]
+                victim = min(idle, key=lambda i: i.last_used, default=None)
+            if victim is None:
+                raise CapacityError(
+                    f"{record.ref} needs {need} MB but {used:.0f} of the {budget} MB memory budget is held by "
+                    "busy or pinned instances; raise ARBITER_MEMORY_BUDGET_MB or unload a version",
+                    retry_after_s=5,
+                )
+            self._unload(victim, reason="memory_budget")
+
+    def _unload(self, instance: Instance, *, reason: str) -> None:
+        with self._lock:  # cold first, so no new request is admitted to it while it unloads
+            instance.state = InstanceState.COLD
+            instance.memory_mb = 0.0
+        instance.provider.unload()  # waits for a generation already running on it
+        self._emit("pool.unload", instance.record, {"replica": instance.replica, "reason": reason})
+
+    def _emit(self, kind: str, record: VersionRecord, detail: dict[str, Any]) -> None:
+        if self._on_event is not None:
+            self._on_event(kind, record, detail)
+
+    def _maintain(self) -> None:
+        next_health = self._clock() + self._settings.health_interval_s
+        while not self._stop.wait(_MAINTENANCE_TICK_S):
+            self.expire_idle()
+            if self._clock() >= next_health:
+                self.check_health()
+                next_health = self._clock() + self._settings.health_interval_s

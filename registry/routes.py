@@ -99,7 +99,7 @@ class Routes:
         aliases = self._client.get_registered_model(model.name).aliases
         state = RouteState(
             route=route,
-            **{alias: self._target(model.name, aliases.get(alias)) for alias in ROUTE_ALIASES},
+            **{alias: self.target(model.name, aliases.get(alias)) for alias in ROUTE_ALIASES},
         )
         self._record_external_change(state)
         return state
@@ -247,7 +247,7 @@ class Routes:
         self._apply(model.name, intent)
         return intent
 
-    def _target(self, name: str, route_version: str | int | None) -> RouteTarget | None:
+    def target(self, name: str, route_version: str | int | None) -> RouteTarget | None:
         if route_version is None:
             return None
         mv = self._client.get_model_version(name, str(route_version))

@@ -22,6 +22,14 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def default_memory_budget_mb() -> int:
+    """Half the memory available at start: room for several warm versions without pushing the
+    machine into swap, where every model on it would slow to a crawl."""
+    import psutil
+
+    return int(psutil.virtual_memory().available / (1024 * 1024) / 2)
+
+
 class Settings(BaseSettings):
     """Where arbiter keeps its state and how it runs models.
 
@@ -37,6 +45,22 @@ class Settings(BaseSettings):
     n_threads: int = Field(default_factory=lambda: default_threads(), ge=1)
     n_ctx: int = Field(default=2048, ge=256, description="Context size given to llama.cpp (capped by the model's).")
     seed: int = 0
+
+    # --- gateway (``arbiter serve``) ---------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Bind address; anything but loopback needs admin_token.")
+    port: int = Field(default=11434, ge=1, le=65535, description="Ollama's port, so unchanged clients find us.")
+    admin_token: str | None = Field(default=None, description="Bearer token for admin endpoints (and all, off loopback).")
+    replicas: int = Field(default=1, ge=1, le=16, description="Instances per version; a route's tag can override.")
+    queue_depth: int = Field(default=8, ge=0, description="Requests that may wait per instance; more get 429.")
+    queue_timeout_s: float = Field(default=120.0, gt=0, description="Longest wait for a busy instance before 503.")
+    keep_alive_s: float = Field(default=300.0, ge=0, description="Idle time before a non-champion instance unloads.")
+    memory_budget_mb: int = Field(default_factory=lambda: default_memory_budget_mb(), ge=1)
+    alias_poll_s: float = Field(default=1.0, gt=0, description="How often aliases are re-read from MLflow.")
+    health_interval_s: float = Field(default=10.0, gt=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    calls_flush_s: float = Field(default=1.0, gt=0, description="Calls rows are written at least this often.")
+    breaker_failures: int = Field(default=3, ge=1, description="Consecutive failures that open a breaker.")
+    breaker_open_s: float = Field(default=5.0, gt=0, description="How long an open breaker refuses before a probe.")
 
     @cached_property
     def mlruns_dir(self) -> Path:

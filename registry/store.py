@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from registry.errors import StoreError, UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
 
 _HARDWARE = [
     ("hardware_id", pa.string()),
@@ -58,6 +58,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("ok", pa.bool_()),
             ("error", pa.string()),
             ("quality", pa.float64()),
+            ("api", pa.string()),
+            ("requested", pa.string()),
+            ("queue_ms", pa.float64()),
+            ("overhead_ms", pa.float64()),
             *_HARDWARE,
             ("schema_version", pa.int32()),
         ]

@@ -38,7 +38,7 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from registry.cli import benchmark, demo, generate, models, results, routes
+    from registry.cli import benchmark, demo, generate, models, results, routes, serve
 
     cli.add_command(models.models)
     cli.add_command(routes.routes)
@@ -46,6 +46,7 @@ def _register_commands() -> None:
     cli.add_command(benchmark.benchmark)
     cli.add_command(generate.generate)
     cli.add_command(demo.demo)
+    cli.add_command(serve.serve)
 
 
 _register_commands()

@@ -100,3 +100,11 @@ class Provider(Protocol):
 
     def unload(self) -> None:
         """Free the model; idempotent."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A provider that can also embed (the Ollama API's ``/api/embed``)."""
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """One vector per text."""

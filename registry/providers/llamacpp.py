@@ -13,7 +13,7 @@ import time
 from collections.abc import Generator, Iterator
 from typing import Any
 
-from registry.errors import ProviderError
+from registry.errors import ContextOverflowError, ProviderError
 from registry.gguf_file import verify_file
 from registry.providers.base import Generation, GenerationRequest, Health
 from registry.spec import ModelSpec
@@ -64,6 +64,7 @@ class LlamaCppProvider:
                         seed=self._seed,
                         chat_format=self.spec.chat_format,
                         verbose=False,
+                        **self._embedding_params(),
                     )
             except (ValueError, RuntimeError) as exc:
                 raise ProviderError(f"{self.spec.name}: llama.cpp could not load {path}: {exc}") from exc
@@ -104,6 +105,25 @@ class LlamaCppProvider:
             generation_ms=(ended - started) * 1000,
             finish_reason=finish_reason,
         )
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """One mean-pooled vector per text (versions registered with the ``embedding`` capability)."""
+        if "embedding" not in self.spec.capabilities:
+            raise ProviderError(f"{self.spec.name} was not registered with the 'embedding' capability")
+        with self._lock:
+            llm = self._require_loaded()
+            try:
+                return llm.embed(texts)
+            except ValueError as exc:
+                raise ContextOverflowError(f"{self.spec.name}: {exc}; shorten the input") from None
+
+    def _embedding_params(self) -> dict[str, Any]:
+        """An embedding version is loaded as one: llama.cpp decides at load time what a context computes."""
+        if "embedding" not in self.spec.capabilities:
+            return {}
+        import llama_cpp
+
+        return {"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN}
 
     def health(self) -> Health:
         if self._llm is None:
@@ -150,7 +170,13 @@ class LlamaCppProvider:
                         yield "", choice["finish_reason"]
                     else:
                         yield choice["text"], None
-        except (ValueError, RuntimeError) as exc:  # e.g. "Requested tokens (…) exceed context window of …"
+        except ValueError as exc:
+            if "exceed context window" in str(exc):  # "Requested tokens (…) exceed context window of …"
+                raise ContextOverflowError(
+                    f"{self.spec.name}: {exc}; shorten the prompt or lower max_tokens"
+                ) from None
+            raise ProviderError(f"{self.spec.name}: {exc}") from exc
+        except RuntimeError as exc:
             raise ProviderError(f"{self.spec.name}: {exc}") from exc
 
 

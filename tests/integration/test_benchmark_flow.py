@@ -8,6 +8,7 @@ import pytest
 
 from registry.catalog import Catalog
 from registry.hardware import fingerprint
+from registry.store import SCHEMA_VERSION
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def test_flow_writes_calls_and_runs_with_hardware_and_logs_mlflow(prefect_harnes
         assert all(c["gpu_memory_mb"] is not None for c in calls)
     assert {c["llama_cpp_version"] for c in calls} == {"0.3.36"}
     assert all(c["ok"] and c["completion_tokens"] > 0 and c["quality"] is not None for c in calls)
-    assert {c["schema_version"] for c in calls} == {1}
+    assert {c["schema_version"] for c in calls} == {SCHEMA_VERSION}
 
     board = catalog.store.leaderboard()
     assert {(r["task"], r["model"], r["version"], r["n"]) for r in board} == {("qa", "smollm2-135m", 1, 3), ("classify", "smollm2-135m", 1, 3)}

@@ -6,7 +6,7 @@ import pytest
 
 from registry.catalog import Catalog
 from registry.costs import measure
-from registry.errors import ProviderError
+from registry.errors import ContextOverflowError, ProviderError
 from registry.hardware import fingerprint
 from registry.pool import WarmPool
 from registry.providers import GenerationRequest
@@ -94,12 +94,12 @@ def test_lifecycle_health_and_unload(catalog: Catalog, smollm2, settings) -> Non
     assert provider.health().detail == "not loaded"
 
 
-def test_a_prompt_over_the_context_is_a_provider_error(catalog: Catalog, smollm2, settings) -> None:
+def test_a_prompt_over_the_context_is_the_callers_error_not_a_backend_fault(catalog: Catalog, smollm2, settings) -> None:
     record, _ = catalog.register(smollm2.path, name="smollm2-135m")
     provider = LlamaCppProvider(record.spec, n_threads=settings.n_threads, n_ctx=256)
     provider.load()
     try:
-        with pytest.raises(ProviderError, match="context window"):
+        with pytest.raises(ContextOverflowError, match="context window.*shorten the prompt"):
             provider.generate(GenerationRequest(prompt="word " * 400, max_tokens=4))
     finally:
         provider.unload()

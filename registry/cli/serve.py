@@ -1,0 +1,64 @@
+"""``arbiter serve``: the gateway — Ollama API + OpenAI API over routes, following alias changes."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import click
+from rich.console import Console
+
+from registry.errors import ConfigError
+from registry.settings import get_settings
+
+
+@click.command()
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1; anything else needs ARBITER_ADMIN_TOKEN).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default 11434, Ollama's).")
+@click.option("--replicas", type=click.IntRange(1, 16), default=None,
+              help="Instances per version (a route's `arbiter.replicas` tag overrides).")
+@click.option("--no-webhook", is_flag=True, help="Do not register an MLflow webhook; follow aliases by polling only.")
+def serve(host: str | None, port: int | None, replicas: int | None, no_webhook: bool) -> None:
+    """Serve every route to unchanged Ollama and OpenAI clients until Ctrl-C.
+
+    Champions are loaded before the port opens; a champion moved later (here, by `arbiter routes
+    promote`, or in the MLflow UI) is warmed first, then switched to, with no request dropped.
+    """
+    import uvicorn
+
+    from registry.gateway import Gateway, build_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "replicas": replicas}.items() if v is not None}
+    settings = get_settings(**overrides)
+    _check_port_free(settings.host, settings.port)
+    console = Console(stderr=True)
+    gateway = Gateway(settings)
+    console.print(f"warming champions from {settings.tracking_uri} …")
+    try:
+        gateway.start()
+        base_url = f"http://{settings.host}:{settings.port}"
+        if not no_webhook:
+            gateway.register_webhook(base_url)
+        for route, entry in sorted(gateway.router.entries().items()):
+            console.print(f"  {route} → {entry.champion.ref if entry.champion else '(no champion)'}")
+        console.print(f"arbiter gateway on {base_url} (Ollama API at /api, OpenAI API at /v1); Ctrl-C stops it")
+        config = uvicorn.Config(
+            build_app(gateway), host=settings.host, port=settings.port, log_level="warning", access_log=False,
+            timeout_graceful_shutdown=30,
+        )
+        uvicorn.Server(config).run()
+    finally:
+        gateway.close()  # flushes every calls and events row
+        console.print(f"stopped; {gateway.recorder.written} rows written to {settings.results_dir}")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before minutes of model loading, not after, when the port is taken (a real Ollama?)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is in use (an Ollama server?); pass --port or set ARBITER_PORT") from None
+            raise ConfigError(f"cannot bind {host}:{port}: {exc.strerror}; pass another --host") from None

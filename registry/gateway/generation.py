@@ -1,0 +1,151 @@
+"""What the Ollama and OpenAI endpoints share: token bounds, running a request off the event loop,
+streaming from a provider thread, and the overhead figure.
+
+``x-arbiter-overhead-ms`` is the time from the request's arrival to its response being ready,
+minus the time in the model and the wait for it (``Answer.model_ms``): what the gateway itself
+costs. A streamed response sends its headers before the model starts, so there the header
+carries the overhead until then (parsing, resolution); the whole stream's overhead is in the
+``calls`` row and in ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Generator
+from typing import TypeVar
+
+import anyio
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from registry.catalog import VersionRecord
+from registry.errors import UserError
+from registry.gateway.http import describe_validation
+from registry.gateway.runtime import Gateway
+from registry.providers import GenerationRequest
+from registry.router import Resolution
+from registry.serving import Answer
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
+DEFAULT_MAX_TOKENS = 256  # Ollama's default is "until the context is full"; a bound keeps a 135M model from rambling
+OVERHEAD_HEADER = "x-arbiter-overhead-ms"
+
+
+async def parse_body(request: Request, model: type[BodyT]) -> BodyT:
+    """The JSON body whatever its Content-Type: Ollama's own docs send it with ``curl -d``
+    (form-encoded), and Ollama accepts that, so we must too."""
+    raw = await request.body()
+    if not raw.strip():
+        raise UserError("request body is empty; send a JSON object")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise UserError(describe_validation(exc.errors())) from None
+
+
+def gateway_of(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def arrived(request: Request) -> float:
+    return request.scope["state"]["arrived"]
+
+
+def context_limit(gateway: Gateway, record: VersionRecord) -> int:
+    """Tokens this version can take: llama.cpp runs with the smaller of the setting and the model's."""
+    window = record.spec.context_window
+    return min(window, gateway.settings.n_ctx) if record.spec.kind == "gguf" else window
+
+
+def bounded_max_tokens(gateway: Gateway, record: VersionRecord, requested: int | None, *, field: str) -> int:
+    """``requested`` checked against the context window; -1 (Ollama: until the context is full) is the limit."""
+    limit = context_limit(gateway, record)
+    if requested is None:
+        return min(DEFAULT_MAX_TOKENS, limit)
+    if requested in (-1, -2):
+        return limit
+    if requested < 1 or requested > limit:
+        raise UserError(f"{field} must be between 1 and {limit} (the context window of {record.ref}); got {requested}")
+    return requested
+
+
+def check_num_ctx(gateway: Gateway, record: VersionRecord, num_ctx: int | None) -> None:
+    if num_ctx is None:
+        return
+    window = record.spec.context_window
+    if num_ctx < 1 or num_ctx > window:
+        raise UserError(f"options.num_ctx must be between 1 and {window} (the context window of {record.ref}); got {num_ctx}")
+
+
+def require_capability(record: VersionRecord, capability: str, requested: str) -> None:
+    if capability not in record.spec.capabilities:
+        raise UserError(
+            f"{requested} ({record.ref}) cannot do {capability!r}; its capabilities: {', '.join(record.spec.capabilities)}"
+        )
+
+
+async def answer_whole(
+    request: Request, resolution: Resolution, generation_request: GenerationRequest, *, api: str
+) -> Answer:
+    gateway = gateway_of(request)
+    return await anyio.to_thread.run_sync(
+        lambda: gateway.dispatcher.generate(resolution, generation_request, api=api)
+    )
+
+
+def finish(request: Request, answer: Answer, endpoint: str, api: str) -> float:
+    """Record the answer (row + metrics); returns the overhead in ms."""
+    gateway = gateway_of(request)
+    total_ms = (time.perf_counter() - arrived(request)) * 1000
+    overhead_ms = max(0.0, total_ms - answer.model_ms)
+    gateway.dispatcher.record(answer, overhead_ms=overhead_ms)
+    metrics = gateway.metrics
+    route = answer.resolution.route or ""
+    generation = answer.generation
+    metrics.requests.labels(api=api, endpoint=endpoint, status="200").inc()
+    metrics.latency.labels(api=api, endpoint=endpoint).observe(total_ms / 1000)
+    metrics.overhead.observe(overhead_ms / 1000)
+    metrics.tokens.labels(route=route, model=answer.record.ref, kind="prompt").inc(generation.prompt_tokens)
+    metrics.tokens.labels(route=route, model=answer.record.ref, kind="completion").inc(generation.completion_tokens)
+    if generation.time_to_first_token_ms is not None:
+        metrics.ttft.labels(route=route, model=answer.record.ref).observe(generation.time_to_first_token_ms / 1000)
+    if answer.failed_over:
+        metrics.failovers.labels(route=route).inc()
+    return overhead_ms
+
+
+def overhead_so_far(request: Request) -> str:
+    return f"{(time.perf_counter() - arrived(request)) * 1000:.3f}"
+
+
+class StreamBridge:
+    """Drive a provider stream from worker threads, one fragment per hop, for an async response.
+
+    ``answer`` is set when the stream ends; an error after the response started is kept in
+    ``error`` (the endpoint writes it as the stream's last line, since the status is already sent).
+    """
+
+    def __init__(self, stream: Generator[str, None, Answer]) -> None:
+        self._stream = stream
+        self.answer: Answer | None = None
+
+    async def first(self) -> str | None:
+        """The first fragment, before any header is sent: failures here still become a proper status."""
+        return await anyio.to_thread.run_sync(self._next)
+
+    async def rest(self) -> AsyncIterator[str]:
+        while True:
+            fragment = await anyio.to_thread.run_sync(self._next)
+            if fragment is None:
+                return
+            yield fragment
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def _next(self) -> str | None:
+        try:
+            return next(self._stream)
+        except StopIteration as done:
+            self.answer = done.value
+            return None

@@ -1,0 +1,138 @@
+"""The gateway's parts wired together, started and stopped in the right order.
+
+Start: recorder (so the first events are kept), router (reads MLflow, warms every champion),
+then pool maintenance. Stop: stop following aliases, unload the pool, flush the recorder last
+so every ``calls`` and ``events`` row of the session reaches Parquet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import time
+from typing import Any
+
+from registry.catalog import Catalog, VersionRecord
+from registry.errors import ConfigError
+from registry.gateway.metrics import GatewayMetrics
+from registry.pool import WarmPool
+from registry.recorder import Recorder
+from registry.router import Router
+from registry.routes import Routes
+from registry.serving import Dispatcher
+from registry.settings import Settings
+from registry.store import ResultsStore, new_id, now_utc
+
+WEBHOOK_PATH = "/hooks/mlflow"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Gateway:
+    """Example::
+
+        gateway = Gateway(settings)
+        gateway.start()                      # blocks until champions are warm
+        app = build_app(gateway)             # serve with uvicorn
+        gateway.close()
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        if not is_loopback(settings.host) and not settings.admin_token:
+            raise ConfigError(
+                f"refusing to bind {settings.host}: off loopback every endpoint needs a token; "
+                "set ARBITER_ADMIN_TOKEN (e.g. `export ARBITER_ADMIN_TOKEN=$(openssl rand -hex 16)`) or bind 127.0.0.1"
+            )
+        self.settings = settings
+        self.started_at = time.time()
+        self.store = ResultsStore(settings.results_dir)
+        self.catalog = Catalog(settings, self.store)
+        self.routes = Routes(self.catalog)
+        self.recorder = Recorder(self.store, flush_s=settings.calls_flush_s)
+        self.pool = WarmPool(settings, on_event=self._pool_event)
+        self.router = Router(self.catalog, self.pool, on_event=self._event)
+        self.dispatcher = Dispatcher(self.pool, self.recorder)
+        self.metrics = GatewayMetrics(self.pool.snapshot)
+        self.webhook_secret = secrets.token_hex(16)
+        self.webhook_id: str | None = None
+        self.ready = False
+
+    @property
+    def requires_token_everywhere(self) -> bool:
+        return not is_loopback(self.settings.host)
+
+    def start(self, *, follow: bool = True) -> None:
+        self.recorder.start()
+        self.router.start(follow=follow)
+        self.pool.start_maintenance()
+        self.ready = True
+
+    def register_webhook(self, base_url: str) -> str | None:
+        """Ask MLflow to tell us when an alias moves (SQL backend; experimental in MLflow 3).
+
+        Delivery happens in the MLflow *server* that handles the change (the UI's), and a local
+        http URL is only delivered when that server runs with
+        ``MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https`` and ``MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true``.
+        Polling stays on either way; the webhook only makes a change visible sooner.
+        """
+        from mlflow.exceptions import MlflowException
+
+        name = f"arbiter-gateway-{self.settings.port}"
+        client = self.catalog.client
+        try:
+            for hook in client.list_webhooks():
+                if hook.name == name:
+                    client.delete_webhook(hook.webhook_id)
+            hook = client.create_webhook(
+                name=name, url=base_url + WEBHOOK_PATH, secret=self.webhook_secret,
+                events=["model_version_alias.created", "model_version_alias.deleted"],
+                description="arbiter serve: re-read route aliases at once",
+            )
+        except MlflowException as exc:
+            self._event("webhook.unavailable", None, None, {"error": str(exc).splitlines()[0]})
+            return None
+        self.webhook_id = hook.webhook_id
+        return hook.webhook_id
+
+    def close(self) -> None:
+        self.ready = False
+        self.router.stop()
+        if self.webhook_id is not None:
+            try:
+                self.catalog.client.delete_webhook(self.webhook_id)
+            except Exception:  # noqa: BLE001 — best effort at shutdown; a stale hook only costs a 404
+                pass
+        self.pool.close()
+        self.recorder.close()
+
+    def promote(self, route: str, model: str, version: int, *, force: bool) -> dict[str, Any]:
+        state = self.routes.promote(route, model, version, force=force)
+        self.router.refresh_soon()
+        return state.as_json()
+
+    def rollback(self, route: str) -> dict[str, Any]:
+        state = self.routes.rollback(route)
+        self.router.refresh_soon()
+        return state.as_json()
+
+    # --- events -------------------------------------------------------------------------------
+
+    def _pool_event(self, kind: str, record: VersionRecord, detail: dict[str, Any]) -> None:
+        self._event(kind, None, record, detail)
+
+    def _event(self, kind: str, route: str | None, record: VersionRecord | None, detail: dict[str, Any]) -> None:
+        self.metrics.events.labels(kind=kind).inc()
+        self.recorder.add(
+            "events",
+            {"event_id": new_id(), "ts": now_utc(), "kind": kind, "route": route,
+             "model": record.name if record else None, "version": record.version if record else None,
+             "detail": json.dumps(detail)},
+        )

@@ -1,0 +1,339 @@
+"""Name → version, served from memory, following alias changes in MLflow without a dropped request.
+
+A client asks for a *route* (``qa``: its champion), an alias (``smollm2-135m@champion``,
+``qa@previous``) or a pinned version (``gemma3-270m/2``). Reading aliases from MLflow costs
+3–6 ms per lookup (shared/STACK.md), so the router keeps a table in memory and re-reads MLflow
+every ``alias_poll_s`` seconds, or at once when MLflow's webhook says an alias moved.
+
+When a route's champion moves, the new version is loaded and health-checked *first*; only then
+does the table switch. Requests already running finish on the old instance, which stays warm
+for its keep-alive so a rollback is instant. A version that fails to warm is not switched to:
+the route keeps serving the old champion and the failure is an event.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry.catalog import Catalog, VersionRecord, parse_ref
+from registry.errors import ArbiterError, NotFoundError, UserError
+from registry.pool import WarmPool
+from registry.routes import CHAMPION, PREVIOUS, ROUTE_ALIASES, Routes
+from registry.spec import ROUTE_PREFIX
+
+_log = logging.getLogger(__name__)
+TAG_REPLICAS = "arbiter.replicas"
+_RETRY_FAILED_SWAP_S = 30.0
+_CATALOG_REFRESH_EVERY = 10  # polls; new catalog versions are also found on a miss
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    """What one route serves: its aliases resolved to catalog versions."""
+
+    route: str
+    aliases: dict[str, VersionRecord] = field(default_factory=dict)
+    replicas: int = 1
+
+    @property
+    def champion(self) -> VersionRecord | None:
+        return self.aliases.get(CHAMPION)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where one request goes: a version, and the versions to fail over to, in order."""
+
+    requested: str
+    record: VersionRecord
+    route: str | None = None
+    fallbacks: tuple[VersionRecord, ...] = ()
+
+
+RouterEvent = Callable[[str, str | None, VersionRecord | None, dict[str, Any]], None]
+
+
+class Router:
+    """Example::
+
+        router = Router(catalog, pool)
+        router.start()                       # reads MLflow, warms champions, starts following
+        router.resolve("qa").record          # VersionRecord of the champion, from memory
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        pool: WarmPool,
+        *,
+        on_event: RouterEvent | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._catalog = catalog
+        self._routes = Routes(catalog)
+        self._pool = pool
+        self._on_event = on_event
+        self._clock = clock
+        self._settings = catalog.settings
+        self._lock = threading.Lock()
+        self._served: dict[str, RouteEntry] = {}
+        self._model_aliases: dict[tuple[str, str], VersionRecord] = {}
+        self._versions: dict[str, VersionRecord] = {}
+        self._targets: dict[tuple[str, str], tuple[str, int]] = {}
+        self._swapping: dict[str, str] = {}
+        self._failed_swaps: dict[str, tuple[str, float]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._polls = 0
+        self.refreshes = 0
+        self.last_refresh_error: str | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self, *, follow: bool = True) -> None:
+        """Read MLflow, warm every champion (blocking: the gateway answers once they are ready),
+        then follow alias changes in a background thread."""
+        self._refresh_catalog()
+        desired = self._read_routes()
+        for entry in desired.values():
+            champion = entry.champion
+            if champion is not None:
+                self._pool.set_replicas(champion, entry.replicas)
+                try:
+                    self._pool.warm(champion)
+                except ArbiterError as exc:
+                    self._emit("swap.failed", entry.route, champion, {"error": str(exc), "at": "start"})
+        with self._lock:
+            self._served = desired
+        self._pin_champions()
+        if follow:
+            self._thread = threading.Thread(target=self._follow, name="arbiter-alias-follower", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def refresh_soon(self) -> None:
+        """Re-read MLflow now instead of at the next poll (MLflow's webhook calls this)."""
+        self._wake.set()
+
+    # --- resolution (memory only) -----------------------------------------------------------
+
+    def resolve(self, name: str) -> Resolution:
+        """Raises ``NotFoundError`` listing the names that exist — never a default model."""
+        requested = name
+        name = name.strip().removesuffix(":latest")
+        if "@" in name:
+            base, _, alias = name.partition("@")
+            return Resolution(requested, self._alias(base, alias, requested), route=base if base in self._served else None)
+        if "/" in name:
+            return Resolution(requested, self._version(name, requested))
+        entry = self._served.get(name)
+        if entry is None or entry.champion is None:
+            raise self._unknown(requested, why="route has no champion yet" if entry else None)
+        previous = entry.aliases.get(PREVIOUS)
+        fallbacks = (previous,) if previous is not None and previous.ref != entry.champion.ref else ()
+        return Resolution(requested, entry.champion, route=name, fallbacks=fallbacks)
+
+    def names(self) -> list[str]:
+        """Every name a client may ask for: routes, aliases, pinned versions."""
+        with self._lock:
+            routes = [r for r, e in self._served.items() if e.champion is not None]
+            aliases = [f"{r}@{a}" for r, e in self._served.items() for a in e.aliases]
+            aliases += [f"{m}@{a}" for m, a in self._model_aliases]
+            versions = list(self._versions)
+        return sorted(routes) + sorted(aliases) + sorted(versions)
+
+    def entries(self) -> dict[str, RouteEntry]:
+        with self._lock:
+            return dict(self._served)
+
+    def versions(self) -> list[VersionRecord]:
+        with self._lock:
+            return list(self._versions.values())
+
+    def swapping(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._swapping)
+
+    # --- following ---------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-read aliases; start a warm-then-switch for each route whose champion moved."""
+        self._polls += 1
+        if self._polls % _CATALOG_REFRESH_EVERY == 0:
+            self._refresh_catalog()
+        desired = self._read_routes()
+        self.refreshes += 1
+        with self._lock:
+            served = dict(self._served)
+            for route in set(served) - set(desired):
+                del self._served[route]
+        for route, entry in desired.items():
+            current = served.get(route)
+            old = current.champion if current else None
+            new = entry.champion
+            if new is None or (old is not None and old.ref == new.ref):
+                with self._lock:  # previous / challenger / replicas move without a warm-up
+                    self._served[route] = entry
+                continue
+            self._start_swap(entry, old)
+
+    def _start_swap(self, entry: RouteEntry, old: VersionRecord | None) -> None:
+        new = entry.champion
+        assert new is not None
+        with self._lock:
+            if self._swapping.get(entry.route) == new.ref:
+                return
+            failed = self._failed_swaps.get(entry.route)
+            if failed and failed[0] == new.ref and self._clock() - failed[1] < _RETRY_FAILED_SWAP_S:
+                return
+            self._swapping[entry.route] = new.ref
+        threading.Thread(
+            target=self._swap, args=(entry, old), name=f"arbiter-swap-{entry.route}", daemon=True
+        ).start()
+
+    def _swap(self, entry: RouteEntry, old: VersionRecord | None) -> None:
+        new = entry.champion
+        assert new is not None
+        started = self._clock()
+        self._emit("swap.start", entry.route, new, {"from": old.ref if old else None})
+        try:
+            self._pool.set_replicas(new, entry.replicas)
+            self._pool.warm(new)
+        except ArbiterError as exc:
+            with self._lock:
+                self._swapping.pop(entry.route, None)
+                self._failed_swaps[entry.route] = (new.ref, self._clock())
+            self._emit("swap.failed", entry.route, new, {"from": old.ref if old else None, "error": str(exc)})
+            return
+        with self._lock:
+            self._served[entry.route] = entry
+            self._swapping.pop(entry.route, None)
+            self._failed_swaps.pop(entry.route, None)
+        self._pin_champions()
+        warm_ms = (self._clock() - started) * 1000
+        self._emit("swap.done", entry.route, new, {"from": old.ref if old else None, "warm_ms": round(warm_ms, 1)})
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._settings.alias_poll_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.refresh()
+                self.last_refresh_error = None
+            except Exception as exc:  # noqa: BLE001 — MLflow down or locked: keep serving the table we have
+                self.last_refresh_error = str(exc)
+                _log.warning("alias refresh failed, serving the last known table: %s", exc)
+
+    # --- reading MLflow ------------------------------------------------------------------------
+
+    def _read_routes(self) -> dict[str, RouteEntry]:
+        client = self._catalog.client
+        desired: dict[str, RouteEntry] = {}
+        model_aliases: dict[tuple[str, str], VersionRecord] = {}
+        for model in client.search_registered_models(max_results=1000):
+            aliases = dict(model.aliases or {})
+            if model.name.startswith(ROUTE_PREFIX):
+                route = model.name.removeprefix(ROUTE_PREFIX)
+                resolved = {
+                    alias: self._route_alias_record(model.name, aliases[alias])
+                    for alias in ROUTE_ALIASES
+                    if alias in aliases
+                }
+                replicas = model.tags.get(TAG_REPLICAS, "")
+                desired[route] = RouteEntry(
+                    route=route,
+                    aliases={a: r for a, r in resolved.items() if r is not None},
+                    replicas=int(replicas) if replicas.isdigit() else self._settings.replicas,
+                )
+            else:
+                for alias, version in aliases.items():
+                    record = self._cached_version(f"{model.name}/{version}")
+                    if record is not None:
+                        model_aliases[(model.name, alias)] = record
+        with self._lock:
+            self._model_aliases = model_aliases
+        return desired
+
+    def _route_alias_record(self, route_model: str, route_version: str) -> VersionRecord | None:
+        key = (route_model, str(route_version))
+        target = self._targets.get(key)
+        if target is None:
+            try:
+                found = self._routes.target(route_model, route_version)  # route copies never change: cache
+            except NotFoundError as exc:  # an alias set by hand on a version arbiter did not make
+                _log.warning("%s", exc)
+                return None
+            if found is None:
+                return None
+            target = self._targets[key] = (found.model, found.version)
+        return self._cached_version(f"{target[0]}/{target[1]}")
+
+    def _refresh_catalog(self) -> None:
+        records = self._catalog.list_versions()
+        with self._lock:
+            self._versions = {r.ref: r for r in records}
+
+    def _cached_version(self, ref: str) -> VersionRecord | None:
+        record = self._versions.get(ref)
+        if record is None:
+            name, version = parse_ref(ref)
+            try:
+                record = self._catalog.get(name, version)
+            except NotFoundError:
+                return None
+            with self._lock:
+                self._versions[ref] = record
+        return record
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _alias(self, base: str, alias: str, requested: str) -> VersionRecord:
+        entry = self._served.get(base)
+        if entry is not None:
+            record = entry.aliases.get(alias)
+        else:
+            record = self._model_aliases.get((base, alias))
+        if record is None:
+            raise self._unknown(requested)
+        return record
+
+    def _version(self, ref: str, requested: str) -> VersionRecord:
+        record = self._versions.get(ref)
+        if record is not None:
+            return record
+        try:
+            parse_ref(ref)
+        except UserError:
+            raise self._unknown(requested) from None
+        record = self._cached_version(ref)  # registered since the last catalog read
+        if record is None:
+            raise self._unknown(requested)
+        return record
+
+    def _unknown(self, requested: str, why: str | None = None) -> NotFoundError:
+        names = self.names()
+        shown = ", ".join(names[:50]) + (f" … ({len(names)} in all)" if len(names) > 50 else "")
+        reason = f" ({why})" if why else ""
+        return NotFoundError(f"model {requested!r} not found{reason}; available: {shown or 'none registered'}")
+
+    def _pin_champions(self) -> None:
+        with self._lock:
+            champions = {e.champion.ref for e in self._served.values() if e.champion is not None}
+        self._pool.pin(champions)
+
+    def _emit(self, kind: str, route: str | None, record: VersionRecord | None, detail: dict[str, Any]) -> None:
+        if self._on_event is not None:
+            self._on_event(kind, route, record, detail)
