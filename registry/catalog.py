@@ -3,7 +3,8 @@
 A version is written once — spec tags, the whole spec as the ``arbiter.spec`` tag (read back
 without an artifact download), and a ``spec.json`` artifact in an MLflow run for provenance —
 and never edited. Only ``arbiter.status`` moves (testing → active → deprecated). Registering the
-same file (same sha256) under the same name again returns the existing version.
+same model again under the same name returns the existing version: the same file (sha256), or
+for a model another server serves, the same kind, name on the server and URL (``arbiter.identity``).
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from registry.errors import NotFoundError, UserError
+from registry.errors import NotFoundError, ProviderError, UserError
 from registry.gguf_file import inspect_gguf, sha256_of
 from registry.mlflow_client import experiment_id, make_client, registered_model_or_none, retry_locked
 from registry.settings import Settings
 from registry.spec import (
     NAME_PATTERN,
+    REMOTE_KINDS,
     ROUTE_PREFIX,
     Hardware,
     ModelKind,
     ModelSpec,
     Status,
+    normalize_base_url,
+    remote_identity,
     validate_model_name,
 )
 from registry.store import ResultsStore, new_id, now_utc
@@ -34,6 +38,7 @@ TAG_ROLE = "arbiter.role"
 TAG_SPEC = "arbiter.spec"
 TAG_STATUS = "arbiter.status"
 TAG_SHA = "arbiter.sha256"
+TAG_IDENTITY = "arbiter.identity"
 REGISTRATIONS_EXPERIMENT = "arbiter-registrations"
 # llama.cpp needs about the file's size mapped plus context and scratch buffers.
 _RUNTIME_OVERHEAD_MB = 150
@@ -62,6 +67,7 @@ class VersionRecord:
             "version": self.version,
             "kind": spec.kind,
             "sha256": spec.sha256,
+            "base_url": spec.base_url,
             "status": self.status,
             "capabilities": list(spec.capabilities),
             "context_window": spec.context_window,
@@ -126,7 +132,7 @@ class Catalog:
         path = path.expanduser().resolve()
         info = inspect_gguf(path)
         sha = sha256_of(path)
-        existing = self._find_by_sha(name, sha)
+        existing = self._find_by_identity(name, sha)
         if existing is not None:
             return existing, False
         size = path.stat().st_size
@@ -154,6 +160,71 @@ class Catalog:
             )
         return self._create_version(spec), True
 
+    def register_remote(
+        self,
+        *,
+        kind: str,
+        name: str,
+        source: str,
+        base_url: str | None = None,
+        capabilities: list[str] | None = None,
+        context_window: int | None = None,
+        family: str | None = None,
+        provenance: dict[str, str] | None = None,
+    ) -> tuple[VersionRecord, bool]:
+        """Register a model another server serves: ``kind`` ``ollama`` (``source`` is its Ollama
+        name, ``base_url`` the host, None for ``OLLAMA_HOST``) or ``openai`` (``source`` is the
+        model id, ``base_url`` the API root, ``/v1`` added to a bare host).
+
+        The server is asked now, so a typo fails here rather than at the first request: it must
+        answer and know the model. The context window comes from Ollama's ``/api/show``; the
+        OpenAI API has no such field, so an ``openai`` model needs ``context_window``. Returns
+        ``(record, created)``; the same kind, source and URL under ``name`` again is not a new
+        version. Example::
+
+            catalog.register_remote(kind="openai", name="llama3-vllm", source="meta-llama/Llama-3.2-1B",
+                                    base_url="http://127.0.0.1:8000/v1", context_window=8192)
+        """
+        validate_model_name(name)
+        if kind not in REMOTE_KINDS:
+            raise UserError(
+                f"kind {kind!r} is not a served model; use ollama or openai (a GGUF file is registered by its path)"
+            )
+        if kind == ModelKind.OPENAI and base_url is None:
+            raise UserError("an openai model needs its server's URL: pass --base-url, e.g. http://127.0.0.1:8000/v1")
+        base_url = normalize_base_url(kind, base_url)
+        existing = self._find_by_identity(name, remote_identity(kind, source, base_url))
+        if existing is not None:
+            return existing, False
+        if kind == ModelKind.OPENAI and context_window is None:
+            raise UserError(
+                "the OpenAI API does not report a model's context window: pass --context-window N "
+                "(the server's context size, e.g. vLLM's --max-model-len or llama.cpp's --n_ctx)"
+            )
+        from registry.providers import describe_remote
+
+        try:
+            served = describe_remote(kind, source, base_url)
+        except ProviderError as exc:
+            raise UserError(f"cannot register {name}: {exc}") from None
+        window = context_window or served.context_window
+        if window is None:
+            raise UserError(f"{source!r}: the server does not report its context length; pass --context-window N")
+        spec = _build_spec(
+            name=name,
+            kind=kind,
+            source=source,
+            base_url=base_url,
+            capabilities=tuple(capabilities or ("text-generation", "chat")),
+            context_window=window,
+            architecture=served.architecture,
+            quantization=served.quantization,
+            family=family or name,
+            hardware=Hardware(accelerators=("remote",), min_memory_mb=0),  # the memory is the server's
+            provenance={"served_by": base_url or "OLLAMA_HOST", **(provenance or {})},
+        )
+        return self._create_version(spec), True
+
     def _create_version(self, spec: ModelSpec) -> VersionRecord:
         client = self.client
         if registered_model_or_none(client, spec.name) is None:
@@ -164,6 +235,7 @@ class Catalog:
             TAG_SPEC: spec_json,
             TAG_STATUS: Status.TESTING.value,
             TAG_SHA: spec.sha256 or "",
+            TAG_IDENTITY: spec.identity,
             "arbiter.kind": str(spec.kind),
             "arbiter.capabilities": ",".join(spec.capabilities),
             "arbiter.context_window": str(spec.context_window),
@@ -172,15 +244,15 @@ class Catalog:
         source = f"{client.get_run(run_id).info.artifact_uri}/model"
         created = retry_locked(
             lambda: client.create_model_version(
-                spec.name, source=source, run_id=run_id, tags=tags,
-                description=f"{spec.architecture} {spec.quantization}, {spec.size_bytes} bytes, sha256 {spec.sha256}",
+                spec.name, source=source, run_id=run_id, tags=tags, description=_description(spec),
             )
         )
         record = self._record(created)
         self.store.append(
             "events",
             [{"event_id": new_id(), "ts": now_utc(), "kind": "register", "model": spec.name,
-              "version": record.version, "detail": json.dumps({"sha256": spec.sha256, "source": spec.source})}],
+              "version": record.version,
+              "detail": json.dumps({"sha256": spec.sha256, "source": spec.source, "base_url": spec.base_url})}],
         )
         return record
 
@@ -196,8 +268,8 @@ class Catalog:
         retry_locked(lambda: client.set_terminated(run.info.run_id))
         return run.info.run_id
 
-    def _find_by_sha(self, name: str, sha: str) -> VersionRecord | None:
-        return next((r for r in self._versions_of(name) if r.spec.sha256 == sha), None)
+    def _find_by_identity(self, name: str, identity: str) -> VersionRecord | None:
+        return next((r for r in self._versions_of(name) if r.spec.identity == identity), None)
 
     # --- queries ------------------------------------------------------------------------
 
@@ -280,6 +352,13 @@ def _build_spec(**fields: Any) -> ModelSpec:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise UserError(f"invalid model spec: {problems}") from None
+
+
+def _description(spec: ModelSpec) -> str:
+    """The one line the MLflow UI shows under a version."""
+    if spec.sha256 is None:
+        return f"{spec.kind} model {spec.source!r} served at {spec.base_url or 'OLLAMA_HOST'}"
+    return f"{spec.architecture} {spec.quantization}, {spec.size_bytes} bytes, sha256 {spec.sha256}"
 
 
 def _check_chat_format(chat_format: str) -> None:

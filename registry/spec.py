@@ -2,6 +2,9 @@
 
 A version is immutable: its spec (above all the file's sha256) is written once as MLflow version
 tags plus a ``spec.json`` artifact and never edited. Only the lifecycle ``status`` moves.
+
+A model served by another process (kinds ``ollama`` and ``openai``) has no file to hash: its
+identity is what it is called on which server (see :func:`remote_identity`).
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from registry.errors import UserError
 
@@ -25,6 +29,9 @@ class ModelKind(StrEnum):
     ONNX = "onnx"
     COREML = "coreml"
     PYTORCH = "pytorch"
+
+
+REMOTE_KINDS = frozenset({ModelKind.OLLAMA, ModelKind.OPENAI})
 
 
 class Status(StrEnum):
@@ -52,6 +59,43 @@ def validate_model_name(name: str) -> str:
     return name
 
 
+def normalize_base_url(kind: str, url: str | None) -> str | None:
+    """The canonical form of a server URL, so the same server always gives the same identity.
+
+    An http(s) URL without query or fragment, trailing ``/`` dropped. For ``openai`` the URL is
+    the API root that ``/chat/completions`` hangs off, as in the OpenAI SDK's ``base_url``
+    (``http://127.0.0.1:8000/v1``); a bare host (``http://127.0.0.1:8000``) gets ``/v1`` added,
+    because that is where every OpenAI-compatible server we know puts it. A server with another
+    root (``http://host/api/v1``) is taken as written. For ``ollama`` the URL is the host, as in
+    ``OLLAMA_HOST``.
+    """
+    if url is None:
+        return None
+    parts = urlsplit(url.strip())
+    try:
+        valid = (
+            parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
+            and parts.port != 0
+        )
+    except ValueError:  # a port that is not a number
+        valid = False
+    if not valid:
+        raise UserError(
+            f"invalid base URL {url!r}: write the server's http(s) address, "
+            "e.g. http://127.0.0.1:11434 for Ollama or http://127.0.0.1:8000/v1 for an OpenAI-compatible server"
+        )
+    path = parts.path.rstrip("/")
+    if kind == ModelKind.OPENAI and not path:
+        path = "/v1"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def remote_identity(kind: str, source: str, base_url: str | None) -> str:
+    """What makes two registrations of a served model the same version: its kind, its name on
+    the server and the server (``default`` for Ollama's ``OLLAMA_HOST``, resolved at serve time)."""
+    return f"{kind}:{source}@{base_url or 'default'}"
+
+
 class Hardware(BaseModel):
     """What the model can run on and how much memory it needs to load."""
 
@@ -70,6 +114,8 @@ class ModelSpec(BaseModel):
                          size_bytes=98_000_000, capabilities=("chat",), context_window=8192,
                          architecture="llama", quantization="Q4_1", family="smollm2",
                          hardware=Hardware(min_memory_mb=300))
+        remote = ModelSpec(name="llama3-local", kind="openai", source="llama3", context_window=8192,
+                           base_url="http://127.0.0.1:8000/v1", hardware=Hardware(min_memory_mb=0))
     """
 
     model_config = ConfigDict(frozen=True, use_enum_values=True)
@@ -77,6 +123,9 @@ class ModelSpec(BaseModel):
     name: str
     kind: ModelKind
     source: str
+    base_url: str | None = Field(
+        default=None, description="Server of an ollama/openai model; None for files (and for Ollama's default host)."
+    )
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     size_bytes: int | None = Field(default=None, ge=0)
     capabilities: tuple[str, ...] = ("text-generation",)
@@ -95,6 +144,30 @@ class ModelSpec(BaseModel):
     @classmethod
     def _name(cls, value: str) -> str:
         return validate_model_name(value)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return normalize_base_url(str(info.data.get("kind", "")), value)
+
+    @model_validator(mode="after")
+    def _served_where(self) -> ModelSpec:
+        if self.kind == ModelKind.OPENAI and self.base_url is None:
+            raise UserError(
+                f"{self.name}: an openai model needs the server's URL; pass --base-url, "
+                "e.g. --base-url http://127.0.0.1:8000/v1"
+            )
+        if self.base_url is not None and self.kind not in REMOTE_KINDS:
+            raise UserError(
+                f"{self.name}: a base URL is only for models served over HTTP (kinds ollama, openai); "
+                f"a {self.kind} model runs in-process from its file"
+            )
+        return self
+
+    @property
+    def identity(self) -> str:
+        """The file's sha256, or for a served model its :func:`remote_identity`."""
+        return self.sha256 or remote_identity(str(self.kind), self.source, self.base_url)
 
     @field_validator("capabilities")
     @classmethod

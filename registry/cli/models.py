@@ -10,7 +10,7 @@ from registry.catalog import parse_ref
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
 from registry.errors import UserError
-from registry.spec import Status
+from registry.spec import REMOTE_KINDS, Status
 
 _COLUMNS = ("name", "version", "status", "quantization", "size_bytes", "context_window", "capabilities", "sha256")
 
@@ -21,21 +21,46 @@ def models() -> None:
 
 
 @models.command("register")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("source")
 @click.option("--name", required=True, help="Catalog model (family) name, e.g. smollm2-135m.")
+@click.option("--kind", type=click.Choice(["gguf", *sorted(k.value for k in REMOTE_KINDS)]), default="gguf",
+              show_default=True,
+              help="gguf: SOURCE is a file run in-process; ollama / openai: SOURCE is the model's name on a server.")
+@click.option("--base-url", default=None,
+              help="ollama: the host (default: OLLAMA_HOST); openai: the API root, e.g. http://127.0.0.1:8000/v1.")
+@click.option("--context-window", type=click.IntRange(min=1), default=None,
+              help="Served models: the server's context size (required for openai; Ollama reports its own).")
 @click.option("--capability", "capabilities", multiple=True, help="Repeatable: chat, text-generation, json, …")
 @click.option("--chat-format", default=None, help="llama.cpp chat format for files without a chat template (e.g. gemma).")
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
-def register(path: Path, name: str, capabilities: tuple[str, ...], chat_format: str | None, as_json: bool) -> None:
-    """Register the GGUF file at PATH as a new immutable version of NAME."""
-    record, created = context.catalog().register(
-        path, name=name, capabilities=list(capabilities) or None, chat_format=chat_format
-    )
+def register(
+    source: str, name: str, kind: str, base_url: str | None, context_window: int | None,
+    capabilities: tuple[str, ...], chat_format: str | None, as_json: bool,
+) -> None:
+    """Register SOURCE as a new immutable version of NAME: a GGUF file's path, or with --kind
+    ollama|openai the name of a model a server serves (arbiter checks the server knows it)."""
+    catalog = context.catalog()
+    if kind == "gguf":
+        if base_url is not None or context_window is not None:
+            raise UserError("--base-url and --context-window are for served models (--kind ollama|openai); "
+                            "a GGUF file runs in-process and carries its own context window")
+        record, created = catalog.register(
+            Path(source), name=name, capabilities=list(capabilities) or None, chat_format=chat_format
+        )
+        where = f"sha256 {record.spec.sha256}"
+    else:
+        if chat_format is not None:
+            raise UserError(f"--chat-format is for GGUF files; the {kind} server applies its own chat template")
+        record, created = catalog.register_remote(
+            kind=kind, name=name, source=source, base_url=base_url,
+            capabilities=list(capabilities) or None, context_window=context_window,
+        )
+        where = f"{kind} {record.spec.source!r} at {record.spec.base_url or 'OLLAMA_HOST'}"
     if as_json:
         emit_json({**record.as_json(), "created": created})
     else:
         verb = "registered" if created else "already registered as"
-        click.echo(f"{verb} {record.ref} (sha256 {record.spec.sha256}, status {record.status})")
+        click.echo(f"{verb} {record.ref} ({where}, status {record.status})")
 
 
 @models.command("list")

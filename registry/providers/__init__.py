@@ -1,18 +1,50 @@
-"""Backends behind one Provider protocol; ``provider_for(spec)`` picks one by the spec's kind."""
+"""Backends behind one Provider protocol; ``provider_for(spec)`` picks one by the spec's kind.
+
+Backend modules are imported only when a spec of their kind needs them (llama.cpp loads a native
+library on import; the HTTP backends need nothing of it).
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from registry.errors import UserError
 from registry.providers.base import Generation, GenerationRequest, Health, Provider
 from registry.spec import ModelSpec
 
-__all__ = ["Generation", "GenerationRequest", "Health", "Provider", "provider_for"]
+if TYPE_CHECKING:
+    from registry.providers.remote import RemoteModel
+
+__all__ = ["Generation", "GenerationRequest", "Health", "Provider", "describe_remote", "provider_for"]
+
+# kind → (module, provider class) for models served by another process over HTTP
+_REMOTE = {
+    "ollama": ("registry.providers.ollama", "OllamaProvider"),
+    "openai": ("registry.providers.openai_compat", "OpenAICompatProvider"),
+}
 
 
 def provider_for(spec: ModelSpec, *, n_threads: int, n_ctx: int, seed: int = 0) -> Provider:
-    """A provider for ``spec`` (not yet loaded)."""
+    """A provider for ``spec`` (not yet loaded). ``n_threads`` and ``n_ctx`` shape an in-process
+    model only; a served model runs as its server is configured. ``seed`` is used when a request
+    gives none."""
     if spec.kind == "gguf":
         from registry.providers.llamacpp import LlamaCppProvider
 
         return LlamaCppProvider(spec, n_threads=n_threads, n_ctx=n_ctx, seed=seed)
-    raise UserError(f"no provider for kind {spec.kind!r} yet; this build serves 'gguf' models through llama.cpp")
+    if spec.kind in _REMOTE:
+        module, cls = _REMOTE[spec.kind]
+        return getattr(importlib.import_module(module), cls)(spec, seed=seed)
+    raise UserError(
+        f"no provider for kind {spec.kind!r} yet; this build serves 'gguf' files through llama.cpp "
+        f"and models served over HTTP: {', '.join(sorted(_REMOTE))}"
+    )
+
+
+def describe_remote(kind: str, source: str, base_url: str | None) -> RemoteModel:
+    """Ask the server of a ``kind`` model what it knows about ``source`` (raises ``ProviderError``
+    when it is unreachable or does not serve that model)."""
+    if kind not in _REMOTE:
+        raise UserError(f"kind {kind!r} is not served over HTTP; use one of: {', '.join(sorted(_REMOTE))}")
+    return importlib.import_module(_REMOTE[kind][0]).describe(source, base_url)

@@ -1,0 +1,116 @@
+"""Real servers for tests: the gateway in this process or as a subprocess, and ``mlflow server``.
+
+Everything binds 127.0.0.1 on a free port and is waited for with a deadline, so a server that
+does not come up fails the test with its own output instead of hanging it.
+(Importable as ``support``: pytest puts ``tests/`` on ``sys.path`` for the root conftest.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from registry.gateway import Gateway, build_app
+from registry.settings import Settings
+
+ARBITER = str(Path(sys.executable).with_name("arbiter"))
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, *, timeout_s: float = 180, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {process.returncode}: {_output(process)}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+@contextmanager
+def gateway_in_thread(settings: Settings) -> Iterator[tuple[str, Gateway]]:
+    """A real gateway (uvicorn on loopback) in a thread of this process."""
+    import uvicorn
+
+    gateway = Gateway(settings)
+    gateway.start()
+    server = uvicorn.Server(uvicorn.Config(build_app(gateway), host="127.0.0.1", port=settings.port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{settings.port}"
+    try:
+        wait_for(url + "/health", timeout_s=30)
+        yield url, gateway
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        gateway.close()
+
+
+@contextmanager
+def gateway_process(home: Path, port: int, *extra: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """``arbiter serve`` as its own process (stopped with SIGTERM, or killed by the test)."""
+    process = subprocess.Popen(
+        [ARBITER, "serve", "--port", str(port), "--no-webhook", *extra],
+        env={**os.environ, "ARBITER_HOME": str(home), **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", process=process)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@contextmanager
+def mlflow_server(tracking_uri: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A lean real ``mlflow server`` on the test's store (the UI's and REST API's server)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [MLFLOW, "server", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(url + "/health", timeout_s=120, process=process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _output(process: subprocess.Popen) -> str:
+    if process.stdout is None:
+        return ""
+    try:
+        return process.stdout.read()[-3000:]
+    except ValueError:
+        return ""
