@@ -58,8 +58,12 @@ class Instance:
     served: int = 0
     busy_ms: float = 0.0
     error: str | None = None
-    slot: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
+    capacity: int = 1  # requests at once: 1 for llama.cpp (not thread-safe); a remote server takes several
     loaded: threading.Event = field(default_factory=threading.Event)
+    slot: threading.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slot = threading.Semaphore(self.capacity)
 
     @property
     def key(self) -> str:
@@ -291,7 +295,9 @@ class WarmPool:
             failures=settings.breaker_failures, open_s=settings.breaker_open_s, clock=self._clock,
             on_change=breaker_moved,
         )
-        return Instance(record=record, replica=replica, provider=provider, breaker=breaker, last_used=self._clock())
+        capacity = 1 if record.spec.kind == "gguf" else settings.remote_concurrency
+        return Instance(record=record, replica=replica, provider=provider, breaker=breaker, last_used=self._clock(),
+                        capacity=capacity)
 
     def _admit(self, record: VersionRecord, exclude: frozenset[str]) -> Instance:
         instances = [i for i in self._instances_of(record) if i.key not in exclude]
@@ -305,7 +311,7 @@ class WarmPool:
                 states = ", ".join(f"{i.key} {i.state.value}/{i.breaker.state.value}" for i in instances)
                 raise UnavailableError(f"no healthy instance of {record.ref} ({states})")
             instance = min(ready, key=lambda i: (i.queued, i.last_used))
-            if instance.queued > self._settings.queue_depth:
+            if instance.queued >= instance.capacity + self._settings.queue_depth:
                 retry_after = math.ceil(instance.queued * instance.mean_request_ms() / 1000)
                 raise CapacityError(
                     f"{record.ref}: all {len(ready)} instance(s) busy with full queues "

@@ -37,6 +37,7 @@ class Answer:
     cost: Cost
     queue_ms: float
     attempts: int
+    resumed_after_chars: int = 0  # > 0 when a stream failed mid-way and another instance finished it
     context: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -93,6 +94,7 @@ class Dispatcher:
                     break
                 queue_ms = (time.perf_counter() - queued_at) * 1000
                 try:
+                    resumed_after = len(progress.sent)
                     generation, cost = yield from self._attempt(instance, request, progress)
                 except ProviderError as exc:
                     instance.breaker.record_failure()
@@ -105,7 +107,7 @@ class Dispatcher:
                 finally:
                     lease.__exit__(None, None, None)
                 instance.breaker.record_success()
-                return Answer(generation, record, resolution, cost, queue_ms, attempts,
+                return Answer(generation, record, resolution, cost, queue_ms, attempts, resumed_after,
                               context={"api": api, "requested": resolution.requested, "route": resolution.route,
                                        "task": resolution.route})
         raise UnavailableError(

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(default=None, description="Bearer token for admin endpoints (and all, off loopback).")
     replicas: int = Field(default=1, ge=1, le=16, description="Instances per version; a route's tag can override.")
     queue_depth: int = Field(default=8, ge=0, description="Requests that may wait per instance; more get 429.")
+    remote_concurrency: int = Field(default=4, ge=1, description="Requests at once per instance of a remote model.")
     queue_timeout_s: float = Field(default=120.0, gt=0, description="Longest wait for a busy instance before 503.")
     keep_alive_s: float = Field(default=300.0, ge=0, description="Idle time before a non-champion instance unloads.")
     memory_budget_mb: int = Field(default_factory=lambda: default_memory_budget_mb(), ge=1)

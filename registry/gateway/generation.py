@@ -111,6 +111,8 @@ def finish(request: Request, answer: Answer, endpoint: str, api: str) -> float:
         metrics.ttft.labels(route=route, model=answer.record.ref).observe(generation.time_to_first_token_ms / 1000)
     if answer.failed_over:
         metrics.failovers.labels(route=route).inc()
+    if answer.resumed_after_chars:
+        metrics.resumed_streams.labels(route=route).inc()
     return overhead_ms
 
 

@@ -45,6 +45,10 @@ class GatewayMetrics:
             "arbiter_failovers", "Requests answered by another instance or version than the first chosen.",
             ["route"], registry=self.registry,
         )
+        self.resumed_streams = Counter(
+            "arbiter_resumed_streams", "Streams that failed after sending text and were finished by a fallback.",
+            ["route"], registry=self.registry,
+        )
         self.events = Counter(
             "arbiter_events", "Pool, breaker and swap events.", ["kind"], registry=self.registry,
         )
