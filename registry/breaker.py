@@ -80,6 +80,12 @@ class CircuitBreaker:
             state = self._current_state()
             return state is BreakerState.CLOSED or (state is BreakerState.HALF_OPEN and not self._probe_in_flight)
 
+    def release_probe(self) -> None:
+        """The half-open probe ended with no verdict (the caller's own error, a client that hung
+        up): let the next request probe instead of leaving the breaker waiting forever."""
+        with self._lock:
+            self._probe_in_flight = False
+
     def record_success(self) -> None:
         with self._lock:
             self._outcomes.append(True)

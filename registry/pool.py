@@ -173,7 +173,6 @@ class WarmPool:
         no candidate is healthy or the wait ran out.
         """
         instance = self._admit(record, exclude)
-        started = self._clock()
         acquired = instance.slot.acquire(timeout=self._settings.queue_timeout_s)
         with self._lock:
             instance.waiting -= 1
@@ -181,23 +180,31 @@ class WarmPool:
                 instance.in_flight += 1
         if not acquired:
             raise UnavailableError(
-                f"{instance.key} stayed busy for {self._settings.queue_timeout_s:.0f} s; retry later or add replicas"
+                f"{instance.key} stayed busy for {self._settings.queue_timeout_s:g} s; retry later or add replicas"
             )
-        if not instance.breaker.allow():  # it opened while this request waited
-            with self._lock:
-                instance.in_flight -= 1
-            instance.slot.release()
-            raise UnavailableError(f"{instance.key} is out of rotation (circuit breaker open)")
+        try:
+            if not instance.breaker.allow():  # it opened while this request waited
+                raise UnavailableError(f"{instance.key} is out of rotation (circuit breaker open)")
+            if instance.state is not InstanceState.READY:  # unloaded or evicted while this request waited
+                self._load(instance)
+        except ArbiterError:
+            self._release(instance, served=False)
+            raise
+        started = self._clock()  # service time only: the Retry-After estimate must not count queueing
         try:
             yield instance
         finally:
-            ended = self._clock()
-            with self._lock:
-                instance.in_flight -= 1
+            instance.breaker.release_probe()  # a probe that ended without an outcome must not block the next
+            self._release(instance, served=True, busy_ms=(self._clock() - started) * 1000)
+
+    def _release(self, instance: Instance, *, served: bool, busy_ms: float = 0.0) -> None:
+        with self._lock:
+            instance.in_flight -= 1
+            if served:
                 instance.served += 1
-                instance.busy_ms += (ended - started) * 1000
-                instance.last_used = ended
-            instance.slot.release()
+                instance.busy_ms += busy_ms
+                instance.last_used = self._clock()
+        instance.slot.release()
 
     def instances_of(self, record: VersionRecord) -> list[Instance]:
         with self._lock:
@@ -241,6 +248,7 @@ class WarmPool:
                 for instance in group:
                     idle = instance.state is InstanceState.READY and instance.queued == 0
                     if idle and now - instance.last_used > self._settings.keep_alive_s:
+                        self._mark_cold(instance)  # under the lock that saw it idle: no request slips in
                         expired.append(instance)
         for instance in expired:
             self._unload(instance, reason="keep_alive")
@@ -252,11 +260,10 @@ class WarmPool:
             if instance.queued:
                 continue  # busy means alive; a health call would only wait behind the request
             health = instance.provider.health()
-            if health.ok:
-                if instance.breaker.state is not BreakerState.CLOSED:
-                    instance.breaker.record_success()
-            else:
+            if not health.ok:
                 instance.breaker.record_failure()
+            elif instance.breaker.state is BreakerState.HALF_OPEN and instance.breaker.allow():
+                instance.breaker.record_success()  # the health check was the probe
 
     def close(self) -> None:
         self._stop.set()
@@ -336,7 +343,7 @@ class WarmPool:
                 raise ProviderError(f"{instance.key} failed to load: {instance.error}")
             return
         try:
-            self._make_room(instance.record)
+            self._make_room(instance)
             rss_before = psutil.Process().memory_info().rss
             instance.provider.load()
             grown_mb = (psutil.Process().memory_info().rss - rss_before) / _MB
@@ -344,6 +351,7 @@ class WarmPool:
             with self._lock:
                 instance.state = InstanceState.FAILED
                 instance.error = str(exc)
+                instance.memory_mb = 0.0
             instance.loaded.set()
             self._emit("pool.load_failed", instance.record, {"replica": instance.replica, "error": str(exc)})
             raise
@@ -355,30 +363,42 @@ class WarmPool:
         instance.loaded.set()
         self._emit("pool.load", instance.record, {"replica": instance.replica, "load_ms": instance.provider.load_ms})
 
-    def _make_room(self, record: VersionRecord) -> None:
+    def _make_room(self, instance: Instance) -> None:
         """Evict least recently used idle, unpinned instances until ``record`` fits the budget."""
+        record = instance.record
         need = record.spec.hardware.min_memory_mb
         budget = self._settings.memory_budget_mb
         while True:
             with self._lock:
-                loaded = [i for group in self._instances.values() for i in group if i.state is InstanceState.READY]
-                used = sum(i.memory_mb for i in loaded)
+                holding = [i for group in self._instances.values() for i in group
+                           if i.state in (InstanceState.READY, InstanceState.LOADING) and i is not instance]
+                used = sum(i.memory_mb for i in holding)
                 if used + need <= budget:
+                    instance.memory_mb = float(need)  # reserved now: a load running beside this one counts it
                     return
-                idle = [i for i in loaded if i.queued == 0 and i.record.ref not in self._pinned]
+                idle = [i for i in holding
+                        if i.state is InstanceState.READY and i.queued == 0 and i.record.ref not in self._pinned]
                 victim = min(idle, key=lambda i: i.last_used, default=None)
+                if victim is not None:
+                    self._mark_cold(victim)
             if victim is None:
                 raise CapacityError(
                     f"{record.ref} needs {need} MB but {used:.0f} of the {budget} MB memory budget is held by "
                     "busy or pinned instances; raise ARBITER_MEMORY_BUDGET_MB or unload a version",
                     retry_after_s=5,
                 )
-            self._unload(victim, reason="memory_budget")
+            victim.provider.unload()
+            self._emit("pool.unload", victim.record, {"replica": victim.replica, "reason": "memory_budget"})
+
+    @staticmethod
+    def _mark_cold(instance: Instance) -> None:
+        """Cold first (with the pool lock held), so no new request is admitted while it unloads."""
+        instance.state = InstanceState.COLD
+        instance.memory_mb = 0.0
 
     def _unload(self, instance: Instance, *, reason: str) -> None:
-        with self._lock:  # cold first, so no new request is admitted to it while it unloads
-            instance.state = InstanceState.COLD
-            instance.memory_mb = 0.0
+        with self._lock:
+            self._mark_cold(instance)
         instance.provider.unload()  # waits for a generation already running on it
         self._emit("pool.unload", instance.record, {"replica": instance.replica, "reason": reason})
 

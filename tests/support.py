@@ -69,10 +69,12 @@ def gateway_in_thread(settings: Settings) -> Iterator[tuple[str, Gateway]]:
 
 
 @contextmanager
-def gateway_process(home: Path, port: int, *extra: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+def gateway_process(
+    home: Path, port: int, *extra: str, env: dict[str, str] | None = None, webhook: bool = False
+) -> Iterator[subprocess.Popen]:
     """``arbiter serve`` as its own process (stopped with SIGTERM, or killed by the test)."""
     process = subprocess.Popen(
-        [ARBITER, "serve", "--port", str(port), "--no-webhook", *extra],
+        [ARBITER, "serve", "--port", str(port), *([] if webhook else ["--no-webhook"]), *extra],
         env={**os.environ, "ARBITER_HOME": str(home), **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

@@ -37,8 +37,12 @@ def serve(host: str | None, port: int | None, replicas: int | None, no_webhook: 
     try:
         gateway.start()
         base_url = f"http://{settings.host}:{settings.port}"
-        if not no_webhook:
-            gateway.register_webhook(base_url)
+        webhook = None if no_webhook else gateway.register_webhook(base_url)
+        if webhook is None:
+            console.print(f"following aliases by polling MLflow every {settings.alias_poll_s:g} s"
+                          + ("" if no_webhook else " (no webhook: see README, 'Following the MLflow UI at once')"))
+        else:
+            console.print(f"following aliases by MLflow webhook {webhook}, and polling every {settings.alias_poll_s:g} s")
         for route, entry in sorted(gateway.router.entries().items()):
             console.print(f"  {route} → {entry.champion.ref if entry.champion else '(no champion)'}")
         console.print(f"arbiter gateway on {base_url} (Ollama API at /api, OpenAI API at /v1); Ctrl-C stops it")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import secrets
 import time
 from typing import Any
@@ -78,13 +79,18 @@ class Gateway:
     def register_webhook(self, base_url: str) -> str | None:
         """Ask MLflow to tell us when an alias moves (SQL backend; experimental in MLflow 3).
 
-        Delivery happens in the MLflow *server* that handles the change (the UI's), and a local
-        http URL is only delivered when that server runs with
-        ``MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https`` and ``MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true``.
-        Polling stays on either way; the webhook only makes a change visible sooner.
+        Delivery happens in the MLflow *server* that handles the change (the UI's). It needs, in
+        both that server's environment and ours: ``MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY`` (the same
+        Fernet key: MLflow stores the signing secret encrypted, and otherwise each process invents
+        its own key), and for a local http URL ``MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https`` and
+        ``MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true``. Without them this returns None and says why in
+        an event; polling stays on either way, the webhook only makes a change visible sooner.
         """
-        from mlflow.exceptions import MlflowException
-
+        if not os.environ.get("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"):
+            self._event("webhook.unavailable", None, None, {
+                "error": "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY is not set; set the same key for `arbiter serve` "
+                         "and the MLflow server to use webhooks"})
+            return None
         name = f"arbiter-gateway-{self.settings.port}"
         client = self.catalog.client
         try:
@@ -96,8 +102,9 @@ class Gateway:
                 events=["model_version_alias.created", "model_version_alias.deleted"],
                 description="arbiter serve: re-read route aliases at once",
             )
-        except MlflowException as exc:
-            self._event("webhook.unavailable", None, None, {"error": str(exc).splitlines()[0]})
+        except Exception as exc:  # noqa: BLE001 — MlflowException, or a secret another key encrypted
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self._event("webhook.unavailable", None, None, {"error": message})
             return None
         self.webhook_id = hook.webhook_id
         return hook.webhook_id
