@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,17 +18,10 @@ from pathlib import Path
 
 import httpx
 
-from registry.gateway import Gateway, build_app
-from registry.settings import Settings
+from registry.gateway.background import free_loopback_port as free_port  # noqa: F401 — for tests
 
 ARBITER = str(Path(sys.executable).with_name("arbiter"))
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(url: str, *, timeout_s: float = 180, process: subprocess.Popen | None = None) -> None:
@@ -45,27 +36,6 @@ def wait_for(url: str, *, timeout_s: float = 180, process: subprocess.Popen | No
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
-
-
-@contextmanager
-def gateway_in_thread(settings: Settings) -> Iterator[tuple[str, Gateway]]:
-    """A real gateway (uvicorn on loopback) in a thread of this process."""
-    import uvicorn
-
-    gateway = Gateway(settings)
-    gateway.start()
-    server = uvicorn.Server(uvicorn.Config(build_app(gateway), host="127.0.0.1", port=settings.port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{settings.port}"
-    try:
-        wait_for(url + "/health", timeout_s=30)
-        yield url, gateway
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        gateway.close()
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from registry.cli.prefect_env import prepare_prefect
 from registry.cli.results import print_leaderboard
 from registry.datasets import ValidationSet, load_validation_set
 from registry.hardware import fingerprint
+from registry.settings import Settings
 from registry.shipped import prepare_shipped_models
 from registry.tasks import TASKS
 
@@ -64,13 +65,13 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
         click.echo(f"    route {name}: champion {best['model']}/{best['version']} (quality {best['quality']:.3f})"
                    + (f", previous {previous.model}/{previous.version}" if previous else ""))
 
-    click.echo(f"5/5 one prompt through route qa: {DEMO_PROMPT!r}")
-    from registry.cli.generate import generate
-
-    click.get_current_context().invoke(generate, prompt=DEMO_PROMPT, route="qa", max_tokens=48, as_json=False)
+    click.echo(f"5/5 serving the routes with the gateway, one question through the ollama client: {DEMO_PROMPT!r}")
+    _ask_through_the_gateway(settings)
     mlruns = settings.mlruns_dir
     click.echo(
         "\nNext:\n"
+        "  Serve every route to Ollama and OpenAI clients (port 11434, Ollama's):\n"
+        "    .venv/bin/arbiter serve\n"
         f"  MLflow UI (promote by moving the 'champion' alias of route.<task>):\n"
         f"    .venv/bin/mlflow ui --backend-store-uri sqlite:///{mlruns / 'mlflow.db'} --port 5000\n"
         "  Results with DuckDB (views calls, runs, events):\n"
@@ -94,3 +95,22 @@ def _needs_run(catalog: Catalog, record: VersionRecord, sets: dict[str, Validati
         ):
             return True
     return False
+
+
+def _ask_through_the_gateway(settings: Settings) -> None:
+    """Start the gateway on a free loopback port, ask route ``qa`` with the real ``ollama`` client
+    (what any application would do), print the answer and its figures, stop the gateway."""
+    import ollama
+
+    from registry.gateway.background import free_loopback_port, gateway_in_background
+
+    with gateway_in_background(settings.model_copy(update={"port": free_loopback_port()})) as (url, gateway):
+        answer = ollama.Client(host=url).chat(
+            model="qa", messages=[{"role": "user", "content": DEMO_PROMPT}], options={"num_predict": 48, "temperature": 0}
+        )
+        champion = gateway.router.resolve("qa").record.ref
+        click.echo(f"    {url} → route qa → {champion}: {answer.message.content.strip()!r}")
+        decode_s = (answer.eval_duration or 0) / 1e9
+        rate = f"{answer.eval_count / decode_s:.1f} tok/s" if decode_s else "n/a"
+        click.echo(f"    {answer.prompt_eval_count} prompt + {answer.eval_count} generated tokens, "
+                   f"{(answer.total_duration or 0) / 1e6:.0f} ms, decode {rate}; the call is a row in results/calls")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import signal
 import socket
+from collections.abc import Iterator
 
 import click
 from rich.console import Console
@@ -50,10 +53,30 @@ def serve(host: str | None, port: int | None, replicas: int | None, no_webhook: 
             build_app(gateway), host=settings.host, port=settings.port, log_level="warning", access_log=False,
             timeout_graceful_shutdown=30,
         )
-        uvicorn.Server(config).run()
+        _graceful_server_class()(config).run()
     finally:
         gateway.close()  # flushes every calls and events row
         console.print(f"stopped; {gateway.recorder.written} rows written to {settings.results_dir}")
+
+
+def _graceful_server_class():
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn re-raises SIGINT/SIGTERM once it has shut down gracefully, which would end the
+        process before the gateway flushes its last rows (and print a KeyboardInterrupt trace on
+        Ctrl-C). Same handlers, minus the re-raise: ``run()`` returns and ``serve`` exits 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -65,6 +65,7 @@ class Gateway:
         self.webhook_secret = secrets.token_hex(16)
         self.webhook_id: str | None = None
         self.ready = False
+        self._closed = False
 
     @property
     def requires_token_everywhere(self) -> bool:
@@ -110,6 +111,10 @@ class Gateway:
         return hook.webhook_id
 
     def close(self) -> None:
+        """Stop following, unload, flush; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         self.ready = False
         self.router.stop()
         if self.webhook_id is not None:

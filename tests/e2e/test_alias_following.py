@@ -7,9 +7,10 @@ import time
 
 import httpx
 import pytest
-from support import free_port, gateway_in_thread, gateway_process, mlflow_server
+from support import free_port, gateway_process, mlflow_server
 
 from registry.catalog import Catalog
+from registry.gateway.background import gateway_in_background
 from registry.routes import Routes
 from registry.settings import Settings, get_settings
 
@@ -53,7 +54,7 @@ def _move_and_time(url: str, mlflow_url: str, route_version: str, expected: str)
 
 def test_an_alias_moved_through_the_rest_api_is_followed_within_two_seconds(two_versions, settings: Settings) -> None:
     with mlflow_server(settings.tracking_uri) as mlflow_url, \
-            gateway_in_thread(get_settings(home=settings.home, port=free_port())) as (url, _):
+            gateway_in_background(get_settings(home=settings.home, port=free_port())) as (url, _):
         assert _served_by(url) == "smollm2-135m/1"
         assert _move_and_time(url, mlflow_url, two_versions[2], "smollm2-135m/2") < 2.0
 
@@ -74,7 +75,7 @@ def test_mlflows_webhook_makes_the_change_visible_without_waiting_for_a_poll(two
 
 
 def test_a_forged_webhook_call_is_refused(two_versions, settings: Settings) -> None:
-    with gateway_in_thread(get_settings(home=settings.home, port=free_port())) as (url, _):
+    with gateway_in_background(get_settings(home=settings.home, port=free_port())) as (url, _):
         forged = httpx.post(f"{url}/hooks/mlflow", json={"entity": "model_version_alias", "action": "created"},
                             headers={"x-mlflow-signature": "v1,AAAA", "x-mlflow-timestamp": str(int(time.time())),
                                      "x-mlflow-delivery-id": "x"})
@@ -85,7 +86,7 @@ def test_serve_without_webhook_settings_says_why_and_polls(
     two_versions, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", raising=False)
-    with gateway_in_thread(get_settings(home=settings.home, port=free_port())) as (url, gateway):
+    with gateway_in_background(get_settings(home=settings.home, port=free_port())) as (url, gateway):
         assert gateway.register_webhook(url) is None
         monkeypatch.setenv("MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", WEBHOOK_ENV["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"])
         assert gateway.register_webhook(url) is None  # http to loopback is refused by MLflow's default policy

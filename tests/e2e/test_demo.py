@@ -30,7 +30,8 @@ def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
         assert header in out  # the leaderboard tables
     for task in ("qa", "extract", "classify"):
         assert f"route {task}: champion" in out
-    assert "tok/s" in out and "via route qa" in out
+    assert "tok/s" in out and "→ route qa → " in out  # answered through the gateway by the ollama client
+    assert "arbiter serve" in out
     assert "mlflow ui --backend-store-uri" in out and "arbiter results sql" in out
     assert "Traceback" not in first.stderr
 
@@ -49,3 +50,7 @@ def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
     assert len(json.loads(arbiter("models", "list", "--json", home=home).stdout)) == 4
     again = json.loads(arbiter("routes", "show", "qa", "--json", home=home).stdout)
     assert again["champion"] == route["champion"]
+    served = json.loads(arbiter("results", "sql", "--json",
+                                "select count(*) as n from calls where source = 'gateway' and api = 'ollama' and ok",
+                                home=home).stdout)
+    assert served[0]["n"] == 2  # one gateway call per demo run, flushed when the gateway stopped

@@ -18,10 +18,11 @@ import httpx
 import ollama
 import openai
 import pytest
-from support import free_port, gateway_in_thread
+from support import free_port
 
 from registry.catalog import Catalog
 from registry.gateway import Gateway
+from registry.gateway.background import gateway_in_background
 from registry.routes import Routes
 from registry.settings import get_settings
 
@@ -47,7 +48,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, empty_mlflow_db: Path, ship
     routes = Routes(catalog)
     routes.promote("qa", "smollm2-135m", 2, force=True)
     routes.promote("qa", "smollm2-135m", 1, force=True)  # champion 1, previous 2
-    with gateway_in_thread(settings) as running:
+    with gateway_in_background(settings) as running:
         yield running
 
 

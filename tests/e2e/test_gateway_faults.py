@@ -19,10 +19,11 @@ from pathlib import Path
 import httpx
 import ollama
 import pytest
-from support import free_port, gateway_in_thread, gateway_process
+from support import free_port, gateway_process
 
 from registry.catalog import Catalog
 from registry.gateway import Gateway
+from registry.gateway.background import gateway_in_background
 from registry.routes import Routes
 from registry.settings import get_settings
 
@@ -70,7 +71,7 @@ def front(tmp_path_factory, empty_mlflow_db: Path, backend_home: Path, backend_c
         routes = Routes(catalog)
         routes.promote("front", "backend-c", 1, force=True)
         routes.promote("front", "backend-b", 1, force=True)  # champion B, previous C
-        with gateway_in_thread(settings) as (url, gateway):
+        with gateway_in_background(settings) as (url, gateway):
             yield url, gateway, process_b, port_b, backend_home
     finally:
         backend_b.__exit__(None, None, None)
@@ -168,3 +169,23 @@ def test_gateway_object_needs_no_server_to_refuse_a_public_bind(tmp_path: Path) 
 
     with pytest.raises(ConfigError, match="refusing to bind 0.0.0.0"):
         Gateway(get_settings(home=tmp_path, host="0.0.0.0"))
+
+
+def test_a_graceful_stop_flushes_every_call_row(backend_home: Path) -> None:
+    from registry.store import ResultsStore
+
+    store = ResultsStore(backend_home / "results")
+    before = store.query("select count(*) as n from calls where source = 'gateway' and api = 'openai'")[0]["n"]
+    port = free_port()
+    # a flush interval longer than the test: only the shutdown flush can write these rows
+    with gateway_process(backend_home, port, env={"ARBITER_CALLS_FLUSH_S": "3600"}) as process:
+        for n in range(3):
+            answer = httpx.post(f"http://127.0.0.1:{port}/v1/completions",
+                                json={"model": "qa", "prompt": f"Number {n}:", "max_tokens": 2}, timeout=60)
+            assert answer.status_code == 200
+        after_requests = store.query("select count(*) as n from calls where source = 'gateway' and api = 'openai'")
+        assert after_requests[0]["n"] == before
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    after = store.query("select count(*) as n from calls where source = 'gateway' and api = 'openai'")[0]["n"]
+    assert after == before + 3
