@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test bench clean llama-wheel
+.PHONY: install demo test bench bench-gateway bench-swap clean llama-wheel
 
 install: $(STAMP)
 
@@ -45,6 +45,12 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/flow_overhead.py
+
+bench-gateway: install
+	$(BIN)/python benchmarks/gateway_overhead.py
+
+bench-swap: install
+	$(BIN)/python benchmarks/swap_under_load.py
 
 clean:
 	rm -rf $(VENV) results models .prefect mlruns/mlflow.db mlruns/artifacts

@@ -40,7 +40,7 @@ from typing import Any
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "benchmarks" / "out" / "flow_overhead.json"
+DEFAULT_OUT = REPO / "results" / "benchmarks" / "flow_overhead.json"
 GOAL = 1.05
 MODEL_NAME = "smollm2-135m"
 # Other work worth a whole core before we start: llama.cpp's timings then say more about the

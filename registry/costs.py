@@ -20,6 +20,7 @@ import psutil
 from registry.gpu import GpuSample, sample_gpu
 
 _SAMPLE_INTERVAL_S = 0.01
+_LINGER_S = 2.0  # keep sampling this long after the last measured block
 _MB = 1024 * 1024
 
 
@@ -35,10 +36,12 @@ class Cost:
 
 
 class _RssSampler:
-    """One process-wide thread that samples RSS while any measured block is open.
+    """One process-wide thread that samples RSS while measured blocks are open.
 
     Each open block is a *window* that keeps only its own peak. Shared, so a gateway serving
-    many calls at once does not start a thread per call, and idle when nothing is measured.
+    many calls at once does not start a thread per call. It keeps sampling for a short while
+    after the last window closes, so back-to-back calls neither wake it each time nor read
+    ``/proc`` twice each: a sample younger than one interval stands in for a fresh read.
     """
 
     def __init__(self) -> None:
@@ -47,31 +50,48 @@ class _RssSampler:
         self._next_id = 0
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._sleeping = True
+        self._latest = 0
+        self._latest_at = -1.0
 
     def open(self) -> int:
-        rss = self._process.memory_info().rss
+        rss = self._fresh_rss()
         with self._wake:
             self._next_id += 1
             self._windows[self._next_id] = rss
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="arbiter-rss-sampler", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            if self._sleeping:
+                self._wake.notify()
             return self._next_id
 
     def close(self, window: int) -> int:
         """The window's peak, the end of the block included."""
-        rss = self._process.memory_info().rss
+        rss = self._fresh_rss()
         with self._wake:
             return max(self._windows.pop(window), rss)
 
+    def _fresh_rss(self) -> int:
+        if time.perf_counter() - self._latest_at < _SAMPLE_INTERVAL_S:
+            return self._latest
+        return self._process.memory_info().rss
+
     def _run(self) -> None:
+        last_busy = time.perf_counter()
         while True:
             with self._wake:
-                while not self._windows:
+                while not self._windows and time.perf_counter() - last_busy > _LINGER_S:
+                    self._sleeping = True
                     self._wake.wait()
+                    last_busy = time.perf_counter()
+                self._sleeping = False
             rss = self._process.memory_info().rss
+            now = time.perf_counter()
             with self._wake:
+                self._latest, self._latest_at = rss, now
+                if self._windows:
+                    last_busy = now
                 for window, peak in self._windows.items():
                     if rss > peak:
                         self._windows[window] = rss
