@@ -65,14 +65,22 @@ def verify_file(spec: Any) -> Path:
     path = Path(spec.source)
     if not path.is_file():
         raise ModelFileError(f"{spec.name}: its file {path} is gone; restore it or register the model again")
-    actual = sha256_of(path)
+    stat = path.stat()
+    identity = (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    actual = _VERIFIED.get(identity) or sha256_of(path)  # hashing costs ~1 s per GB, inside every swap
     if actual != spec.sha256:
         raise IntegrityError(
             f"{spec.name}: {path} changed since it was registered "
             f"(sha256 {actual[:12]}… ≠ {str(spec.sha256)[:12]}…); a version is immutable: "
             "restore the original file or register the new one as a new version"
         )
+    _VERIFIED[identity] = actual
     return path
+
+
+# Files this process has hashed, by (path, device, inode, size, mtime): any write to a file changes
+# its mtime (or its inode, when replaced), so a changed file is hashed again before it is served.
+_VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def inspect_gguf(path: Path) -> GGUFInfo:
