@@ -22,8 +22,9 @@ routing, the pool's lease, the stream's thread hop per fragment, the calls row a
   both paths must produce the same text: ``texts_match`` checks that they did the same work.
 * **Clocks**: ``time.perf_counter`` around the client call; time to first token is measured from the
   call start to the first non-empty fragment on both sides. The decode rate comes from the process
-  that ran the model: ``eval_count`` / ``eval_duration`` for the gateway (counted in decode steps,
-  as ``Generation.tokens_per_s`` counts them for the direct path), so both are the same formula.
+  that ran the model: ``eval_count`` / ``eval_duration`` for the gateway, as any Ollama client reads
+  it (the gateway states ``eval_duration`` as the time of ``eval_count`` tokens at its measured decode
+  rate), and ``Generation.tokens_per_s`` for the direct path: the same measurement on both sides.
 * **Header**: ``x-arbiter-overhead-ms`` is read from the very requests being timed, through an httpx
   response hook handed to ``ollama.Client`` (it passes extra arguments to its httpx client) — no
   second set of requests. The gateway's own ``calls`` rows (``overhead_ms``, which for a stream
@@ -159,11 +160,10 @@ def ask_gateway(client: Any, hook: HeaderHook, messages: list[dict[str, str]], m
     ended = time.perf_counter()
     if final is None or not final.eval_count:
         raise harness.BenchmarkError(f"the gateway's {mode} answer had no final figures: {final!r}")
-    steps = final.eval_count - 1 + (1 if final.done_reason == "stop" else 0)
     return Sample(
         path="gateway", mode=mode, pair=pair, wall_ms=(ended - started) * 1000,
         ttft_ms=None if first_at is None else (first_at - started) * 1000,
-        completion_tokens=final.eval_count, decode_steps=steps,
+        completion_tokens=final.eval_count, decode_steps=final.eval_count,
         decode_ms=(final.eval_duration or 0) / 1e6 or None, header_ms=hook.take(), text="".join(parts),
     )
 
@@ -233,10 +233,6 @@ def summarize_mode(samples: list[Sample], mode: str, calls_overhead_ms: list[flo
         "decode_tok_s_ratio": _median([_ratio(g.decode_tok_s, d.decode_tok_s) for g, d in pairs]),
         "decode_tok_s_gateway_p50": _median([g.decode_tok_s for g in gateway]),
         "decode_tok_s_direct_p50": _median([d.decode_tok_s for d in direct]),
-        "ollama_eval_rate_ratio": _median(
-            [_ratio(g.completion_tokens / (g.decode_ms / 1000) if g.decode_ms else None, d.decode_tok_s)
-             for g, d in pairs]
-        ),
         "e2e_tok_s_ratio": _median([_ratio(g.e2e_tok_s, d.e2e_tok_s) for g, d in pairs]),
         "e2e_tok_s_gateway_p50": _median([g.e2e_tok_s for g in gateway]),
         "e2e_tok_s_direct_p50": _median([d.e2e_tok_s for d in direct]),
@@ -338,12 +334,11 @@ def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
 NOTES = [
     "pairs: gateway and direct answer the same prompt one after the other (never at once); the first path "
     "alternates every pair; pair 0 is a warm-up and is not in any figure; medians are over paired figures",
-    "decode_tok_s: decode steps / decode time, measured in the process that ran the model. Gateway: "
-    "(eval_count - 1 [+1 if done_reason is stop]) / eval_duration; direct: Generation.tokens_per_s (same "
-    "formula). ollama_eval_rate_ratio uses eval_count / eval_duration as an Ollama client would: it counts "
-    "one token more than the decode steps timed, so it reads n/(n-1) high (1.03 at 32 tokens)",
-    "in stream mode the gateway's decode time includes its per-fragment hop (the provider's generator is "
-    "paused while the fragment is sent), so decode_tok_s_ratio there is the streaming cost per token",
+    "decode_tok_s: the decode rate measured in the process that ran the model. Gateway: eval_count / "
+    "eval_duration, as an Ollama client computes it (the gateway states eval_duration as the time of "
+    "eval_count tokens at its measured rate); direct: Generation.tokens_per_s",
+    "in stream mode the gateway generates in one producer thread while the event loop sends, so "
+    "decode_tok_s_ratio there is the decode cost of streaming through the gateway",
     "e2e_tok_s: completion tokens / client wall time (prompt processing and HTTP included)",
     "added_latency_ms: gateway client wall - direct wall, per pair",
     "added_ttft_ms (stream): client-observed first non-empty fragment - direct's first fragment, both from "
