@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import functools
-import json
 import os
 import shutil
 import statistics
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import harness
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
@@ -249,31 +249,15 @@ def _quality(runs: list[dict[str, Any]]) -> dict[str, float]:
     return {run["task"]: round(run["quality"], 4) for run in runs}
 
 
-def write_json(result: dict[str, Any], out: Path) -> Path:
-    """Written to a temporary name and renamed: a reader never sees half a file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.tmp")
-    partial.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(partial, out)
-    return out
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     home = prepare_home(args.home)
     result = measure(args, home)
-    out = write_json(result, args.out)
+    out = harness.write_json(result, args.out)
     print(
         f"flow_overhead: warm ratio {result['warm_ratio']:.2f}x (goal <= {GOAL:.2f}x; cpu {result['cpu_ratio']:.2f}x), "
         f"flow {result['overhead_ms_per_generation']:+.1f} ms/generation, "
-        f"cold flow {result['cold_flow_s']:.1f} s vs bare {result['cold_bare_s']:.1f} s -> {_shown(out)}"
+        f"cold flow {result['cold_flow_s']:.1f} s vs bare {result['cold_bare_s']:.1f} s -> {harness.shown(out)}"
         + (f" [machine busy: load {result['load_avg_before'][0]:.1f} before the run, timings unreliable]"
            if result["machine_busy"] else "")
     )

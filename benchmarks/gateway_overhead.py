@@ -374,20 +374,7 @@ def summary_line(result: dict[str, Any], out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    harness.exit_on_sigterm()
-    home = harness.prepare_home(args.home)
-    try:
-        result = measure(args, home)
-    except harness.BenchmarkError as exc:
-        print(f"gateway_overhead: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("gateway_overhead: interrupted; its servers were stopped, nothing written", file=sys.stderr)
-        return 130
-    out = harness.write_json(result, args.out)
-    print(summary_line(result, out))
-    return 0
+    return harness.run_main("gateway_overhead", parse_args(argv), measure, summary_line)
 
 
 if __name__ == "__main__":

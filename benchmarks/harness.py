@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,3 +274,22 @@ def busy_warning(result: dict[str, Any]) -> str:
     if not result["machine"]["machine_busy"]:
         return ""
     return f" [machine busy: load {result['machine']['load_avg_before'][0]:.1f} before the run, timings unreliable]"
+
+
+def run_main(name: str, args: Any, measure: Callable[[Any, Path], dict[str, Any]],
+             summary_line: Callable[[dict[str, Any], Path], str]) -> int:
+    """A benchmark's ``main``: measure in a prepared home, write the JSON, print one line.
+    Exit 1 with the reason when a server does not start, 130 on Ctrl-C (servers stopped)."""
+    exit_on_sigterm()
+    home = prepare_home(args.home)
+    try:
+        result = measure(args, home)
+    except BenchmarkError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; its servers were stopped, nothing written", file=sys.stderr)
+        return 130
+    out = write_json(result, args.out)
+    print(summary_line(result, out))
+    return 0

@@ -452,20 +452,7 @@ def _s(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    harness.exit_on_sigterm()
-    home = harness.prepare_home(args.home)
-    try:
-        result = measure(args, home)
-    except harness.BenchmarkError as exc:
-        print(f"swap_under_load: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("swap_under_load: interrupted; its servers were stopped, nothing written", file=sys.stderr)
-        return 130
-    out = harness.write_json(result, args.out)
-    print(summary_line(result, out))
-    return 0
+    return harness.run_main("swap_under_load", parse_args(argv), measure, summary_line)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from registry.costs import Cost, measure
 from registry.errors import CapacityError, ProviderError, UnavailableError
 from registry.pool import Instance, WarmPool
 from registry.providers import Generation, GenerationRequest
+from registry.providers.base import run_to_end
 from registry.recorder import Recorder
 from registry.router import Resolution
 
@@ -63,12 +64,7 @@ class Dispatcher:
         self._recorder = recorder
 
     def generate(self, resolution: Resolution, request: GenerationRequest, *, api: str) -> Answer:
-        stream = self.stream(resolution, request, api=api)
-        while True:
-            try:
-                next(stream)
-            except StopIteration as done:
-                return done.value
+        return run_to_end(self.stream(resolution, request, api=api))
 
     def stream(self, resolution: Resolution, request: GenerationRequest, *, api: str) -> Generator[str, None, Answer]:
         """Yield text fragments; return the ``Answer``. Raises ``UnavailableError`` when every

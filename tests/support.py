@@ -24,6 +24,19 @@ ARBITER = str(Path(sys.executable).with_name("arbiter"))
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 
 
+class Clock:
+    """A clock the test moves by hand: the pool and breakers take their clock as an argument."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def wait_for(url: str, *, timeout_s: float = 180, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

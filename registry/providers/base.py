@@ -8,9 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from registry.spec import ModelSpec
+
+T = TypeVar("T")
+
+
+def run_to_end(stream: Generator[str, None, T]) -> T:
+    """Consume a stream and return its return value: ``generate`` is ``stream`` run to the end, so
+    a whole answer and a streamed one are measured by the same code."""
+    while True:
+        try:
+            next(stream)
+        except StopIteration as done:
+            return done.value
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from registry.errors import ContextOverflowError, ProviderError
 from registry.gguf_file import verify_file
-from registry.providers.base import Generation, GenerationRequest, Health
+from registry.providers.base import Generation, GenerationRequest, Health, run_to_end
 from registry.spec import ModelSpec
 
 
@@ -71,12 +71,7 @@ class LlamaCppProvider:
             self.load_ms = (time.perf_counter() - started) * 1000
 
     def generate(self, request: GenerationRequest) -> Generation:
-        stream = self.stream(request)
-        while True:
-            try:
-                next(stream)
-            except StopIteration as done:
-                return done.value
+        return run_to_end(self.stream(request))
 
     def stream(self, request: GenerationRequest) -> Generator[str, None, Generation]:
         started = time.perf_counter()

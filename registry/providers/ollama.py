@@ -21,7 +21,7 @@ from typing import Any
 import ollama
 
 from registry.errors import ProviderError
-from registry.providers.base import Generation, GenerationRequest, Health
+from registry.providers.base import Generation, GenerationRequest, Health, run_to_end
 from registry.providers.remote import GENERATION_TIMEOUT, PROBE_TIMEOUT, RemoteModel, transport_errors
 from registry.spec import ModelSpec
 
@@ -73,12 +73,7 @@ class OllamaProvider:
             self.load_ms = (time.perf_counter() - started) * 1000
 
     def generate(self, request: GenerationRequest) -> Generation:
-        stream = self.stream(request)
-        while True:
-            try:
-                next(stream)
-            except StopIteration as done:
-                return done.value
+        return run_to_end(self.stream(request))
 
     def stream(self, request: GenerationRequest) -> Generator[str, None, Generation]:
         client = self._require_loaded()

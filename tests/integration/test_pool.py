@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from support import Clock
 
 from registry.breaker import BreakerState
 from registry.catalog import Catalog, VersionRecord
@@ -24,19 +25,6 @@ from registry.settings import get_settings
 pytestmark = pytest.mark.integration
 
 PROMPT = GenerationRequest(prompt="The capital of France is", max_tokens=4)
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Events(list):

@@ -5,25 +5,13 @@ from __future__ import annotations
 import threading
 
 import pytest
+from support import Clock
 
 from registry.breaker import BreakerState, CircuitBreaker
 
 pytestmark = pytest.mark.unit
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
