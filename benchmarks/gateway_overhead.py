@@ -313,6 +313,7 @@ def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     finally:
         provider.unload()
     overheads, calls_rows = calls_overhead(home, samples)  # the gateway flushed its rows when it stopped
+    resolution = measure_resolution(home)
     return {
         "benchmark": "gateway_overhead",
         **{k: v for k, v in machine.items() if k in ("ts", "hardware")},
@@ -326,9 +327,33 @@ def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
                      "max_tokens": args.max_tokens, "temperature": 0, "pairs": args.pairs, "warmup_pairs": 1},
         "modes": {mode: summarize_mode(samples, mode, overheads[mode]) for mode in MODES},
         "calls_rows": calls_rows,
+        "resolution_us": resolution,
         "samples": [asdict(s) | {"decode_tok_s": s.decode_tok_s, "e2e_tok_s": s.e2e_tok_s} for s in samples],
         "notes": NOTES,
     }
+
+
+def measure_resolution(home: Path, rounds: int = 20_000) -> dict[str, Any]:
+    """Name → version as the gateway does it per request (``Router.resolve``, from memory), timed
+    call by call for a route, a route alias and a pinned version. Goal: p95 ≤ 1 ms (1,000 µs)."""
+    from registry.catalog import Catalog
+    from registry.pool import WarmPool
+    from registry.router import Router
+    from registry.settings import get_settings
+
+    settings = get_settings(home=home)
+    with WarmPool(settings) as pool:
+        router = Router(Catalog(settings), pool)
+        router.start(follow=False)  # reads MLflow once and warms the champion, as `serve` does
+        names = ["qa", "qa@champion", "smollm2-135m/1"]
+        timings = []
+        for n in range(rounds):
+            name = names[n % len(names)]
+            started = time.perf_counter()
+            router.resolve(name)
+            timings.append((time.perf_counter() - started) * 1e6)
+    return {"names": names, "n": rounds, "p50": round(statistics.median(timings), 2),
+            "p95": round(harness.percentile(timings, 95), 2), "max": round(max(timings), 2)}
 
 
 NOTES = [
@@ -368,7 +393,8 @@ def summary_line(result: dict[str, Any], out: Path) -> str:
         f"TTFT {_figure(stream['added_ttft_ms_p50'], '+.2f')} ms (goal <= 2), "
         f"header {_figure(stream['overhead_header_ms_p50'], '.2f')} ms; "
         f"{result['settings']['pairs']} pairs, {result['settings']['threads']} thread(s), "
-        f"texts match {whole['texts_match'] + stream['texts_match']}/{whole['pairs'] + stream['pairs']} "
+        f"texts match {whole['texts_match'] + stream['texts_match']}/{whole['pairs'] + stream['pairs']}, "
+        f"name resolution p95 {result['resolution_us']['p95']:.1f} us (goal <= 1000) "
         f"-> {harness.shown(out)}" + harness.busy_warning(result)
     )
 

@@ -347,8 +347,13 @@ class WarmPool:
         instances = [i for i in self._instances_of(record) if i.key not in exclude]
         if not instances:
             raise UnavailableError(f"every instance of {record.ref} failed this request")
-        if not any(i.state is InstanceState.READY for i in instances):
-            self._load(instances[0])
+        spare = self._replica_to_load(instances)
+        if spare is not None:
+            try:
+                self._load(spare)
+            except ArbiterError:
+                if not any(i.state is InstanceState.READY for i in instances):
+                    raise  # nothing else can answer; otherwise queue on a loaded replica
         with self._lock:
             ready = [i for i in instances if i.state is InstanceState.READY and i.breaker.would_allow()]
             if not ready:
@@ -364,6 +369,20 @@ class WarmPool:
                 )
             instance.waiting += 1
             return instance
+
+    def _replica_to_load(self, instances: list[Instance]) -> Instance | None:
+        """A cold replica worth loading now: when none is loaded, or every loaded one is busy (a
+        replica added by a route's ``arbiter.replicas`` tag starts serving at the first queue)."""
+        with self._lock:
+            ready = [i for i in instances if i.state is InstanceState.READY and i.breaker.would_allow()]
+            if any(i.queued < i.capacity for i in ready):
+                return None
+            cold = [i for i in instances if i.state is InstanceState.COLD]
+            if ready:
+                return cold[0] if cold else None
+            # nothing loaded: wait for a load in progress, else load a cold one, else retry a failed one
+            order = (InstanceState.LOADING, InstanceState.COLD, InstanceState.FAILED)
+            return next((i for state in order for i in instances if i.state is state), None)
 
     def _load(self, instance: Instance) -> None:
         """Load ``instance`` once; concurrent callers wait for the first one's result."""

@@ -183,6 +183,8 @@ class Router:
             old = current.champion if current else None
             new = entry.champion
             if new is None or (old is not None and old.ref == new.ref):
+                if new is not None and current is not None and current.replicas != entry.replicas:
+                    self._pool.set_replicas(new, entry.replicas)  # the added replicas load on first use
                 with self._lock:  # previous / challenger / replicas move without a warm-up
                     self._served[route] = entry
                 continue

@@ -245,3 +245,24 @@ def test_a_promotion_is_warmed_then_followed_and_a_rollback_is_instant(url: str,
     gateway.recorder.flush()
     kinds = [e["kind"] for e in gateway.store.query("select kind from events where route = 'qa' order by ts")]
     assert "swap.done" in kinds and json.dumps(kinds).count("swap.failed") == 0
+
+
+def test_a_routes_replicas_tag_adds_instances_that_serve_in_parallel(url: str, gateway: Gateway) -> None:
+    client = gateway.catalog.client
+    client.set_registered_model_tag("route.qa", "arbiter.replicas", "2")
+    try:
+        deadline = time.monotonic() + 10
+        while gateway.router.entries()["qa"].replicas != 2:
+            assert time.monotonic() < deadline, "the replicas tag was not picked up"
+            time.sleep(0.05)
+        body = {"model": "qa", "prompt": "1, 2, 3,", "raw": True, "stream": False, "options": {"num_predict": 24}}
+        threads = [threading.Thread(target=lambda: httpx.post(f"{url}/api/generate", json=body, timeout=120))
+                   for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        champion = [i for i in gateway.pool.snapshot() if i["model"] == "smollm2-135m" and i["version"] == 1]
+        assert len(champion) == 2 and all(i["state"] == "ready" and i["served"] >= 1 for i in champion)
+    finally:
+        client.delete_registered_model_tag("route.qa", "arbiter.replicas")
