@@ -65,14 +65,19 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """May a request go to this instance now? In half-open, only the first caller gets the probe."""
+        return self.admit() is not None
+
+    def admit(self) -> str | None:
+        """Like :meth:`allow`, saying how: ``"closed"``, ``"probe"`` (this caller holds the one
+        half-open probe, and must end it with a record or :meth:`release_probe`), or None."""
         with self._lock:
             state = self._current_state()
             if state is BreakerState.CLOSED:
-                return True
+                return "closed"
             if state is BreakerState.HALF_OPEN and not self._probe_in_flight:
                 self._probe_in_flight = True
-                return True
-            return False
+                return "probe"
+            return None
 
     def would_allow(self) -> bool:
         """Like :meth:`allow`, without claiming the half-open probe (for choosing among replicas)."""

@@ -28,7 +28,7 @@ import psutil
 
 from registry.breaker import BreakerState, CircuitBreaker
 from registry.catalog import VersionRecord
-from registry.errors import ArbiterError, CapacityError, ProviderError, UnavailableError
+from registry.errors import ArbiterError, CapacityError, ProviderError, UnavailableError, UserError
 from registry.providers import Provider, provider_for
 from registry.settings import Settings
 
@@ -61,6 +61,10 @@ class Instance:
     error: str | None = None
     capacity: int = 1  # requests at once: 1 for llama.cpp (not thread-safe); a remote server takes several
     loaded: threading.Event = field(default_factory=threading.Event)
+    # Every load and every mark-cold moves the epoch; an unload runs only if no load began since its
+    # mark, and load/unload of the provider never overlap (the transition lock).
+    epoch: int = 0
+    transition: threading.Lock = field(default_factory=threading.Lock)
     slot: FairSlot = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +95,13 @@ class Instance:
             "memory_mb": round(self.memory_mb, 1),
             "error": self.error,
         }
+
+
+def _backend_fault(exc: ArbiterError) -> ArbiterError:
+    """A version that cannot load (its file gone or changed) is the server's fault, not the
+    caller's: serving turns it into a ``ProviderError`` so the route fails over (or answers 503)
+    instead of telling the client its request was bad."""
+    return ProviderError(str(exc)) if isinstance(exc, UserError) else exc
 
 
 class FairSlot:
@@ -219,20 +230,29 @@ class WarmPool:
             raise UnavailableError(
                 f"{instance.key} stayed busy for {self._settings.queue_timeout_s:g} s; retry later or add replicas"
             )
+        admission = instance.breaker.admit()
         try:
-            if not instance.breaker.allow():  # it opened while this request waited
+            if admission is None:  # it opened while this request waited
                 raise UnavailableError(f"{instance.key} is out of rotation (circuit breaker open)")
             if instance.state is not InstanceState.READY:  # unloaded or evicted while this request waited
                 self._load(instance)
-        except ArbiterError:
+        except ArbiterError as exc:
+            self._end_probe(instance, admission)
             self._release(instance, served=False)
-            raise
+            raise _backend_fault(exc) from exc
         started = self._clock()  # service time only: the Retry-After estimate must not count queueing
         try:
             yield instance
         finally:
-            instance.breaker.release_probe()  # a probe that ended without an outcome must not block the next
+            self._end_probe(instance, admission)
             self._release(instance, served=True, busy_ms=(self._clock() - started) * 1000)
+
+    @staticmethod
+    def _end_probe(instance: Instance, admission: str | None) -> None:
+        """A probe that ended with no verdict (a caller's error, a client that hung up) must let the
+        next request probe; a request that was not the probe leaves the probe alone."""
+        if admission == "probe":
+            instance.breaker.release_probe()
 
     def _release(self, instance: Instance, *, served: bool, busy_ms: float = 0.0) -> None:
         with self._lock:
@@ -285,11 +305,11 @@ class WarmPool:
                 for instance in group:
                     idle = instance.state is InstanceState.READY and instance.queued == 0
                     if idle and now - instance.last_used > self._settings.keep_alive_s:
-                        self._mark_cold(instance)  # under the lock that saw it idle: no request slips in
-                        expired.append(instance)
-        for instance in expired:
-            self._unload(instance, reason="keep_alive")
-        return [i.key for i in expired]
+                        # marked under the lock that saw it idle: no request slips in
+                        expired.append((instance, self._mark_cold(instance)))
+        for instance, epoch in expired:
+            self._unload(instance, reason="keep_alive", epoch=epoch)
+        return [i.key for i, _ in expired]
 
     def check_health(self) -> None:
         """Ask every loaded instance ``health()`` (never loads a cold one); failures feed its breaker."""
@@ -351,9 +371,9 @@ class WarmPool:
         if spare is not None:
             try:
                 self._load(spare)
-            except ArbiterError:
+            except ArbiterError as exc:
                 if not any(i.state is InstanceState.READY for i in instances):
-                    raise  # nothing else can answer; otherwise queue on a loaded replica
+                    raise _backend_fault(exc) from exc  # nothing else can answer; else queue on a loaded one
         with self._lock:
             ready = [i for i in instances if i.state is InstanceState.READY and i.breaker.would_allow()]
             if not ready:
@@ -392,6 +412,7 @@ class WarmPool:
             loader = instance.state is not InstanceState.LOADING
             if loader:
                 instance.state = InstanceState.LOADING
+                instance.epoch += 1
                 instance.loaded.clear()
         if not loader:
             instance.loaded.wait(timeout=self._settings.queue_timeout_s)
@@ -400,17 +421,20 @@ class WarmPool:
             return
         try:
             self._make_room(instance)
-            rss_before = psutil.Process().memory_info().rss
-            instance.provider.load()
-            grown_mb = (psutil.Process().memory_info().rss - rss_before) / _MB
-        except ArbiterError as exc:
+            with instance.transition:  # an unload of this instance still running finishes first
+                rss_before = psutil.Process().memory_info().rss
+                instance.provider.load()
+                grown_mb = (psutil.Process().memory_info().rss - rss_before) / _MB
+        except Exception as exc:  # any failure: never leave the instance LOADING for ever
             with self._lock:
                 instance.state = InstanceState.FAILED
-                instance.error = str(exc)
+                instance.error = str(exc) or type(exc).__name__
                 instance.memory_mb = 0.0
             instance.loaded.set()
-            self._emit("pool.load_failed", instance.record, {"replica": instance.replica, "error": str(exc)})
-            raise
+            self._emit("pool.load_failed", instance.record, {"replica": instance.replica, "error": instance.error})
+            if isinstance(exc, ArbiterError):
+                raise
+            raise ProviderError(f"{instance.key} could not load: {instance.error}") from exc
         with self._lock:
             instance.memory_mb = max(float(instance.record.spec.hardware.min_memory_mb), grown_mb)
             instance.state = InstanceState.READY
@@ -436,26 +460,32 @@ class WarmPool:
                         if i.state is InstanceState.READY and i.queued == 0 and i.record.ref not in self._pinned]
                 victim = min(idle, key=lambda i: i.last_used, default=None)
                 if victim is not None:
-                    self._mark_cold(victim)
+                    victim_epoch = self._mark_cold(victim)
             if victim is None:
                 raise CapacityError(
                     f"{record.ref} needs {need} MB but {used:.0f} of the {budget} MB memory budget is held by "
                     "busy or pinned instances; raise ARBITER_MEMORY_BUDGET_MB or unload a version",
                     retry_after_s=5,
                 )
-            victim.provider.unload()
-            self._emit("pool.unload", victim.record, {"replica": victim.replica, "reason": "memory_budget"})
+            self._unload(victim, reason="memory_budget", epoch=victim_epoch)
 
     @staticmethod
-    def _mark_cold(instance: Instance) -> None:
-        """Cold first (with the pool lock held), so no new request is admitted while it unloads."""
+    def _mark_cold(instance: Instance) -> int:
+        """Cold first (call with the pool lock held), so no new request is admitted while it
+        unloads; returns the epoch the unload must still find."""
         instance.state = InstanceState.COLD
         instance.memory_mb = 0.0
+        instance.epoch += 1
+        return instance.epoch
 
-    def _unload(self, instance: Instance, *, reason: str) -> None:
-        with self._lock:
-            self._mark_cold(instance)
-        instance.provider.unload()  # waits for a generation already running on it
+    def _unload(self, instance: Instance, *, reason: str, epoch: int | None = None) -> None:
+        if epoch is None:
+            with self._lock:
+                epoch = self._mark_cold(instance)
+        with instance.transition:
+            if instance.epoch != epoch:
+                return  # a request loaded it again after the mark: it stays
+            instance.provider.unload()  # waits for a generation already running on it
         self._emit("pool.unload", instance.record, {"replica": instance.replica, "reason": reason})
 
     def _emit(self, kind: str, record: VersionRecord, detail: dict[str, Any]) -> None:

@@ -14,7 +14,6 @@ import queue
 import threading
 from typing import Any
 
-from registry.errors import StoreError
 from registry.store import ResultsStore
 
 _log = logging.getLogger(__name__)
@@ -58,9 +57,14 @@ class Recorder:
             try:
                 self._store.append(table, rows)
                 written += len(rows)
-            except (StoreError, OSError) as exc:  # a full disk must not take the gateway down
+            except OSError as exc:  # a full or unmounted disk: keep the rows for the next flush
                 self.failed_flushes += 1
-                _log.error("could not write %d %s rows: %s", len(rows), table, exc)
+                _log.error("could not write %d %s rows (kept for the next flush): %s", len(rows), table, exc)
+                for row in rows:
+                    self._rows.put((table, row))
+            except Exception as exc:  # noqa: BLE001 — rows that do not fit the schema (a bug): never kill the writer
+                self.failed_flushes += 1
+                _log.error("dropped %d %s rows that cannot be written: %s", len(rows), table, exc)
         self.written += written
         return written
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry.catalog import Catalog, VersionRecord, parse_ref
-from registry.errors import ArbiterError, NotFoundError, UserError
+from registry.errors import NotFoundError
 from registry.pool import WarmPool
 from registry.routes import CHAMPION, PREVIOUS, ROUTE_ALIASES, Routes
 from registry.spec import ROUTE_PREFIX
@@ -29,7 +29,7 @@ from registry.spec import ROUTE_PREFIX
 _log = logging.getLogger(__name__)
 TAG_REPLICAS = "arbiter.replicas"
 _RETRY_FAILED_SWAP_S = 30.0
-_CATALOG_REFRESH_EVERY = 10  # polls; new catalog versions are also found on a miss
+_CATALOG_REFRESH_EVERY = 10  # polls; a request for an unknown version also asks for the next poll
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,13 @@ class Router:
         self._versions: dict[str, VersionRecord] = {}
         self._targets: dict[tuple[str, str], tuple[str, int]] = {}
         self._swapping: dict[str, str] = {}
+        self._desired: dict[str, str] = {}  # each route's champion in MLflow at the last read
         self._failed_swaps: dict[str, tuple[str, float]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._polls = 0
+        self._catalog_stale = False
         self.refreshes = 0
         self.last_refresh_error: str | None = None
 
@@ -107,7 +109,7 @@ class Router:
                 self._pool.set_replicas(champion, entry.replicas)
                 try:
                     self._pool.warm(champion)
-                except ArbiterError as exc:
+                except Exception as exc:  # noqa: BLE001 — one bad champion must not stop the others serving
                     self._emit("swap.failed", entry.route, champion, {"error": str(exc), "at": "start"})
         with self._lock:
             self._served = desired
@@ -170,7 +172,8 @@ class Router:
     def refresh(self) -> None:
         """Re-read aliases; start a warm-then-switch for each route whose champion moved."""
         self._polls += 1
-        if self._polls % _CATALOG_REFRESH_EVERY == 0:
+        if self._catalog_stale or self._polls % _CATALOG_REFRESH_EVERY == 0:
+            self._catalog_stale = False
             self._refresh_catalog()
         desired = self._read_routes()
         self.refreshes += 1
@@ -178,11 +181,15 @@ class Router:
             served = dict(self._served)
             for route in set(served) - set(desired):
                 del self._served[route]
+        with self._lock:
+            self._desired = {route: e.champion.ref for route, e in desired.items() if e.champion is not None}
         for route, entry in desired.items():
             current = served.get(route)
             old = current.champion if current else None
             new = entry.champion
             if new is None or (old is not None and old.ref == new.ref):
+                with self._lock:  # back to what is served (a rollback during a warm-up): drop that swap
+                    self._swapping.pop(route, None)
                 if new is not None and current is not None and current.replicas != entry.replicas:
                     self._pool.set_replicas(new, entry.replicas)  # the added replicas load on first use
                 with self._lock:  # previous / challenger / replicas move without a warm-up
@@ -212,16 +219,25 @@ class Router:
         try:
             self._pool.set_replicas(new, entry.replicas)
             self._pool.warm(new)
-        except ArbiterError as exc:
+        except Exception as exc:  # noqa: BLE001 — whatever the cause, the route keeps its champion
             with self._lock:
-                self._swapping.pop(entry.route, None)
+                if self._swapping.get(entry.route) == new.ref:
+                    self._swapping.pop(entry.route)
                 self._failed_swaps[entry.route] = (new.ref, self._clock())
             self._emit("swap.failed", entry.route, new, {"from": old.ref if old else None, "error": str(exc)})
             return
         with self._lock:
-            self._served[entry.route] = entry
-            self._swapping.pop(entry.route, None)
-            self._failed_swaps.pop(entry.route, None)
+            if self._desired.get(entry.route) != new.ref:  # moved again while this one warmed: stale
+                stale = True
+            else:
+                stale = False
+                self._served[entry.route] = entry
+                self._failed_swaps.pop(entry.route, None)
+            if self._swapping.get(entry.route) == new.ref:
+                self._swapping.pop(entry.route)
+        if stale:
+            self._emit("swap.abandoned", entry.route, new, {"from": old.ref if old else None})
+            return
         self._pin_champions()
         warm_ms = (self._clock() - started) * 1000
         self._emit("swap.done", entry.route, new, {"from": old.ref if old else None, "warm_ms": round(warm_ms, 1)})
@@ -316,14 +332,8 @@ class Router:
         record = self._versions.get(ref)
         if record is not None:
             return record
-        try:
-            parse_ref(ref)
-        except UserError:
-            raise self._unknown(requested) from None
-        record = self._cached_version(ref)  # registered since the last catalog read
-        if record is None:
-            raise self._unknown(requested)
-        return record
+        self._catalog_stale = True  # registered since the last read? The next poll re-reads the catalog
+        raise self._unknown(requested, why="a version registered just now is served after the next alias poll")
 
     def _unknown(self, requested: str, why: str | None = None) -> NotFoundError:
         names = self.names()

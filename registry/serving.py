@@ -20,7 +20,7 @@ from typing import Any
 from registry.calls import call_row
 from registry.catalog import VersionRecord
 from registry.costs import Cost, measure
-from registry.errors import CapacityError, ProviderError, UnavailableError
+from registry.errors import ArbiterError, CapacityError, ProviderError, UnavailableError
 from registry.pool import Instance, WarmPool
 from registry.providers import Generation, GenerationRequest
 from registry.providers.base import run_to_end
@@ -39,6 +39,7 @@ class Answer:
     queue_ms: float
     attempts: int
     resumed_after_chars: int = 0  # > 0 when a stream failed mid-way and another instance finished it
+    failed_ms: float = 0.0  # time in attempts that failed before this one answered
     context: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -47,8 +48,9 @@ class Answer:
 
     @property
     def model_ms(self) -> float:
-        """Time inside the model plus the wait for it: what the gateway's overhead leaves out."""
-        return self.generation.generation_ms + self.queue_ms
+        """Time inside the model (failed attempts included) plus the waits for it: what the
+        gateway's overhead leaves out."""
+        return self.generation.generation_ms + self.queue_ms + self.failed_ms
 
 
 class Dispatcher:
@@ -72,7 +74,7 @@ class Dispatcher:
         progress = _Progress()
         errors: list[str] = []
         attempts = 0
-        for position, record in enumerate(self._candidates(resolution)):
+        for record in self._candidates(resolution):
             excluded: set[str] = set()
             while True:
                 attempts += 1
@@ -81,9 +83,9 @@ class Dispatcher:
                     queued_at = time.perf_counter()
                     instance = lease.__enter__()
                 except CapacityError:
-                    if position == 0:
+                    if attempts == 1:
                         raise  # the client should back off, not be moved to an older model
-                    errors.append(f"{record.ref}: queue full")
+                    errors.append(f"{record.ref}: queue full")  # a failover that finds it full moves on
                     break
                 except (UnavailableError, ProviderError) as exc:
                     errors.append(str(exc))
@@ -96,23 +98,29 @@ class Dispatcher:
                     instance.breaker.record_failure()
                     excluded.add(instance.key)
                     errors.append(str(exc))
-                    self._recorder.add("calls", self._failed_row(instance, resolution, api, str(exc)))
+                    progress.failed_ms += progress.cost.wall_ms + queue_ms
+                    self._recorder.add("calls", self._failed_row(instance, resolution, api, str(exc), progress.cost))
                     continue
                 except _Diverged as exc:
                     raise UnavailableError(str(exc)) from None
+                except GeneratorExit:  # the client hung up: the attempt is a row too
+                    self._recorder.add("calls", self._failed_row(
+                        instance, resolution, api, "client disconnected", progress.cost))
+                    raise
                 finally:
                     lease.__exit__(None, None, None)
                 instance.breaker.record_success()
                 return Answer(generation, record, resolution, cost, queue_ms, attempts, resumed_after,
+                              failed_ms=progress.failed_ms,
                               context={"api": api, "requested": resolution.requested, "route": resolution.route,
                                        "task": resolution.route})
         raise UnavailableError(
             f"{resolution.requested}: no instance could answer ({len(errors)} attempt(s)): " + " | ".join(errors)
         )
 
-    def record(self, answer: Answer, *, overhead_ms: float | None, error: str | None = None) -> None:
+    def record(self, answer: Answer, *, overhead_ms: float | None) -> None:
         """Queue the answer's ``calls`` row (written off the request path)."""
-        row = call_row(answer.record, answer.generation, answer.cost, error=error, source="gateway",
+        row = call_row(answer.record, answer.generation, answer.cost, error=None, source="gateway",
                        queue_ms=answer.queue_ms, overhead_ms=overhead_ms, **answer.context)
         self._recorder.add("calls", row)
 
@@ -126,6 +134,7 @@ class Dispatcher:
         """One instance's stream; skips what the client already has when resuming after a failover."""
         already_sent = progress.sent
         with measure() as cost:
+            progress.cost = cost
             produced = ""
             stream = instance.provider.stream(request)
             try:
@@ -135,6 +144,10 @@ class Dispatcher:
                     except StopIteration as done:
                         generation: Generation = done.value
                         break
+                    except ArbiterError:
+                        raise
+                    except Exception as exc:  # a provider bug or a server's malformed answer: a backend fault
+                        raise ProviderError(f"{instance.key}: {type(exc).__name__}: {exc}") from exc
                     produced += fragment
                     if len(produced) <= len(already_sent):
                         if not already_sent.startswith(produced):
@@ -151,16 +164,21 @@ class Dispatcher:
             raise _Diverged(instance, already_sent)
         return generation, cost
 
-    def _failed_row(self, instance: Instance, resolution: Resolution, api: str, error: str) -> dict[str, Any]:
-        return call_row(instance.record, None, Cost(), error=error, source="gateway", api=api,
+    def _failed_row(
+        self, instance: Instance, resolution: Resolution, api: str, error: str, cost: Cost
+    ) -> dict[str, Any]:
+        return call_row(instance.record, None, cost, error=error, source="gateway", api=api,
                         requested=resolution.requested, route=resolution.route, task=resolution.route)
 
 
 @dataclass
 class _Progress:
-    """The text the client already has, across failover attempts."""
+    """Across failover attempts: the text the client already has, the current attempt's cost
+    (filled when its measurement ends), and the time the failed attempts took."""
 
     sent: str = ""
+    cost: Cost = field(default_factory=Cost)
+    failed_ms: float = 0.0
 
 
 class _Diverged(Exception):

@@ -12,26 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Generator
 from typing import TypeVar
 
-import anyio
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from registry.catalog import VersionRecord
-from registry.errors import UserError
-from registry.gateway.http import describe_validation
+from registry.errors import ArbiterError, UnavailableError, UserError
+from registry.gateway.http import api_of, count_request, describe_validation, endpoint_of
 from registry.gateway.runtime import Gateway
 from registry.providers import GenerationRequest
 from registry.router import Resolution
 from registry.serving import Answer
 
+_log = logging.getLogger(__name__)
 BodyT = TypeVar("BodyT", bound=BaseModel)
 DEFAULT_MAX_TOKENS = 256  # Ollama's default is "until the context is full"; a bound keeps a 135M model from rambling
 OVERHEAD_HEADER = "x-arbiter-overhead-ms"
+_DISCONNECT_POLL_S = 0.25
 
 
 async def parse_body(request: Request, model: type[BodyT]) -> BodyT:
@@ -90,13 +92,26 @@ def require_capability(record: VersionRecord, capability: str, requested: str) -
 async def answer_whole(
     request: Request, resolution: Resolution, generation_request: GenerationRequest, *, api: str
 ) -> Answer:
-    gateway = gateway_of(request)
-    return await anyio.to_thread.run_sync(
-        lambda: gateway.dispatcher.generate(resolution, generation_request, api=api)
-    )
+    """A whole answer, generated in its own producer thread (never a worker of the loop's bounded
+    thread pool, which requests waiting in queues would exhaust), stopped when the client hangs up."""
+    bridge = StreamBridge(gateway_of(request).dispatcher.stream(resolution, generation_request, api=api))
+    watcher = asyncio.create_task(_close_on_disconnect(request, bridge))
+    try:
+        while await bridge.next() is not None:
+            pass
+    finally:
+        watcher.cancel()
+    assert bridge.answer is not None
+    return bridge.answer
 
 
-def finish(request: Request, answer: Answer, endpoint: str, api: str) -> float:
+async def _close_on_disconnect(request: Request, bridge: StreamBridge) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(_DISCONNECT_POLL_S)
+    bridge.close()
+
+
+def finish(request: Request, answer: Answer) -> float:
     """Record the answer (row + metrics); returns the overhead in ms."""
     gateway = gateway_of(request)
     total_ms = (time.perf_counter() - arrived(request)) * 1000
@@ -105,8 +120,8 @@ def finish(request: Request, answer: Answer, endpoint: str, api: str) -> float:
     metrics = gateway.metrics
     route = answer.resolution.route or ""
     generation = answer.generation
-    metrics.requests.labels(api=api, endpoint=endpoint, status="200").inc()
-    metrics.latency.labels(api=api, endpoint=endpoint).observe(total_ms / 1000)
+    count_request(request, 200)
+    metrics.latency.labels(api=api_of(request), endpoint=endpoint_of(request)).observe(total_ms / 1000)
     metrics.overhead.observe(overhead_ms / 1000)
     metrics.tokens.labels(route=route, model=answer.record.ref, kind="prompt").inc(generation.prompt_tokens)
     metrics.tokens.labels(route=route, model=answer.record.ref, kind="completion").inc(generation.completion_tokens)
@@ -117,6 +132,15 @@ def finish(request: Request, answer: Answer, endpoint: str, api: str) -> float:
     if answer.resumed_after_chars:
         metrics.resumed_streams.labels(route=route).inc()
     return overhead_ms
+
+
+def stream_failed(request: Request, exc: Exception) -> str:
+    """The message for a stream's last line once its status has been sent; counted and, when it
+    is not one of ours (a bug), logged with its trace."""
+    if not isinstance(exc, ArbiterError):
+        _log.error("stream failed on %s", request.url.path, exc_info=exc)
+    count_request(request, "stream_error")
+    return str(exc) or type(exc).__name__
 
 
 def overhead_so_far(request: Request) -> str:
@@ -140,24 +164,21 @@ class StreamBridge:
         self.answer: Answer | None = None
         threading.Thread(target=self._produce, name="arbiter-stream", daemon=True).start()
 
-    async def first(self) -> str | None:
-        """The first fragment (None for an empty answer)."""
-        return await self._next()
+    async def next(self) -> str | None:
+        """The next fragment; None at the end. The first call's error still gets a proper status."""
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
     async def rest(self) -> AsyncIterator[str]:
-        while (fragment := await self._next()) is not None:
+        while (fragment := await self.next()) is not None:
             yield fragment
 
     def close(self) -> None:
         """Stop generating (a client that hung up): the producer closes the stream after the
         fragment in progress, which frees its instance."""
         self._cancelled.set()
-
-    async def _next(self) -> str | None:
-        item = await self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
 
     def _produce(self) -> None:
         try:
@@ -169,6 +190,7 @@ class StreamBridge:
                     self._put(None)
                     return
                 self._put(fragment)
+            self._put(UnavailableError("the client disconnected; generation stopped"))
         except BaseException as exc:  # noqa: BLE001 — handed to the response, which reports it
             self._put(exc)
         finally:

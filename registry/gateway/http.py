@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import time
 from typing import Any
 
@@ -28,6 +29,7 @@ from registry.errors import (
 )
 from registry.gateway.runtime import WEBHOOK_PATH, Gateway
 
+_log = logging.getLogger(__name__)
 _OPEN_PATHS = ("/health", WEBHOOK_PATH)  # the webhook proves itself with its HMAC signature
 
 
@@ -69,12 +71,38 @@ def error_body(path: str, status: int, message: str) -> dict[str, Any]:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(request.url.path, 400, describe_validation(exc.errors()))
+        return _answer_error(request, 400, describe_validation(exc.errors()))
 
     @app.exception_handler(ArbiterError)
     async def _arbiter(request: Request, exc: ArbiterError) -> JSONResponse:
         status, headers = status_of(exc)
-        return error_response(request.url.path, status, str(exc), headers)
+        return _answer_error(request, status, str(exc), headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        _log.error("unexpected error on %s", request.url.path, exc_info=exc)  # a bug: the trace goes to the log
+        return _answer_error(request, 500, f"internal error ({type(exc).__name__}); the server log has the details")
+
+
+def _answer_error(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    count_request(request, status)
+    return error_response(request.url.path, status, message, headers)
+
+
+def count_request(request: Request, status: int | str) -> None:
+    """``arbiter_requests_total`` by API, endpoint (its route template, so names in paths do not
+    multiply the series) and status."""
+    request.app.state.gateway.metrics.requests.labels(
+        api=api_of(request), endpoint=endpoint_of(request), status=str(status)).inc()
+
+
+def endpoint_of(request: Request) -> str:
+    return getattr(request.scope.get("route"), "path", "unmatched")
+
+
+def api_of(request: Request) -> str:
+    path = request.url.path
+    return "openai" if is_openai(path) else "ollama" if path.startswith("/api/") else "other"
 
 
 def status_of(exc: ArbiterError) -> tuple[int, dict[str, str] | None]:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from registry import __version__
 from registry.catalog import VersionRecord
@@ -31,6 +31,7 @@ from registry.gateway.generation import (
     overhead_so_far,
     parse_body,
     require_capability,
+    stream_failed,
 )
 from registry.gateway.http import json_line
 from registry.providers import Generation, GenerationRequest
@@ -57,7 +58,7 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "tool"]
-    content: str = Field(max_length=1_000_000)
+    content: str = Field(default="", max_length=1_000_000)  # an assistant tool-call turn has none
 
 
 class GenerateBody(BaseModel):
@@ -70,6 +71,12 @@ class GenerateBody(BaseModel):
     stream: bool = True
     options: Options = Field(default_factory=Options)
     keep_alive: str | int | float | None = None
+    format: str | dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> GenerateBody:
+        _refuse_structured_output(self.format, None)
+        return self
 
 
 class ChatBody(BaseModel):
@@ -80,6 +87,21 @@ class ChatBody(BaseModel):
     stream: bool = True
     options: Options = Field(default_factory=Options)
     keep_alive: str | int | float | None = None
+    format: str | dict[str, Any] | None = None
+    tools: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> ChatBody:
+        _refuse_structured_output(self.format, self.tools)
+        return self
+
+
+def _refuse_structured_output(format_: object, tools: list[Any] | None) -> None:
+    """Saying no beats answering free text to a client that asked for JSON or a tool call."""
+    if format_ not in (None, ""):
+        raise ValueError("'format' (JSON / schema-constrained output) is not supported by this gateway yet; leave it out")
+    if tools:
+        raise ValueError("'tools' (tool calling) is not supported by this gateway yet; send the request without tools")
 
 
 class ModelBody(BaseModel):
@@ -247,11 +269,11 @@ async def _respond(
             endpoint, answer.generation.text
         )
         content = json_line(payload)
-        overhead = finish(request, answer, endpoint, _API)
+        overhead = finish(request, answer)
         return Response(content, media_type="application/json", headers={**_headers(answer), OVERHEAD_HEADER: f"{overhead:.3f}"})
     bridge = StreamBridge(gateway.dispatcher.stream(resolution, generation_request, api=_API))
     header_overhead = overhead_so_far(request)
-    first = await bridge.first()  # a failure before any text still gets a proper status code
+    first = await bridge.next()  # a failure before any text still gets a proper status code
 
     async def lines():
         try:
@@ -259,14 +281,14 @@ async def _respond(
                 yield json_line(_fragment(name, endpoint, first))
                 async for fragment in bridge.rest():
                     yield json_line(_fragment(name, endpoint, fragment))
-        except ArbiterError as exc:
-            yield json_line({"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 — the status is sent: the error is the stream's last line
+            yield json_line({"error": stream_failed(request, exc)})
             return
         finally:
             bridge.close()  # a client that hung up frees its instance at once
         answer = bridge.answer
         assert answer is not None
-        finish(request, answer, endpoint, _API)
+        finish(request, answer)
         yield json_line(_final(name, "", answer.generation.finish_reason, answer) | _content(endpoint, ""))
 
     return StreamingResponse(lines(), media_type="application/x-ndjson", headers={OVERHEAD_HEADER: header_overhead})

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from registry.errors import ArbiterError, UserError
+from registry.errors import UserError
 from registry.gateway.generation import (
     OVERHEAD_HEADER,
     StreamBridge,
@@ -28,6 +28,7 @@ from registry.gateway.generation import (
     overhead_so_far,
     parse_body,
     require_capability,
+    stream_failed,
 )
 from registry.providers import GenerationRequest
 from registry.router import Resolution
@@ -37,13 +38,27 @@ from registry.store import new_id
 router = APIRouter()
 _API = "openai"
 _DEFAULT_TEMPERATURE = 1.0
+_MAX_TEXT = 1_000_000
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text"] = Field(description="only text parts: this gateway serves text models")
+    text: str
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str = Field(max_length=1_000_000)
+    content: str | list[TextPart] | None = None  # parts (LangChain, agent SDKs) or none (an assistant tool call)
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
 
 
 class StreamOptions(BaseModel):
@@ -66,6 +81,19 @@ class _Common(BaseModel):
 class ChatBody(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> ChatBody:
+        """Saying no beats answering free text to a client that asked for JSON or a tool call."""
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            raise ValueError("response_format (JSON / schema output) is not supported by this gateway yet; leave it out")
+        if self.tools:
+            raise ValueError("tools (function calling) are not supported by this gateway yet; send no tools")
+        if sum(len(m.text) for m in self.messages) > _MAX_TEXT:
+            raise ValueError(f"messages hold more than {_MAX_TEXT} characters of text")
+        return self
 
 
 class CompletionBody(_Common):
@@ -86,7 +114,7 @@ async def chat_completions(request: Request) -> Response:
     gateway = gateway_of(request)
     resolution = gateway.router.resolve(body.model)
     require_capability(resolution.record, "chat", body.model)
-    messages = tuple({"role": "system" if m.role == "developer" else m.role, "content": m.content}
+    messages = tuple({"role": "system" if m.role == "developer" else m.role, "content": m.text}
                      for m in body.messages)
     wanted = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
@@ -131,13 +159,13 @@ async def _respond(
         answer = await answer_whole(request, resolution, generation_request, api=_API)
         payload = _whole(call_id, created, body.model, endpoint, answer)
         content = json.dumps(payload, separators=(",", ":")).encode()
-        overhead = finish(request, answer, endpoint, _API)
+        overhead = finish(request, answer)
         return Response(content, media_type="application/json", headers={
             OVERHEAD_HEADER: f"{overhead:.3f}", "x-arbiter-model": answer.record.ref,
             "x-arbiter-queue-ms": f"{answer.queue_ms:.3f}"})
     bridge = StreamBridge(gateway.dispatcher.stream(resolution, generation_request, api=_API))
     header_overhead = overhead_so_far(request)
-    first = await bridge.first()
+    first = await bridge.next()
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -153,14 +181,15 @@ async def _respond(
                 yield event([_delta(endpoint, first)])
                 async for fragment in bridge.rest():
                     yield event([_delta(endpoint, fragment)])
-        except ArbiterError as exc:
-            yield b"data: " + json.dumps({"error": {"message": str(exc), "type": "server_error", "code": 503}}).encode() + b"\n\n"
+        except Exception as exc:  # noqa: BLE001 — the status is sent: the error is the stream's last event
+            error = {"error": {"message": stream_failed(request, exc), "type": "server_error", "code": 503}}
+            yield b"data: " + json.dumps(error).encode() + b"\n\n"
             return
         finally:
             bridge.close()
         answer = bridge.answer
         assert answer is not None
-        finish(request, answer, endpoint, _API)
+        finish(request, answer)
         yield event([_delta(endpoint, "", answer.generation.finish_reason or "stop")])
         if include_usage:
             yield event([], usage=_usage(answer))

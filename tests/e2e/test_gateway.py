@@ -45,9 +45,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, empty_mlflow_db: Path, ship
     catalog.register(q4_0.path, name="smollm2-135m", capabilities=list(q4_0.capabilities))
     catalog.register(q4_1.path, name="smollm2-embed", capabilities=["embedding"])
     catalog.client.set_registered_model_alias("smollm2-135m", "stable", "1")
+    doomed = home / "doomed.gguf"  # a file test_a_champion_whose_file_is_gone_fails_over deletes
+    shutil.copy(q4_0.path, doomed)
+    catalog.register(doomed, name="doomed", capabilities=list(q4_0.capabilities))
     routes = Routes(catalog)
     routes.promote("qa", "smollm2-135m", 2, force=True)
     routes.promote("qa", "smollm2-135m", 1, force=True)  # champion 1, previous 2
+    routes.promote("fragile", "smollm2-135m", 1, force=True)
+    routes.promote("fragile", "doomed", 1, force=True)  # champion doomed/1, previous smollm2-135m/1
     with gateway_in_background(settings) as running:
         yield running
 
@@ -118,7 +123,7 @@ def test_unknown_names_are_404_with_the_names_that_exist_never_a_default(url: st
     assert missing.value.status_code == 404 and "qa@champion" in missing.value.error
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
     for name in ("smollm2-135m/9", "smollm2-135m@nope", "qa@challenger"):
-        with pytest.raises(openai.NotFoundError, match="not found; available: qa"):
+        with pytest.raises(openai.NotFoundError, match="not found.*available: .*qa@champion"):
             client.chat.completions.create(model=name, messages=QUESTION, max_tokens=4)
 
 
@@ -138,6 +143,14 @@ def test_unknown_names_are_404_with_the_names_that_exist_never_a_default(url: st
          400, "max_tokens must be at least 1"),
         ("/v1/chat/completions", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], "n": 2}', 400, "n:"),
         ("/v1/completions", b'{"model": "qa", "prompt": ["a", "b"]}', 400, "one string"),
+        ("/v1/chat/completions", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], '
+         b'"response_format": {"type": "json_object"}}', 400, "response_format"),
+        ("/v1/chat/completions", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], '
+         b'"tools": [{"type": "function", "function": {"name": "f"}}]}', 400, "tools"),
+        ("/v1/chat/completions", b'{"model": "qa", "messages": [{"role": "user", "content": '
+         b'[{"type": "image_url", "image_url": {"url": "x"}}]}]}', 400, "messages"),
+        ("/api/chat", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], "format": "json"}', 400,
+         "'format'"),
     ],
 )
 def test_bad_requests_get_clear_4xx_and_the_server_stays_up(url: str, path: str, body: bytes, status: int,
@@ -148,6 +161,19 @@ def test_bad_requests_get_clear_4xx_and_the_server_stays_up(url: str, path: str,
     text = error["message"] if path.startswith("/v1/") else error
     assert message in text
     assert httpx.get(f"{url}/health").status_code == 200
+    assert f'status="{status}"' in httpx.get(f"{url}/metrics").text  # errors are counted too
+
+
+def test_openai_text_parts_and_a_content_less_tool_turn_are_accepted(url: str) -> None:
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    parts = client.chat.completions.create(
+        model="qa", max_tokens=8, temperature=0,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "What is the capital"},
+                                                {"type": "text", "text": " of France?"}]}])
+    plain = client.chat.completions.create(model="qa", messages=QUESTION, max_tokens=8, temperature=0)
+    assert parts.choices[0].message.content == plain.choices[0].message.content
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None}, *QUESTION]
+    assert client.chat.completions.create(model="qa", messages=history, max_tokens=4).choices[0].message.content
 
 
 def test_oversize_bodies_and_overlong_prompts_are_refused_without_tripping_a_breaker(url: str, gateway: Gateway) -> None:
@@ -173,8 +199,8 @@ def test_admin_endpoints_need_the_token(url: str, gateway: Gateway) -> None:
     assert httpx.get(f"{url}/admin/pool", headers={"Authorization": "Bearer wrong"}).status_code == 401
     pool = httpx.get(f"{url}/admin/pool", headers=ADMIN).json()
     assert any(i["model"] == "smollm2-135m" and i["state"] == "ready" and i["pinned"] for i in pool["instances"])
-    routes = httpx.get(f"{url}/admin/routes", headers=ADMIN).json()["routes"]
-    assert routes[0]["route"] == "qa" and routes[0]["aliases"]["champion"] == "smollm2-135m/1"
+    routes = {r["route"]: r for r in httpx.get(f"{url}/admin/routes", headers=ADMIN).json()["routes"]}
+    assert routes["qa"]["aliases"] == {"champion": "smollm2-135m/1", "previous": "smollm2-135m/2"}
     assert httpx.post(f"{url}/admin/pool/unload", headers=ADMIN, json={"model": "smollm2-135m"}).status_code == 400
     assert httpx.get(f"{url}/health").status_code == 200  # open: load balancers probe it
 
@@ -196,7 +222,7 @@ def test_overhead_header_calls_rows_and_metrics(url: str, gateway: Gateway) -> N
     assert row["completion_tokens"] == 4 and row["ttft_ms"] > 0 and row["cpu_ms"] > 0 and row["peak_rss_mb"] > 50
     assert row["overhead_ms"] == pytest.approx(overhead, abs=0.01)
     metrics = httpx.get(f"{url}/metrics").text
-    assert 'arbiter_requests_total{api="ollama",endpoint="chat",status="200"}' in metrics
+    assert 'arbiter_requests_total{api="ollama",endpoint="/api/chat",status="200"}' in metrics
     assert 'arbiter_breaker_state{instance="smollm2-135m/1#0"} 0.0' in metrics
     assert "arbiter_time_to_first_token_seconds_bucket" in metrics
 
@@ -221,6 +247,9 @@ def test_a_full_queue_answers_429_with_retry_after_and_a_hung_up_client_frees_it
         waiting.join(timeout=120)
         assert not waiting.is_alive()
     assert all(i["in_flight"] == 0 and i["waiting"] == 0 for i in gateway.pool.snapshot())
+    gateway.recorder.flush()
+    cut = gateway.store.query("select count(*) as n from calls where error = 'client disconnected'")
+    assert cut[0]["n"] >= 1  # the hung-up stream is a row too
 
 
 def test_a_promotion_is_warmed_then_followed_and_a_rollback_is_instant(url: str, gateway: Gateway) -> None:
@@ -266,3 +295,16 @@ def test_a_routes_replicas_tag_adds_instances_that_serve_in_parallel(url: str, g
         assert len(champion) == 2 and all(i["state"] == "ready" and i["served"] >= 1 for i in champion)
     finally:
         client.delete_registered_model_tag("route.qa", "arbiter.replicas")
+
+
+def test_a_champion_whose_file_is_gone_fails_over_to_previous_not_a_400(url: str, gateway: Gateway) -> None:
+    body = {"model": "fragile", "prompt": "Hi", "stream": False, "options": {"num_predict": 2}}
+    assert httpx.post(f"{url}/api/generate", json=body, timeout=60).headers["x-arbiter-model"] == "doomed/1"
+    unloaded = httpx.post(f"{url}/admin/pool/unload", headers=ADMIN, json={"model": "doomed/1"})
+    assert unloaded.status_code == 200
+    (gateway.settings.home / "doomed.gguf").unlink()
+    answer = httpx.post(f"{url}/api/generate", json=body, timeout=60)
+    assert answer.status_code == 200 and answer.headers["x-arbiter-model"] == "smollm2-135m/1"
+    gateway.recorder.flush()
+    failed = gateway.store.query("select detail from events where kind = 'pool.load_failed' and model = 'doomed'")
+    assert failed and "is gone" in failed[0]["detail"]
