@@ -295,16 +295,18 @@ class WarmPool:
             self._maintenance.start()
 
     def expire_idle(self) -> list[str]:
-        """Unload unpinned instances idle longer than ``keep_alive_s``; returns their keys."""
+        """Unload unpinned instances idle longer than ``keep_alive_s``, and idle replicas past a
+        version's (lowered) replica count; returns their keys."""
         now = self._clock()
         expired = []
         with self._lock:
             for ref, group in self._instances.items():
-                if ref in self._pinned:
-                    continue
+                wanted = self._replicas.get(ref, 1)
                 for instance in group:
                     idle = instance.state is InstanceState.READY and instance.queued == 0
-                    if idle and now - instance.last_used > self._settings.keep_alive_s:
+                    surplus = instance.replica >= wanted
+                    expired_alive = ref not in self._pinned and now - instance.last_used > self._settings.keep_alive_s
+                    if idle and (surplus or expired_alive):
                         # marked under the lock that saw it idle: no request slips in
                         expired.append((instance, self._mark_cold(instance)))
         for instance, epoch in expired:
@@ -346,7 +348,7 @@ class WarmPool:
             wanted = self._replicas.get(record.ref, 1)
             while len(group) < wanted:
                 group.append(self._new_instance(record, len(group)))
-            return list(group)
+            return group[:wanted]  # replicas past a lowered count take no new requests and unload when idle
 
     def _new_instance(self, record: VersionRecord, replica: int) -> Instance:
         settings = self._settings

@@ -179,8 +179,11 @@ class Router:
         self.refreshes += 1
         with self._lock:
             served = dict(self._served)
-            for route in set(served) - set(desired):
+            gone = set(served) - set(desired)
+            for route in gone:
                 del self._served[route]
+        if gone:
+            self._pin_champions()  # a deleted route's champion is no longer kept loaded
         with self._lock:
             self._desired = {route: e.champion.ref for route, e in desired.items() if e.champion is not None}
         for route, entry in desired.items():

@@ -295,6 +295,11 @@ def test_a_routes_replicas_tag_adds_instances_that_serve_in_parallel(url: str, g
         assert len(champion) == 2 and all(i["state"] == "ready" and i["served"] >= 1 for i in champion)
     finally:
         client.delete_registered_model_tag("route.qa", "arbiter.replicas")
+    deadline = time.monotonic() + 15  # back to one replica: the surplus one unloads once idle
+    while [i["state"] for i in gateway.pool.snapshot() if i["model"] == "smollm2-135m" and i["version"] == 1] \
+            != ["ready", "cold"]:
+        assert time.monotonic() < deadline, "the surplus replica was not unloaded"
+        time.sleep(0.1)
 
 
 def test_a_champion_whose_file_is_gone_fails_over_to_previous_not_a_400(url: str, gateway: Gateway) -> None:
