@@ -23,13 +23,10 @@ A measurement, not a test: exits 0 when the goal is missed and says so in the JS
 from __future__ import annotations
 
 import argparse
-import atexit
 import functools
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,22 +69,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def prepare_home(home: Path | None) -> Path:
-    """A throwaway ARBITER_HOME (removed at exit) unless one is given; Prefect's state goes inside it.
-
-    Everything here must happen before Prefect is imported: it reads its settings at import.
-    """
-    if home is None:
-        home = Path(tempfile.mkdtemp(prefix="arbiter-bench-"))
-        # Registered before Prefect starts its temporary server, so (atexit runs last-in first-out)
-        # the server's own atexit stop runs first and the folder goes after it.
-        atexit.register(shutil.rmtree, home, ignore_errors=True)
-    home = home.expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["ARBITER_HOME"] = str(home)
+    """The shared throwaway home, with Prefect's state inside it. Everything here must happen
+    before Prefect is imported: it reads its settings at import. (The home's atexit removal is
+    registered before Prefect starts its temporary server, so that server stops first.)"""
+    home = harness.prepare_home(home)
     os.environ["PREFECT_HOME"] = str(home / ".prefect")
     os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from registry.cli.prefect_env import prepare_prefect
     from registry.settings import get_settings
 

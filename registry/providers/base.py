@@ -6,6 +6,7 @@ circuit breakers wrap providers from the outside, once, so a new backend only ha
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
@@ -80,6 +81,44 @@ class Generation:
         if decode_ms is None or decode_ms <= 0:
             return None
         return self.decode_steps / (decode_ms / 1000)
+
+
+class StreamTimer:
+    """What every provider's stream measures the same way: the start, the first text, the text.
+
+    Example::
+
+        timer = StreamTimer()
+        for text in server_fragments():
+            timer.add(text)
+            yield text
+        return timer.generation(prompt_tokens=12, completion_tokens=8, finish_reason="stop")
+    """
+
+    def __init__(self) -> None:
+        self._started = time.perf_counter()
+        self._first_at: float | None = None
+        self._parts: list[str] = []
+
+    @property
+    def fragments(self) -> int:
+        return len(self._parts)
+
+    def add(self, text: str) -> None:
+        if self._first_at is None:
+            self._first_at = time.perf_counter()
+        self._parts.append(text)
+
+    def generation(self, *, prompt_tokens: int, completion_tokens: int, finish_reason: str | None) -> Generation:
+        ended = time.perf_counter()
+        return Generation(
+            text="".join(self._parts),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            time_to_first_token_ms=None if self._first_at is None else (self._first_at - self._started) * 1000,
+            generation_ms=(ended - self._started) * 1000,
+            finish_reason=finish_reason,
+        )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from registry.errors import ContextOverflowError, ProviderError
 from registry.gguf_file import verify_file
-from registry.providers.base import Generation, GenerationRequest, Health, run_to_end
+from registry.providers.base import Generation, GenerationRequest, Health, StreamTimer, run_to_end
 from registry.spec import ModelSpec
 
 
@@ -74,9 +74,7 @@ class LlamaCppProvider:
         return run_to_end(self.stream(request))
 
     def stream(self, request: GenerationRequest) -> Generator[str, None, Generation]:
-        started = time.perf_counter()
-        first_token_at: float | None = None
-        parts: list[str] = []
+        timer = StreamTimer()
         finish_reason: str | None = None
         with self._lock:
             llm = self._require_loaded()
@@ -85,21 +83,12 @@ class LlamaCppProvider:
                 if finish is not None:
                     finish_reason = finish
                     continue
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                parts.append(fragment)
+                timer.add(fragment)  # an empty first fragment still marks the first token
                 if fragment:
                     yield fragment
             prompt_tokens, completion_tokens = _tokens_evaluated(llm, finish_reason)
-        ended = time.perf_counter()
-        return Generation(
-            text="".join(parts),
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            time_to_first_token_ms=None if first_token_at is None else (first_token_at - started) * 1000,
-            generation_ms=(ended - started) * 1000,
-            finish_reason=finish_reason,
-        )
+        return timer.generation(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                finish_reason=finish_reason)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """One mean-pooled vector per text (versions registered with the ``embedding`` capability)."""

@@ -21,7 +21,7 @@ from typing import Any
 import ollama
 
 from registry.errors import ProviderError
-from registry.providers.base import Generation, GenerationRequest, Health, run_to_end
+from registry.providers.base import Generation, GenerationRequest, Health, StreamTimer, run_to_end
 from registry.providers.remote import GENERATION_TIMEOUT, PROBE_TIMEOUT, RemoteModel, transport_errors
 from registry.spec import ModelSpec
 
@@ -84,9 +84,7 @@ class OllamaProvider:
         }
         if request.stop:
             options["stop"] = list(request.stop)
-        started = time.perf_counter()
-        first_token_at: float | None = None
-        parts: list[str] = []
+        timer = StreamTimer()
         final: Any = None
         with transport_errors(self._where, *_CLIENT_ERRORS):
             source = self.spec.source
@@ -99,9 +97,7 @@ class OllamaProvider:
                 for chunk in chunks:
                     text = chunk.message.content if request.messages else chunk.response
                     if text:
-                        if first_token_at is None:
-                            first_token_at = time.perf_counter()
-                        parts.append(text)
+                        timer.add(text)
                         yield text
                     if chunk.done:
                         final = chunk
@@ -109,15 +105,8 @@ class OllamaProvider:
             raise ProviderError(
                 f"{self._where}: the stream ended without its final `done` line; the server closed it early"
             )
-        ended = time.perf_counter()
-        return Generation(
-            text="".join(parts),
-            prompt_tokens=final.prompt_eval_count or 0,
-            completion_tokens=final.eval_count or 0,
-            time_to_first_token_ms=None if first_token_at is None else (first_token_at - started) * 1000,
-            generation_ms=(ended - started) * 1000,
-            finish_reason=final.done_reason,
-        )
+        return timer.generation(prompt_tokens=final.prompt_eval_count or 0, completion_tokens=final.eval_count or 0,
+                                finish_reason=final.done_reason)
 
     def health(self) -> Health:
         """The server answers ``GET /api/tags`` within a few seconds and still lists the model

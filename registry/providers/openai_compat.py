@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from registry.errors import ProviderError
-from registry.providers.base import Generation, GenerationRequest, Health, run_to_end
+from registry.providers.base import Generation, GenerationRequest, Health, StreamTimer, run_to_end
 from registry.providers.remote import GENERATION_TIMEOUT, PROBE_TIMEOUT, RemoteModel, transport_errors
 from registry.spec import ModelSpec
 
@@ -62,9 +62,7 @@ class OpenAICompatProvider:
         client = self._require_loaded()
         chat = bool(request.messages)
         path, body = _request_body(self.spec.source, request, self._seed if request.seed is None else request.seed)
-        started = time.perf_counter()
-        first_token_at: float | None = None
-        parts: list[str] = []
+        timer = StreamTimer()
         finish_reason: str | None = None
         usage: dict[str, Any] | None = None
         # Leaving this block, normally or because the caller closed the generator, closes the response.
@@ -78,20 +76,11 @@ class OpenAICompatProvider:
                     text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                     finish_reason = choice.get("finish_reason") or finish_reason
                     if text:
-                        if first_token_at is None:
-                            first_token_at = time.perf_counter()
-                        parts.append(text)
+                        timer.add(text)
                         yield text
-        ended = time.perf_counter()
-        prompt_tokens, completion_tokens = _token_counts(usage, len(parts), finish_reason, request.max_tokens)
-        return Generation(
-            text="".join(parts),
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            time_to_first_token_ms=None if first_token_at is None else (first_token_at - started) * 1000,
-            generation_ms=(ended - started) * 1000,
-            finish_reason=finish_reason,
-        )
+        prompt_tokens, completion_tokens = _token_counts(usage, timer.fragments, finish_reason, request.max_tokens)
+        return timer.generation(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                finish_reason=finish_reason)
 
     def health(self) -> Health:
         """The server answers ``GET /models`` within a few seconds and still lists the model."""
