@@ -34,6 +34,7 @@ from registry.settings import Settings
 
 _MB = 1024 * 1024
 _MAINTENANCE_TICK_S = 0.5
+_CANCEL_POLL_S = 0.1  # how soon a queued request notices that its client hung up
 
 
 class InstanceState(StrEnum):
@@ -117,14 +118,20 @@ class FairSlot:
         self._waiters: deque[threading.Event] = deque()
         self._lock = threading.Lock()
 
-    def acquire(self, timeout: float) -> bool:
+    def acquire(self, timeout: float, cancelled: threading.Event | None = None) -> bool:
+        """True once the slot is this caller's; False after ``timeout``, or as soon as
+        ``cancelled`` is set (a client that hung up gives its place in the queue back)."""
         with self._lock:
             if self._free and not self._waiters:
                 self._free -= 1
                 return True
             turn = threading.Event()
             self._waiters.append(turn)
-        if turn.wait(timeout):
+        deadline = time.monotonic() + timeout
+        while not turn.wait(max(0.0, min(deadline - time.monotonic(), _CANCEL_POLL_S))):
+            if time.monotonic() >= deadline or (cancelled is not None and cancelled.is_set()):
+                break
+        else:
             return True
         with self._lock:
             if turn.is_set():  # handed over just as the wait ran out: keep it
@@ -211,21 +218,26 @@ class WarmPool:
             raise ProviderError(f"{record.ref} could not be warmed: {'; '.join(errors)}")
 
     @contextlib.contextmanager
-    def lease(self, record: VersionRecord, *, exclude: frozenset[str] = frozenset()) -> Iterator[Instance]:
+    def lease(
+        self, record: VersionRecord, *, exclude: frozenset[str] = frozenset(), cancelled: threading.Event | None = None
+    ) -> Iterator[Instance]:
         """Hold one instance of ``record`` for one request.
 
         Picks the least busy ready replica whose breaker allows traffic (loading a cold one when
-        none is loaded), waits for its slot at most ``queue_timeout_s``. ``exclude`` lists
+        none is loaded), waits for its slot at most ``queue_timeout_s`` (less if ``cancelled`` is set
+        meanwhile: the client hung up). ``exclude`` lists
         instance keys that already failed this request (failover moves on to the others).
         Raises ``CapacityError`` when every candidate's queue is full, ``UnavailableError`` when
         no candidate is healthy or the wait ran out.
         """
         instance = self._admit(record, exclude)
-        acquired = instance.slot.acquire(timeout=self._settings.queue_timeout_s)
+        acquired = instance.slot.acquire(timeout=self._settings.queue_timeout_s, cancelled=cancelled)
         with self._lock:
             instance.waiting -= 1
             if acquired:
                 instance.in_flight += 1
+        if not acquired and cancelled is not None and cancelled.is_set():
+            raise UnavailableError(f"the client hung up while queued for {instance.key}")
         if not acquired:
             raise UnavailableError(
                 f"{instance.key} stayed busy for {self._settings.queue_timeout_s:g} s; retry later or add replicas"

@@ -12,6 +12,7 @@ already has, the stream ends with a clear error instead of splicing two differen
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -68,18 +69,23 @@ class Dispatcher:
     def generate(self, resolution: Resolution, request: GenerationRequest, *, api: str) -> Answer:
         return run_to_end(self.stream(resolution, request, api=api))
 
-    def stream(self, resolution: Resolution, request: GenerationRequest, *, api: str) -> Generator[str, None, Answer]:
+    def stream(
+        self, resolution: Resolution, request: GenerationRequest, *, api: str, cancelled: threading.Event | None = None
+    ) -> Generator[str, None, Answer]:
         """Yield text fragments; return the ``Answer``. Raises ``UnavailableError`` when every
-        candidate failed, ``CapacityError`` when the first candidate's queues are full."""
+        candidate failed (or ``cancelled`` was set: the client hung up), ``CapacityError`` when
+        the first candidate's queues are full."""
         progress = _Progress()
         errors: list[str] = []
         attempts = 0
         for record in self._candidates(resolution):
             excluded: set[str] = set()
             while True:
+                if cancelled is not None and cancelled.is_set():
+                    raise UnavailableError(f"{resolution.requested}: the client hung up; nothing more is tried")
                 attempts += 1
                 try:
-                    lease = self._pool.lease(record, exclude=frozenset(excluded))
+                    lease = self._pool.lease(record, exclude=frozenset(excluded), cancelled=cancelled)
                     queued_at = time.perf_counter()
                     instance = lease.__enter__()
                 except CapacityError:

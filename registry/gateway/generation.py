@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import TypeVar
 
 from fastapi import Request
@@ -94,7 +94,7 @@ async def answer_whole(
 ) -> Answer:
     """A whole answer, generated in its own producer thread (never a worker of the loop's bounded
     thread pool, which requests waiting in queues would exhaust), stopped when the client hangs up."""
-    bridge = StreamBridge(gateway_of(request).dispatcher.stream(resolution, generation_request, api=api))
+    bridge = bridge_for(request, resolution, generation_request, api=api)
     watcher = asyncio.create_task(_close_on_disconnect(request, bridge))
     try:
         while await bridge.next() is not None:
@@ -103,6 +103,25 @@ async def answer_whole(
         watcher.cancel()
     assert bridge.answer is not None
     return bridge.answer
+
+
+def bridge_for(
+    request: Request, resolution: Resolution, generation_request: GenerationRequest, *, api: str
+) -> StreamBridge:
+    dispatcher = gateway_of(request).dispatcher
+    return StreamBridge(
+        lambda cancelled: dispatcher.stream(resolution, generation_request, api=api, cancelled=cancelled)
+    )
+
+
+async def first_fragment(request: Request, bridge: StreamBridge) -> str | None:
+    """A stream's first fragment (or its first error, in time for a proper status code); a client
+    that hangs up while its request is still queued gives its place back."""
+    watcher = asyncio.create_task(_close_on_disconnect(request, bridge))
+    try:
+        return await bridge.next()
+    finally:
+        watcher.cancel()
 
 
 async def _close_on_disconnect(request: Request, bridge: StreamBridge) -> None:
@@ -153,14 +172,15 @@ class StreamBridge:
     One thread for the whole stream, not one hop per fragment: the model keeps generating while
     the loop sends (a hop per fragment cost ~5 % of the decode rate), and every ``next()`` and the
     final ``close()`` happen in the same thread. ``answer`` is set when the stream ends; an error
-    is raised from :meth:`first` (still in time for a proper status code) or from :meth:`rest`.
+    is raised from :meth:`next` (the first call is still in time for a proper status code) or
+    from :meth:`rest`.
     """
 
-    def __init__(self, stream: Generator[str, None, Answer]) -> None:
-        self._stream = stream
+    def __init__(self, open_stream: Callable[[threading.Event], Generator[str, None, Answer]]) -> None:
+        self._cancelled = threading.Event()  # the stream is told too: a request still queued withdraws
+        self._stream = open_stream(self._cancelled)
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
-        self._cancelled = threading.Event()
         self.answer: Answer | None = None
         threading.Thread(target=self._produce, name="arbiter-stream", daemon=True).start()
 

@@ -22,11 +22,12 @@ from registry.catalog import VersionRecord
 from registry.errors import ArbiterError, UserError
 from registry.gateway.generation import (
     OVERHEAD_HEADER,
-    StreamBridge,
     answer_whole,
     bounded_max_tokens,
+    bridge_for,
     check_num_ctx,
     finish,
+    first_fragment,
     gateway_of,
     overhead_so_far,
     parse_body,
@@ -262,7 +263,6 @@ async def _respond(
     request: Request, name: str, resolution: Resolution, generation_request: GenerationRequest, stream: bool,
     endpoint: str,
 ) -> Response:
-    gateway = gateway_of(request)
     if not stream:
         answer = await answer_whole(request, resolution, generation_request, api=_API)
         payload = _final(name, answer.generation.text, answer.generation.finish_reason, answer) | _content(
@@ -271,9 +271,9 @@ async def _respond(
         content = json_line(payload)
         overhead = finish(request, answer)
         return Response(content, media_type="application/json", headers={**_headers(answer), OVERHEAD_HEADER: f"{overhead:.3f}"})
-    bridge = StreamBridge(gateway.dispatcher.stream(resolution, generation_request, api=_API))
+    bridge = bridge_for(request, resolution, generation_request, api=_API)
     header_overhead = overhead_so_far(request)
-    first = await bridge.next()  # a failure before any text still gets a proper status code
+    first = await first_fragment(request, bridge)  # a failure before any text still gets a proper status code
 
     async def lines():
         try:

@@ -20,10 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from registry.errors import UserError
 from registry.gateway.generation import (
     OVERHEAD_HEADER,
-    StreamBridge,
     answer_whole,
     bounded_max_tokens,
+    bridge_for,
     finish,
+    first_fragment,
     gateway_of,
     overhead_so_far,
     parse_body,
@@ -152,7 +153,6 @@ def _request(gateway, resolution: Resolution, body: _Common, wanted: int | None,
 async def _respond(
     request: Request, body: _Common, resolution: Resolution, generation_request: GenerationRequest, endpoint: str
 ) -> Response:
-    gateway = gateway_of(request)
     call_id = ("chatcmpl-" if endpoint == "chat.completions" else "cmpl-") + new_id()[:24]
     created = int(time.time())
     if not body.stream:
@@ -163,9 +163,9 @@ async def _respond(
         return Response(content, media_type="application/json", headers={
             OVERHEAD_HEADER: f"{overhead:.3f}", "x-arbiter-model": answer.record.ref,
             "x-arbiter-queue-ms": f"{answer.queue_ms:.3f}"})
-    bridge = StreamBridge(gateway.dispatcher.stream(resolution, generation_request, api=_API))
+    bridge = bridge_for(request, resolution, generation_request, api=_API)
     header_overhead = overhead_so_far(request)
-    first = await bridge.next()
+    first = await first_fragment(request, bridge)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:

@@ -7,6 +7,7 @@ put them back, so test order does not matter.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
@@ -250,6 +251,32 @@ def test_a_full_queue_answers_429_with_retry_after_and_a_hung_up_client_frees_it
     gateway.recorder.flush()
     cut = gateway.store.query("select count(*) as n from calls where error = 'client disconnected'")
     assert cut[0]["n"] >= 1  # the hung-up stream is a row too
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_hangs_up_while_queued_gives_its_place_back(url: str, gateway: Gateway, stream: bool) -> None:
+    long = {"model": "qa", "prompt": "1, 2, 3, 4, 5, 6,", "raw": True, "options": {"num_predict": 600}}
+
+    def impatient() -> None:  # gives up after 1 s without an answer: the connection closes
+        with contextlib.suppress(httpx.TimeoutException):
+            httpx.post(f"{url}/api/generate", json=long | {"stream": stream}, timeout=httpx.Timeout(60, read=1.0))
+
+    with httpx.Client(timeout=120) as first, first.stream("POST", f"{url}/api/generate", json=long) as running:
+        lines = running.iter_lines()  # kept: dropping the iterator would close the connection
+        next(lines)  # generating now
+        quitter = threading.Thread(target=impatient)
+        quitter.start()
+        deadline = time.monotonic() + 10
+        while not any(i["waiting"] for i in gateway.pool.snapshot()):
+            assert time.monotonic() < deadline, "the second request never queued"
+            time.sleep(0.02)
+        quitter.join(timeout=10)
+        # its client left: the place is free within a moment, long before the first request ends
+        deadline = time.monotonic() + 3
+        while any(i["waiting"] for i in gateway.pool.snapshot()):
+            assert time.monotonic() < deadline, "the queued request kept its place after its client left"
+            time.sleep(0.05)
+        assert next(lines)  # the first stream is still going
 
 
 def test_a_promotion_is_warmed_then_followed_and_a_rollback_is_instant(url: str, gateway: Gateway) -> None:
