@@ -223,8 +223,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
-def summarize_mode(samples: list[Sample], mode: str, calls_overhead_ms: list[float]) -> dict[str, Any]:
+def summarize_mode(samples: list[Sample], mode: str, rows: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
     pairs = paired(samples, mode)
+    calls_overhead_ms = [rows[(mode, g.pair)]["overhead_ms"] for g, _ in pairs if (mode, g.pair) in rows]
     gateway = [g for g, _ in pairs]
     direct = [d for _, d in pairs]
     added = [g.wall_ms - d.wall_ms for g, d in pairs]
@@ -251,6 +252,10 @@ def summarize_mode(samples: list[Sample], mode: str, calls_overhead_ms: list[flo
             "added_ttft_ms_p50": _median([_difference(g.ttft_ms, d.ttft_ms) for g, d in pairs]),
             "ttft_ms_gateway_p50": _median([g.ttft_ms for g in gateway]),
             "ttft_ms_direct_p50": _median([d.ttft_ms for d in direct]),
+            # the model's own first token inside the gateway vs direct: how much of added_ttft is the
+            # model running slower in the gateway's process, not the gateway's path
+            "model_ttft_delta_ms_p50": _median([_difference(rows[(mode, g.pair)]["ttft_ms"], d.ttft_ms)
+                                                for g, d in pairs if (mode, g.pair) in rows]) if rows else None,
         }
     summary = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}
     summary["goals"] = {name: _goal(summary[name], *goal) for name, goal in GOALS.items() if summary[name] is not None}
@@ -266,8 +271,9 @@ def _goal(value: float, op: str, target: float) -> dict[str, Any]:
     return {"goal": f"{op} {target}", "met": met}
 
 
-def calls_overhead(home: Path, samples: list[Sample]) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """The gateway's own ``overhead_ms`` per measured request, by mode, from its ``calls`` rows.
+def calls_figures(home: Path, samples: list[Sample]) -> tuple[dict[tuple[str, int], dict[str, Any]], dict[str, Any]]:
+    """The gateway's own ``calls`` row of each measured request, keyed by (mode, pair): its
+    ``overhead_ms`` and the model's own time to first token inside the gateway (``ttft_ms``).
 
     Requests were sent one at a time, so the rows in time order are the gateway samples in order;
     a count or token mismatch (a row missing or extra) gives nothing rather than a wrong match.
@@ -276,7 +282,7 @@ def calls_overhead(home: Path, samples: list[Sample]) -> tuple[dict[str, list[fl
     from registry.store import ResultsStore
 
     rows = ResultsStore(get_settings(home=home).results_dir).query(
-        "select overhead_ms, completion_tokens from calls where source = 'gateway' and ok order by ts"
+        "select overhead_ms, ttft_ms, completion_tokens from calls where source = 'gateway' and ok order by ts"
     )
     sent = [s for s in samples if s.path == "gateway"]
     matched = len(rows) == len(sent) and all(
@@ -284,9 +290,8 @@ def calls_overhead(home: Path, samples: list[Sample]) -> tuple[dict[str, list[fl
     )
     info = {"found": len(rows), "expected": len(sent), "matched": matched}
     if not matched:
-        return {mode: [] for mode in MODES}, info
-    return {mode: [r["overhead_ms"] for r, s in zip(rows, sent, strict=True) if s.mode == mode and s.pair > 0]
-            for mode in MODES}, info
+        return {}, info
+    return {(s.mode, s.pair): r for r, s in zip(rows, sent, strict=True) if s.pair > 0}, info
 
 
 def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
@@ -312,7 +317,7 @@ def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
                 })
     finally:
         provider.unload()
-    overheads, calls_rows = calls_overhead(home, samples)  # the gateway flushed its rows when it stopped
+    rows, calls_rows = calls_figures(home, samples)  # the gateway flushed its rows when it stopped
     resolution = measure_resolution(home)
     return {
         "benchmark": "gateway_overhead",
@@ -325,7 +330,7 @@ def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         "gateway": "arbiter serve subprocess on 127.0.0.1 (--no-webhook)",
         "settings": {"threads": settings.n_threads, "n_ctx": settings.n_ctx, "seed": settings.seed,
                      "max_tokens": args.max_tokens, "temperature": 0, "pairs": args.pairs, "warmup_pairs": 1},
-        "modes": {mode: summarize_mode(samples, mode, overheads[mode]) for mode in MODES},
+        "modes": {mode: summarize_mode(samples, mode, rows) for mode in MODES},
         "calls_rows": calls_rows,
         "resolution_us": resolution,
         "samples": [asdict(s) | {"decode_tok_s": s.decode_tok_s, "e2e_tok_s": s.e2e_tok_s} for s in samples],
