@@ -285,6 +285,13 @@ class WarmPool:
             instances = [i for group in self._instances.values() for i in group]
         return [i.as_json() | {"pinned": i.record.ref in self._pinned} for i in instances]
 
+    def expires_in_s(self, instance: Instance) -> float | None:
+        """Seconds until an idle instance's keep-alive runs out; None for a pinned one (never)."""
+        if instance.record.ref in self._pinned:
+            return None
+        idle_s = 0.0 if instance.queued else self._clock() - instance.last_used
+        return max(0.0, self._settings.keep_alive_s - idle_s)
+
     def loaded(self) -> list[Instance]:
         with self._lock:
             return [i for group in self._instances.values() for i in group if i.state is InstanceState.READY]

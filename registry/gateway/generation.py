@@ -62,12 +62,16 @@ def context_limit(gateway: Gateway, record: VersionRecord) -> int:
     return min(window, gateway.settings.n_ctx) if record.spec.kind == "gguf" else window
 
 
-def bounded_max_tokens(gateway: Gateway, record: VersionRecord, requested: int | None, *, field: str) -> int:
-    """``requested`` checked against the context window; -1 (Ollama: until the context is full) is the limit."""
+def bounded_max_tokens(
+    gateway: Gateway, record: VersionRecord, requested: int | None, *, field: str, default: int = DEFAULT_MAX_TOKENS,
+    until_full: bool = False,
+) -> int:
+    """``requested`` checked against the context window. With ``until_full`` (Ollama's
+    ``num_predict``), -1 and -2 mean "until the context is full": the limit."""
     limit = context_limit(gateway, record)
     if requested is None:
-        return min(DEFAULT_MAX_TOKENS, limit)
-    if requested in (-1, -2):
+        return min(default, limit)
+    if until_full and requested in (-1, -2):
         return limit
     if requested < 1 or requested > limit:
         raise UserError(f"{field} must be between 1 and {limit} (the context window of {record.ref}); got {requested}")
@@ -95,12 +99,9 @@ async def answer_whole(
     """A whole answer, generated in its own producer thread (never a worker of the loop's bounded
     thread pool, which requests waiting in queues would exhaust), stopped when the client hangs up."""
     bridge = bridge_for(request, resolution, generation_request, api=api)
-    watcher = asyncio.create_task(_close_on_disconnect(request, bridge))
-    try:
+    async with _closed_on_disconnect(request, bridge):
         while await bridge.next() is not None:
             pass
-    finally:
-        watcher.cancel()
     assert bridge.answer is not None
     return bridge.answer
 
@@ -117,17 +118,30 @@ def bridge_for(
 async def first_fragment(request: Request, bridge: StreamBridge) -> str | None:
     """A stream's first fragment (or its first error, in time for a proper status code); a client
     that hangs up while its request is still queued gives its place back."""
-    watcher = asyncio.create_task(_close_on_disconnect(request, bridge))
-    try:
+    async with _closed_on_disconnect(request, bridge):
         return await bridge.next()
+
+
+@contextlib.asynccontextmanager
+async def _closed_on_disconnect(request: Request, bridge: StreamBridge) -> AsyncIterator[None]:
+    """While the block runs, a client that hangs up stops the bridge (checked every 0.25 s)."""
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(_DISCONNECT_POLL_S)
+        bridge.close()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
     finally:
         watcher.cancel()
 
 
-async def _close_on_disconnect(request: Request, bridge: StreamBridge) -> None:
-    while not await request.is_disconnected():
-        await asyncio.sleep(_DISCONNECT_POLL_S)
-    bridge.close()
+def answer_headers(answer: Answer, overhead_ms: float) -> dict[str, str]:
+    """The headers of a whole answer: the gateway's overhead, the version that answered, the wait."""
+    return {OVERHEAD_HEADER: f"{overhead_ms:.3f}", "x-arbiter-model": answer.record.ref,
+            "x-arbiter-queue-ms": f"{answer.queue_ms:.3f}"}
 
 
 def finish(request: Request, answer: Answer) -> float:

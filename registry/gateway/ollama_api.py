@@ -10,9 +10,10 @@ figures, or an ``{"error": ...}`` line if the backend failed after the stream be
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,6 +23,7 @@ from registry.catalog import VersionRecord
 from registry.errors import ArbiterError, UserError
 from registry.gateway.generation import (
     OVERHEAD_HEADER,
+    answer_headers,
     answer_whole,
     bounded_max_tokens,
     bridge_for,
@@ -138,7 +140,7 @@ async def generate(request: Request) -> Response:
     record = resolution.record
     if not body.prompt and body.system is None:  # Ollama's "load the model" call
         await _warm(request, resolution)
-        return JSONResponse(_final(body.model, "", "load", None) | {"response": ""})
+        return JSONResponse(_final(body.model, "load", None) | {"response": ""})
     if body.raw or "chat" not in record.spec.capabilities:
         generation_request = _request(gateway, record, body.options, prompt=body.prompt)
     else:
@@ -156,7 +158,7 @@ async def chat(request: Request) -> Response:
     resolution = gateway.router.resolve(body.model)
     if not body.messages:  # Ollama's "load the model" call
         await _warm(request, resolution)
-        return JSONResponse(_final(body.model, "", "load", None) | {"message": {"role": "assistant", "content": ""}})
+        return JSONResponse(_final(body.model, "load", None) | {"message": {"role": "assistant", "content": ""}})
     require_capability(resolution.record, "chat", body.model)
     messages = [{"role": m.role, "content": m.content} for m in body.messages]
     generation_request = _request(gateway, resolution.record, body.options, messages=messages)
@@ -180,11 +182,14 @@ async def tags(request: Request) -> dict[str, Any]:
 async def ps(request: Request) -> dict[str, Any]:
     gateway = gateway_of(request)
     models = []
+    now = datetime.now(UTC)
     for instance in gateway.pool.loaded():
         record = instance.record
+        expires_in = gateway.pool.expires_in_s(instance)  # pinned (a champion): never
+        expires = datetime.max.replace(tzinfo=UTC) if expires_in is None else now + timedelta(seconds=expires_in)
         models.append({
             "name": record.ref, "model": record.ref, **_model_facts(record),
-            "size_vram": 0, "expires_at": _iso(datetime.max.replace(tzinfo=UTC)),
+            "size_vram": 0, "expires_at": _iso(expires),
             "context_length": min(record.spec.context_window, gateway.settings.n_ctx),
         })
     return {"models": models}
@@ -220,8 +225,6 @@ async def show(request: Request) -> dict[str, Any]:
 @router.post("/api/embed")
 async def embed(request: Request) -> dict[str, Any]:
     body = await parse_body(request, EmbedBody)
-    import anyio
-
     gateway = gateway_of(request)
     resolution = gateway.router.resolve(body.model)
     require_capability(resolution.record, "embedding", body.model)
@@ -246,7 +249,8 @@ def _request(gateway, record: VersionRecord, options: Options, **content: Any) -
     check_num_ctx(gateway, record, options.num_ctx)
     return GenerationRequest(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in content.items()},
-        max_tokens=bounded_max_tokens(gateway, record, options.num_predict, field="options.num_predict"),
+        max_tokens=bounded_max_tokens(gateway, record, options.num_predict, field="options.num_predict",
+                                      until_full=True),
         temperature=_DEFAULT_TEMPERATURE if options.temperature is None else options.temperature,
         seed=options.seed,
         stop=tuple(options.stop or ()),
@@ -254,8 +258,6 @@ def _request(gateway, record: VersionRecord, options: Options, **content: Any) -
 
 
 async def _warm(request: Request, resolution: Resolution) -> None:
-    import anyio
-
     await anyio.to_thread.run_sync(gateway_of(request).pool.warm, resolution.record)
 
 
@@ -265,12 +267,12 @@ async def _respond(
 ) -> Response:
     if not stream:
         answer = await answer_whole(request, resolution, generation_request, api=_API)
-        payload = _final(name, answer.generation.text, answer.generation.finish_reason, answer) | _content(
+        payload = _final(name, answer.generation.finish_reason, answer) | _content(
             endpoint, answer.generation.text
         )
         content = json_line(payload)
         overhead = finish(request, answer)
-        return Response(content, media_type="application/json", headers={**_headers(answer), OVERHEAD_HEADER: f"{overhead:.3f}"})
+        return Response(content, media_type="application/json", headers=answer_headers(answer, overhead))
     bridge = bridge_for(request, resolution, generation_request, api=_API)
     header_overhead = overhead_so_far(request)
     first = await first_fragment(request, bridge)  # a failure before any text still gets a proper status code
@@ -289,7 +291,7 @@ async def _respond(
         answer = bridge.answer
         assert answer is not None
         finish(request, answer)
-        yield json_line(_final(name, "", answer.generation.finish_reason, answer) | _content(endpoint, ""))
+        yield json_line(_final(name, answer.generation.finish_reason, answer) | _content(endpoint, ""))
 
     return StreamingResponse(lines(), media_type="application/x-ndjson", headers={OVERHEAD_HEADER: header_overhead})
 
@@ -302,7 +304,7 @@ def _fragment(name: str, endpoint: str, text: str) -> dict[str, Any]:
     return {"model": name, "created_at": _iso(datetime.now(UTC)), **_content(endpoint, text), "done": False}
 
 
-def _final(name: str, text: str, reason: str | None, answer: Answer | None) -> dict[str, Any]:
+def _final(name: str, reason: str | None, answer: Answer | None) -> dict[str, Any]:
     payload: dict[str, Any] = {"model": name, "created_at": _iso(datetime.now(UTC)), "done": True,
                                "done_reason": reason or "stop"}
     if answer is not None:
@@ -326,10 +328,6 @@ def _eval_ms(generation: Generation) -> float:
     a 32-token answer read ~3 % fast."""
     rate = generation.tokens_per_s
     return generation.completion_tokens / rate * 1000 if rate else 0.0
-
-
-def _headers(answer: Answer) -> dict[str, str]:
-    return {"x-arbiter-model": answer.record.ref, "x-arbiter-queue-ms": f"{answer.queue_ms:.3f}"}
 
 
 def _model_facts(record: VersionRecord) -> dict[str, Any]:

@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from registry.errors import UserError
 from registry.gateway.generation import (
+    DEFAULT_MAX_TOKENS,
     OVERHEAD_HEADER,
+    answer_headers,
     answer_whole,
     bounded_max_tokens,
     bridge_for,
@@ -39,6 +41,7 @@ from registry.store import new_id
 router = APIRouter()
 _API = "openai"
 _DEFAULT_TEMPERATURE = 1.0
+_COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default for /v1/completions
 _MAX_TEXT = 1_000_000
 
 
@@ -131,19 +134,17 @@ async def completions(request: Request) -> Response:
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if len(prompts) != 1:
         raise UserError(f"'prompt' must be one string (got a list of {len(prompts)}); send one request per prompt")
-    generation_request = _request(gateway, resolution, body, body.max_tokens if body.max_tokens is not None else 16,
-                                  "max_tokens", prompt=prompts[0])
+    generation_request = _request(gateway, resolution, body, body.max_tokens, "max_tokens", prompt=prompts[0],
+                                  default_max_tokens=_COMPLETIONS_DEFAULT_MAX_TOKENS)
     return await _respond(request, body, resolution, generation_request, "completions")
 
 
-def _request(gateway, resolution: Resolution, body: _Common, wanted: int | None, field: str,
-             **content: Any) -> GenerationRequest:
-    if wanted is not None and wanted < 1:
-        raise UserError(f"{field} must be at least 1; got {wanted}")
+def _request(gateway, resolution: Resolution, body: _Common, wanted: int | None, field: str, *,
+             default_max_tokens: int = DEFAULT_MAX_TOKENS, **content: Any) -> GenerationRequest:
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return GenerationRequest(
         **content,
-        max_tokens=bounded_max_tokens(gateway, resolution.record, wanted, field=field),
+        max_tokens=bounded_max_tokens(gateway, resolution.record, wanted, field=field, default=default_max_tokens),
         temperature=_DEFAULT_TEMPERATURE if body.temperature is None else body.temperature,
         seed=body.seed,
         stop=stop,
@@ -160,9 +161,7 @@ async def _respond(
         payload = _whole(call_id, created, body.model, endpoint, answer)
         content = json.dumps(payload, separators=(",", ":")).encode()
         overhead = finish(request, answer)
-        return Response(content, media_type="application/json", headers={
-            OVERHEAD_HEADER: f"{overhead:.3f}", "x-arbiter-model": answer.record.ref,
-            "x-arbiter-queue-ms": f"{answer.queue_ms:.3f}"})
+        return Response(content, media_type="application/json", headers=answer_headers(answer, overhead))
     bridge = bridge_for(request, resolution, generation_request, api=_API)
     header_overhead = overhead_so_far(request)
     first = await first_fragment(request, bridge)

@@ -164,6 +164,18 @@ def test_arbiter_serve_refuses_a_public_bind_without_a_token_and_a_busy_port(bac
     assert busy.returncode == 2 and "is in use" in busy.stderr and "Traceback" not in busy.stderr
 
 
+def test_a_bad_setting_in_the_environment_is_one_line(backend_home: Path) -> None:
+    import subprocess
+
+    from support import ARBITER
+
+    env = {**os.environ, "ARBITER_HOME": str(backend_home), "ARBITER_QUEUE_DEPTH": "-1"}
+    bad = subprocess.run([ARBITER, "serve", "--port", str(free_port())], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "ARBITER_QUEUE_DEPTH='-1'" in bad.stderr and "greater than or equal to 0" in bad.stderr
+
+
 def test_gateway_object_needs_no_server_to_refuse_a_public_bind(tmp_path: Path) -> None:
     from registry.errors import ConfigError
 
