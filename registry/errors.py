@@ -7,6 +7,8 @@
     │   ├── NotFoundError        unknown model, version, route or alias
     │   ├── DatasetError         a validation set fails its schema or its Great Expectations suite
     │   ├── PromotionError       a promotion or rollback the rules refuse
+    │   ├── ConflictError        another process is promoting the same route (exit 4)
+    │   ├── SelectionError       no version meets the selection criteria (each exclusion says why)
     │   ├── ContextOverflowError a prompt (plus max_tokens) longer than the model's context
     │   └── ConfigError          a setting that cannot work
     ├── ProviderError            a backend failed to load or generate
@@ -52,6 +54,16 @@ class DatasetError(UserError):
 
 class PromotionError(UserError):
     """A promotion or rollback that the route's rules refuse."""
+
+
+class ConflictError(UserError):
+    """Another process holds the thing asked for (a promotion of the same route already running)."""
+
+    exit_code = 4
+
+
+class SelectionError(UserError):
+    """No registered version meets the selection criteria; the message says why each one was excluded."""
 
 
 class ContextOverflowError(UserError):
