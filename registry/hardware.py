@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import time
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import metadata
@@ -70,3 +71,41 @@ def _package_version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+# What each accelerator needs, for the message that says why a version cannot run here.
+ACCELERATOR_NEEDS = {
+    "cpu": "any machine",
+    "cuda": "an NVIDIA GPU with its driver",
+    "metal": "macOS on Apple Silicon",
+    "ane": "macOS on Apple Silicon",
+}
+
+
+@cache
+def accelerators_available() -> frozenset[str]:
+    """What this machine can run a model on: always ``cpu``; ``cuda`` when NVML finds an NVIDIA
+    GPU; ``metal`` and ``ane`` (the Neural Engine CoreML uses) on macOS on Apple Silicon.
+    Cached: the hardware does not change under a running process."""
+    found = {"cpu"}
+    if gpu_names():
+        found.add("cuda")
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        found |= {"metal", "ane"}
+    return frozenset(found)
+
+
+_MEMORY_FRESH_S = 1.0
+_memory_seen: tuple[float, int] = (float("-inf"), 0)
+
+
+def available_memory_mb() -> int:
+    """Memory free for a new model, re-read at most once a second: it moves as models load and
+    unload, but reading it costs ~85 µs, most of a selection's 1 ms budget."""
+    global _memory_seen
+    stamp, value = _memory_seen
+    now = time.monotonic()
+    if now - stamp > _MEMORY_FRESH_S:
+        value = int(psutil.virtual_memory().available // (1024 * 1024))
+        _memory_seen = (now, value)
+    return value

@@ -102,6 +102,17 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("schema_version", pa.int32()),
         ]
     ),
+    # Task learnings (registry/learnings.py): append-only; the latest row per (task, key) wins.
+    "learnings": pa.schema(
+        [
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("task", pa.string()),
+            ("key", pa.string()),
+            ("value", pa.string()),
+            ("source", pa.string()),
+            ("schema_version", pa.int32()),
+        ]
+    ),
 }
 
 
