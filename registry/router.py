@@ -13,17 +13,18 @@ the route keeps serving the old champion and the failure is an event.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from registry.catalog import Catalog, VersionRecord, parse_ref
 from registry.errors import NotFoundError
 from registry.pool import WarmPool
-from registry.routes import CHAMPION, PREVIOUS, ROUTE_ALIASES, Routes
+from registry.routes import CHALLENGER, CHAMPION, PREVIOUS, ROUTE_ALIASES, TAG_SHARE, Routes
 from registry.spec import ROUTE_PREFIX
 
 _log = logging.getLogger(__name__)
@@ -39,10 +40,20 @@ class RouteEntry:
     route: str
     aliases: dict[str, VersionRecord] = field(default_factory=dict)
     replicas: int = 1
+    share: int = 0  # per cent of the route's requests sent to the challenger (a gradual rollout)
 
     @property
     def champion(self) -> VersionRecord | None:
         return self.aliases.get(CHAMPION)
+
+    @property
+    def challenger(self) -> VersionRecord | None:
+        """The challenger when it takes a share of traffic (and is not the champion itself)."""
+        challenger = self.aliases.get(CHALLENGER)
+        champion = self.champion
+        if challenger is None or self.share <= 0 or (champion is not None and challenger.ref == champion.ref):
+            return None
+        return challenger
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,10 @@ class Router:
         self._swapping: dict[str, str] = {}
         self._desired: dict[str, str] = {}  # each route's champion in MLflow at the last read
         self._failed_swaps: dict[str, tuple[str, float]] = {}
+        self._warm_challengers: set[str] = set()
+        self._warming_challengers: set[str] = set()
+        self._failed_challengers: dict[str, float] = {}
+        self._counters: dict[str, itertools.count] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -143,8 +158,18 @@ class Router:
         if entry is None or entry.champion is None:
             raise self._unknown(requested, why="route has no champion yet" if entry else None)
         previous = entry.aliases.get(PREVIOUS)
+        challenger = entry.challenger
+        if challenger is not None and self._challenger_turn(name, entry.share):
+            fallbacks = tuple(r for r in (entry.champion, previous) if r is not None and r.ref != challenger.ref)
+            return Resolution(requested, challenger, route=name, fallbacks=fallbacks)
         fallbacks = (previous,) if previous is not None and previous.ref != entry.champion.ref else ()
         return Resolution(requested, entry.champion, route=name, fallbacks=fallbacks)
+
+    def _challenger_turn(self, route: str, share: int) -> bool:
+        """Exactly ``share`` of every 100 consecutive requests, spread evenly (not at random, so a
+        short test or a low-traffic route sees the share it was promised)."""
+        n = next(self._counters.setdefault(route, itertools.count()))
+        return (n + 1) * share // 100 > n * share // 100
 
     def names(self) -> list[str]:
         """Every name a client may ask for: routes, aliases, pinned versions."""
@@ -182,8 +207,6 @@ class Router:
             gone = set(served) - set(desired)
             for route in gone:
                 del self._served[route]
-        if gone:
-            self._pin_champions()  # a deleted route's champion is no longer kept loaded
         with self._lock:
             self._desired = {route: e.champion.ref for route, e in desired.items() if e.champion is not None}
         for route, entry in desired.items():
@@ -195,10 +218,51 @@ class Router:
                     self._swapping.pop(route, None)
                 if new is not None and current is not None and current.replicas != entry.replicas:
                     self._pool.set_replicas(new, entry.replicas)  # the added replicas load on first use
-                with self._lock:  # previous / challenger / replicas move without a warm-up
-                    self._served[route] = entry
+                servable = self._servable(entry)
+                with self._lock:  # previous / replicas move without a warm-up; a challenger after one
+                    self._served[route] = servable
                 continue
-            self._start_swap(entry, old)
+            self._start_swap(self._servable(entry), old)
+        with self._lock:  # a challenger withdrawn is warmed again before it next takes a share
+            self._warm_challengers &= {e.challenger.ref for e in desired.values() if e.challenger is not None}
+        self._pin_champions()  # champions and challengers now; a deleted route's are no longer kept
+
+    def _servable(self, entry: RouteEntry) -> RouteEntry:
+        """The entry as it may serve now: a challenger gets its share only once it is warm."""
+        challenger = entry.challenger
+        if challenger is None or challenger.ref in self._warm_challengers:
+            return entry
+        self._start_challenger_warm(entry, challenger)
+        return replace(entry, share=0)
+
+    def _start_challenger_warm(self, entry: RouteEntry, challenger: VersionRecord) -> None:
+        with self._lock:
+            failed_at = self._failed_challengers.get(challenger.ref)
+            if challenger.ref in self._warming_challengers or (
+                failed_at is not None and self._clock() - failed_at < _RETRY_FAILED_SWAP_S
+            ):
+                return
+            self._warming_challengers.add(challenger.ref)
+
+        def warm() -> None:
+            try:
+                self._pool.set_replicas(challenger, entry.replicas)
+                self._pool.warm(challenger)
+            except Exception as exc:  # noqa: BLE001 — the champion keeps all traffic; the rollout sees no samples
+                with self._lock:
+                    self._failed_challengers[challenger.ref] = self._clock()
+                self._emit("challenger.failed", entry.route, challenger, {"error": str(exc)})
+            else:
+                with self._lock:
+                    self._warm_challengers.add(challenger.ref)
+                    self._failed_challengers.pop(challenger.ref, None)
+                self._emit("challenger.ready", entry.route, challenger, {"share": entry.share})
+                self.refresh_soon()
+            finally:
+                with self._lock:
+                    self._warming_challengers.discard(challenger.ref)
+
+        threading.Thread(target=warm, name=f"arbiter-challenger-{entry.route}", daemon=True).start()
 
     def _start_swap(self, entry: RouteEntry, old: VersionRecord | None) -> None:
         new = entry.champion
@@ -274,10 +338,12 @@ class Router:
                     if alias in aliases
                 }
                 replicas = model.tags.get(TAG_REPLICAS, "")
+                share = model.tags.get(TAG_SHARE, "")
                 desired[route] = RouteEntry(
                     route=route,
                     aliases={a: r for a, r in resolved.items() if r is not None},
                     replicas=int(replicas) if replicas.isdigit() else self._settings.replicas,
+                    share=min(int(share), 100) if share.isdigit() else 0,
                 )
             else:
                 for alias, version in aliases.items():
@@ -345,8 +411,10 @@ class Router:
         return NotFoundError(f"model {requested!r} not found{reason}; available: {shown or 'none registered'}")
 
     def _pin_champions(self) -> None:
+        """Champions, and challengers taking a share, stay loaded whatever their idle time."""
         with self._lock:
             champions = {e.champion.ref for e in self._served.values() if e.champion is not None}
+            champions |= {e.challenger.ref for e in self._served.values() if e.challenger is not None}
         self._pool.pin(champions)
 
     def _emit(self, kind: str, route: str | None, record: VersionRecord | None, detail: dict[str, Any]) -> None:

@@ -30,6 +30,12 @@ ROUTE_ALIASES = (CHAMPION, PREVIOUS, CHALLENGER)
 TAG_PENDING = "arbiter.pending"
 TAG_CATALOG_MODEL = "arbiter.catalog_model"
 TAG_CATALOG_VERSION = "arbiter.catalog_version"
+# The gradual rollout's state (registry/rollout.py) lives on the route too; defined here so that a
+# hand-made promotion or rollback can refuse to cut across one.
+TAG_ROLLOUT = "arbiter.rollout"
+TAG_SHARE = "arbiter.challenger_share"
+TAG_ABORT = "arbiter.rollout_abort"
+TERMINAL = ("done", "rolled_back", "refused")
 MIN_QUALITY_RATIO = 0.9
 
 
@@ -111,20 +117,25 @@ class Routes:
             raise NotFoundError(f"route {route!r} has no champion; promote one with `arbiter routes promote {route} --model NAME --version N`")
         return self.catalog.get(state.champion.model, state.champion.version)
 
-    def promote(self, route: str, model: str, version: int, *, force: bool = False) -> RouteState:
+    def promote(
+        self, route: str, model: str, version: int, *, force: bool = False, rollout_id: str | None = None
+    ) -> RouteState:
         """Make ``model/version`` the champion of ``route``; the old champion becomes ``previous``.
 
         Refused (unless ``force``) when the candidate has no benchmark on the route's task, or its
         quality is under 0.9 × the champion's. Promoting the current champion changes nothing.
+        Refused while a gradual rollout runs on the route, unless this is that rollout's own last
+        step (``rollout_id``).
         """
         name = route_model_name(route)
         candidate = self.catalog.get(model, version)
+        self._refuse_during_rollout(route, name, rollout_id)
         current = self._existing_state(route, name)
         if current is not None and current.champion and (current.champion.model, current.champion.version) == (model, version):
             return current
         self._check_quality(route, candidate, current.champion if current else None, force)
         self._ensure_route_model(route, name)
-        route_version = self._route_copy(name, candidate)
+        route_version = self.route_copy(name, candidate)
         aliases = {CHAMPION: route_version}
         if current is not None and current.champion is not None:
             aliases[PREVIOUS] = current.champion.route_version
@@ -134,6 +145,7 @@ class Routes:
     def rollback(self, route: str) -> RouteState:
         """Swap ``champion`` and ``previous``: instant, and a second rollback rolls forward again."""
         model = self._route_model(route)
+        self._refuse_during_rollout(route, model.name, None)
         finished = self._finish_pending(model)
         if finished is not None and finished["kind"] == "rollback":  # a killed rollback, now done: not twice
             return self.show(route)
@@ -146,6 +158,19 @@ class Routes:
         return self.show(route)
 
     # --- helpers ------------------------------------------------------------------------
+
+    def _refuse_during_rollout(self, route: str, name: str, rollout_id: str | None) -> None:
+        model = registered_model_or_none(self._client, name)
+        text = model.tags.get(TAG_ROLLOUT) if model is not None else None
+        if not text:
+            return
+        rollout = json.loads(text)
+        if rollout["phase"] in TERMINAL or rollout["id"] == rollout_id:
+            return
+        raise PromotionError(
+            f"route {route!r} is rolling out {rollout['candidate']} (phase {rollout['phase']}, step {rollout['step']}); "
+            f"stop it first with `arbiter routes abort {route}`"
+        )
 
     def _record_external_change(self, state: RouteState) -> None:
         """Keep the alias history whole: compare the champion with the last one arbiter recorded."""
@@ -210,7 +235,7 @@ class Routes:
                 )
             )
 
-    def _route_copy(self, name: str, record: VersionRecord) -> int:
+    def route_copy(self, name: str, record: VersionRecord) -> int:
         """The route's copy of a catalog version, made once (so repeated promotions reuse it)."""
         source = f"models:/{record.name}/{record.version}"
         for mv in self._client.search_model_versions(f"name = '{name}'", max_results=10000):

@@ -95,6 +95,12 @@ class Dispatcher:
                     break
                 except (UnavailableError, ProviderError) as exc:
                     errors.append(str(exc))
+                    # A row even without an instance: an open breaker must still count against the
+                    # version, or a rollout would never see enough of a dead challenger's calls.
+                    if not excluded:  # (each replica that failed this request has its row already)
+                        hung_up = cancelled is not None and cancelled.is_set()
+                        error = "client disconnected" if hung_up else str(exc)
+                        self._recorder.add("calls", self._unavailable_row(record, resolution, api, error))
                     break
                 queue_ms = (time.perf_counter() - queued_at) * 1000
                 try:
@@ -169,6 +175,10 @@ class Dispatcher:
         if not generation.text.startswith(already_sent):
             raise _Diverged(instance, already_sent)
         return generation, cost
+
+    def _unavailable_row(self, record: VersionRecord, resolution: Resolution, api: str, error: str) -> dict[str, Any]:
+        return call_row(record, None, Cost(), error=error, source="gateway", api=api,
+                        requested=resolution.requested, route=resolution.route, task=resolution.route)
 
     def _failed_row(
         self, instance: Instance, resolution: Resolution, api: str, error: str, cost: Cost

@@ -1,11 +1,17 @@
-"""``arbiter routes list|show|promote|rollback``."""
+"""``arbiter routes list|show|status|promote|rollback|abort``."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
 from registry.cli import context
 from registry.cli.output import emit_json
+from registry.cli.prefect_env import prepare_prefect
+from registry.errors import UserError
+from registry.rollout import Rollout
+from registry.rollout_policy import RolloutPolicy
 from registry.routes import RouteState
 
 
@@ -44,13 +50,86 @@ def show(route: str, as_json: bool) -> None:
 
 @routes.command("promote")
 @click.argument("route")
-@click.option("--model", required=True, help="Catalog model name.")
-@click.option("--version", "version", type=click.IntRange(min=1), required=True, help="Catalog version number.")
-@click.option("--force", is_flag=True, help="Promote without a benchmark or below 0.9 × the champion's quality.")
+@click.option("--candidate", help="NAME/VERSION to roll out gradually (the promotion flow).")
+@click.option("--model", help="Catalog model name, promoted at once (no ramp).")
+@click.option("--version", "version", type=click.IntRange(min=1), help="Catalog version number (with --model).")
+@click.option("--ramp", help="Challenger shares in per cent, increasing, ending at 100. Default 10,25,50,100.")
+@click.option("--step-seconds", type=float, help="Length of each ramp step. Default 3600.")
+@click.option("--min-samples", type=int, help="Calls per side before a step is judged. Default 10.")
+@click.option("--min-ratio", type=float, help="Success and quality floor vs the champion's. Default 0.95.")
+@click.option("--speed-ratio", type=float, help="Decode-speed floor vs the champion's. Default 0.8.")
+@click.option("--check-every", "check_every_s", type=float, help="Seconds between checks. Default 5.")
+@click.option("--benchmark-limit", type=int, help="Validation items to benchmark the candidate on. Default: all.")
+@click.option("--force", is_flag=True,
+              help="--model: promote without a benchmark or below 0.9 × the champion's quality. "
+                   "--candidate: ramp even when the compatibility check says no.")
 @click.option("--json", "as_json", is_flag=True)
-def promote(route: str, model: str, version: int, force: bool, as_json: bool) -> None:
-    """Make MODEL/VERSION the champion of ROUTE; the old champion becomes previous."""
-    _print(context.routes().promote(route, model, version, force=force), as_json)
+def promote(
+    route: str, candidate: str | None, model: str | None, version: int | None, ramp: str | None,
+    step_seconds: float | None, min_samples: int | None, min_ratio: float | None, speed_ratio: float | None,
+    check_every_s: float | None, benchmark_limit: int | None, force: bool, as_json: bool,
+) -> None:
+    """Make a version the champion of ROUTE: gradually (--candidate) or at once (--model/--version)."""
+    if candidate is None:
+        if model is None or version is None:
+            raise UserError("give --candidate NAME/VERSION for a gradual rollout, or --model NAME --version N to promote at once")
+        _print(context.routes().promote(route, model, version, force=force), as_json)
+        return
+    if model is not None or version is not None:
+        raise UserError("--candidate and --model/--version are two ways to promote; give one of them")
+    policy = RolloutPolicy.parse(
+        ramp=ramp, step_seconds=step_seconds, min_samples=min_samples, min_ratio=min_ratio, speed_ratio=speed_ratio,
+        check_every_s=check_every_s, benchmark_limit=benchmark_limit, force=force or None,
+    )
+    catalog = context.catalog()
+    catalog.get_ref(candidate)  # an unknown candidate is refused before Prefect starts
+    Rollout(catalog).routes.show(route)  # so is an unknown route
+    prepare_prefect(catalog.settings)
+    from flows.promote import promote_flow
+
+    status = promote_flow(route=route, candidate=candidate, policy=policy.model_dump(mode="json"),
+                          home=str(catalog.settings.home))
+    _print_status(status, as_json)
+
+
+@routes.command("status")
+@click.argument("route")
+@click.option("--json", "as_json", is_flag=True)
+def status(route: str, as_json: bool) -> None:
+    """Show ROUTE's champion, challenger, share, rollout step and last check."""
+    _print_status(Rollout(context.catalog()).status(route), as_json)
+
+
+@routes.command("abort")
+@click.argument("route")
+@click.option("--reason", default="aborted by hand", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def abort(route: str, reason: str, as_json: bool) -> None:
+    """Stop ROUTE's rollout now: the challenger's share drops to 0 and it is rolled back."""
+    _print_status(Rollout(context.catalog()).abort(route, reason), as_json)
+
+
+def _print_status(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(status)
+        return
+    click.echo(f"route {status['route']}")
+    for alias in ("champion", "challenger", "previous"):
+        target = status[alias]
+        click.echo(f"  {alias:>10}: {target['model']}/{target['version']}" if target else f"  {alias:>10}: —")
+    click.echo(f"  {'share':>10}: {status['share']}%")
+    rollout = status["rollout"]
+    if rollout is None:
+        click.echo("  no rollout yet")
+        return
+    running = "running" if status["running"] else "not running"
+    click.echo(f"  rollout {rollout['id']}: {rollout['candidate']} vs {rollout['champion']}, phase {rollout['phase']}"
+               f" (step {rollout['step'] + 1} of {len(rollout['policy']['ramp'])}, {running})")
+    check = rollout.get("last_check")
+    if check:
+        click.echo(f"  last check {check['at']}: {check['action']} — {'; '.join(check['reasons'])}")
+    for reason in rollout.get("outcome", {}).get("reasons", []):
+        click.echo(f"  outcome: {reason}")
 
 
 @routes.command("rollback")

@@ -1,0 +1,47 @@
+"""The promotion flow: benchmark a candidate, check it against the champion, ramp it up on live
+traffic, promote it or roll it back — a thin Prefect wrapper over ``registry.rollout``.
+
+The state machine, its idempotent steps and its lock live in the package; the flow adds Prefect's
+record of each run and runs the benchmarks as Prefect tasks, so they show in the Prefect UI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from registry.benchmark import benchmark_version, record_result
+from registry.catalog import Catalog, VersionRecord
+from registry.datasets import load_validation_set
+from registry.pool import WarmPool
+from registry.rollout import Rollout
+from registry.rollout_policy import RolloutPolicy
+from registry.settings import get_settings
+
+
+@task(name="benchmark-candidate", cache_policy=NO_CACHE)
+def benchmark_for_promotion(catalog: Catalog, record: VersionRecord, route: str, limit: int | None) -> dict[str, Any]:
+    """Warm up and benchmark one version on the route's validation set (its own pool: the flow's
+    process is not the gateway's, and the model is unloaded when the benchmark ends)."""
+    validation_set = load_validation_set(route, catalog.settings.datasets_dir)
+    with WarmPool(catalog.settings) as pool:
+        return record_result(catalog, benchmark_version(pool, record, validation_set, limit=limit))
+
+
+@flow(name="promote", validate_parameters=True)
+def promote_flow(route: str, candidate: str, policy: dict[str, Any] | None = None, home: str | None = None) -> dict[str, Any]:
+    """Promote ``candidate`` (``NAME/VERSION``) on ``route`` gradually; returns the route's status."""
+    settings = get_settings(home=home) if home else get_settings()
+    catalog = Catalog(settings)
+    rollout = Rollout(
+        catalog,
+        benchmark=lambda record, task_name, limit: benchmark_for_promotion(catalog, record, task_name, limit),
+    )
+    rollout.promote(route, candidate, RolloutPolicy(**(policy or {})))
+    return rollout.status(route)
+
+
+if __name__ == "__main__":
+    promote_flow(route="qa", candidate="smollm2-135m/2", policy={"ramp": [50, 100], "step_seconds": 60})
