@@ -121,7 +121,7 @@ class Criteria(BaseModel):
     @classmethod
     def _task(cls, value: str) -> str:
         if not NAME_PATTERN.match(value):
-            raise ValueError(f"task {value!r} is not a task name; use a lowercase route name such as 'qa' or 'extract'")
+            raise ValueError(f"{value!r} is not a task name; use a lowercase route name such as 'qa' or 'extract'")
         return value
 
     @field_validator("capabilities")
@@ -136,21 +136,21 @@ class Criteria(BaseModel):
     @classmethod
     def _latency(cls, value: float | None) -> float | None:
         if value is not None and not value > 0:
-            raise ValueError(f"max_latency_ms must be a number of milliseconds > 0 (got {value:g}), e.g. 2000")
+            raise ValueError(f"must be a number of milliseconds > 0 (got {value:g}), e.g. 2000")
         return value
 
     @field_validator("max_memory_mb")
     @classmethod
     def _memory(cls, value: int | None) -> int | None:
         if value is not None and value <= 0:
-            raise ValueError(f"max_memory_mb must be a number of MB > 0 (got {value}), e.g. 512")
+            raise ValueError(f"must be a number of MB > 0 (got {value}), e.g. 512")
         return value
 
     @field_validator("min_samples")
     @classmethod
     def _min_samples(cls, value: int) -> int:
         if value < 0:
-            raise ValueError(f"min_samples must be 0 or more (got {value})")
+            raise ValueError(f"must be 0 or more (got {value})")
         return value
 
     @property

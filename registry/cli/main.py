@@ -38,7 +38,7 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from registry.cli import benchmark, demo, generate, models, results, routes, serve
+    from registry.cli import benchmark, demo, generate, learnings, models, results, routes, select, serve
 
     cli.add_command(models.models)
     cli.add_command(routes.routes)
@@ -47,6 +47,8 @@ def _register_commands() -> None:
     cli.add_command(generate.generate)
     cli.add_command(demo.demo)
     cli.add_command(serve.serve)
+    cli.add_command(select.select)
+    cli.add_command(learnings.learnings)
 
 
 _register_commands()
