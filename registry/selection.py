@@ -36,6 +36,7 @@ catalog from the caller): ~0.3 ms for 1,000 versions (``benchmarks/selection_lat
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -265,8 +266,9 @@ class Selection:
         self, ranked: list[_Ranked], excluded: list[tuple[str, list[_RawReason]]], criteria: Criteria,
         scale: dict[str, Any],
     ) -> None:
-        self.primary = _candidate(ranked[0])
-        self.fallback = _candidate(ranked[1]) if len(ranked) > 1 else None
+        best = heapq.nsmallest(2, ranked)
+        self.primary = _candidate(best[0])
+        self.fallback = _candidate(best[1]) if len(best) > 1 else None
         self._ranked = ranked
         self._excluded = excluded
         self.criteria = criteria
@@ -275,8 +277,8 @@ class Selection:
 
     @cached_property
     def candidates(self) -> tuple[Candidate, ...]:
-        return (self.primary, *(() if self.fallback is None else (self.fallback,)),
-                *(_candidate(r) for r in self._ranked[2:]))
+        ranked = sorted(self._ranked)
+        return (self.primary, *(() if self.fallback is None else (self.fallback,)), *map(_candidate, ranked[2:]))
 
     @cached_property
     def excluded(self) -> tuple[Exclusion, ...]:
@@ -408,8 +410,8 @@ class LocalModelSelector:
         self, eligible: list[tuple[_Facts, Profile | None]], weights: Weights,
         latency_ref: float | None, memory_ref: float | None,
     ) -> list[_Ranked]:
-        """Scores, best first (then name, then version: never the input's order). Plain tuples: a
-        :class:`Candidate` is made only for those a caller reads."""
+        """Scores as plain tuples that sort best first (then name, then version: never the input's
+        order); :class:`Selection` sorts them only when all candidates are read."""
         w_quality, w_latency, w_memory, w_success = weights.quality, weights.latency, weights.memory, weights.success
         is_warm = self._is_warm
         ranked: list[_Ranked] = []
@@ -417,11 +419,12 @@ class LocalModelSelector:
             parts = None
             if profile is not None:
                 memory = profile.memory_mb if profile.memory_mb is not None else facts.min_memory_mb
+                latency = 1 - profile.p50_ms / latency_ref if profile.p50_ms is not None and latency_ref else UNKNOWN_PART
+                lightness = 1 - memory / memory_ref if memory_ref else UNKNOWN_PART
                 parts = (
                     profile.quality if profile.quality is not None else UNKNOWN_PART,
-                    max(0.0, 1 - profile.p50_ms / latency_ref)
-                    if profile.p50_ms is not None and latency_ref else UNKNOWN_PART,
-                    max(0.0, 1 - memory / memory_ref) if memory_ref else UNKNOWN_PART,
+                    latency if latency > 0 else 0.0,  # max(0, …) inlined: this loop is the selection's cost
+                    lightness if lightness > 0 else 0.0,
                     profile.success_rate,
                 )
             if parts is None or profile.samples < MIN_SAMPLES_TO_SCORE:
@@ -431,7 +434,6 @@ class LocalModelSelector:
             warm = None if is_warm is None else is_warm(facts.record)
             penalty = _swap_penalty(profile) if warm is False else 0.0
             ranked.append((penalty - score, facts.name, facts.version, position, facts, profile, parts, warm, penalty))
-        ranked.sort()
         return ranked
 
 
