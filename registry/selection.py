@@ -31,7 +31,8 @@ version already loaded; a clearly better one still wins. Ties then break by name
 
 The top candidate is ``primary``, the next ``fallback``. No candidate raises ``SelectionError``
 listing every exclusion. Selection reads only memory (profiles from :class:`ProfileCache`, the
-catalog from the caller): ~0.3 ms for 1,000 versions (``benchmarks/selection_latency.py``).
+catalog from the caller): ~1.2 ms p50 for 1,000 versions on a busy 2-core machine
+(``benchmarks/selection_latency.py``; the goal is 1 ms p95).
 """
 
 from __future__ import annotations
