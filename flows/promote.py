@@ -31,15 +31,18 @@ def benchmark_for_promotion(catalog: Catalog, record: VersionRecord, route: str,
 
 
 @flow(name="promote", validate_parameters=True)
-def promote_flow(route: str, candidate: str, policy: dict[str, Any] | None = None, home: str | None = None) -> dict[str, Any]:
-    """Promote ``candidate`` (``NAME/VERSION``) on ``route`` gradually; returns the route's status."""
+def promote_flow(
+    route: str, candidate: str, policy: dict[str, Any] | None = None, home: str | None = None, lock_held: bool = False
+) -> dict[str, Any]:
+    """Promote ``candidate`` (``NAME/VERSION``) on ``route`` gradually; returns the route's status.
+    ``lock_held``: the caller (``arbiter routes promote``) holds the route's lock already."""
     settings = get_settings(home=home) if home else get_settings()
     catalog = Catalog(settings)
     rollout = Rollout(
         catalog,
         benchmark=lambda record, task_name, limit: benchmark_for_promotion(catalog, record, task_name, limit),
     )
-    rollout.promote(route, candidate, RolloutPolicy(**(policy or {})))
+    rollout.promote(route, candidate, RolloutPolicy(**(policy or {})), lock_held=lock_held)
     return rollout.status(route)
 
 

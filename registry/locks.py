@@ -37,10 +37,7 @@ def route_lock(home: Path, route: str, *, purpose: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConflictError(
-                f"route {route!r} is busy: {describe_holder(path)}; wait for it to finish, or stop it with "
-                f"`arbiter routes abort {route}`"
-            ) from None
+            raise _busy(path, route) from None
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
@@ -49,6 +46,13 @@ def route_lock(home: Path, route: str, *, purpose: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def _busy(path: Path, route: str) -> ConflictError:
+    return ConflictError(
+        f"route {route!r} is busy: {describe_holder(path)}; wait for it to finish, or stop it with "
+        f"`arbiter routes abort {route}`"
+    )
 
 
 def is_locked(home: Path, route: str) -> bool:

@@ -141,17 +141,21 @@ class Rollout:
 
     # --- public -------------------------------------------------------------------------------
 
-    def promote(self, route: str, candidate_ref: str, policy: RolloutPolicy | None = None) -> RolloutState:
+    def promote(
+        self, route: str, candidate_ref: str, policy: RolloutPolicy | None = None, *, lock_held: bool = False
+    ) -> RolloutState:
         """Run (or resume) the promotion of ``candidate_ref`` on ``route`` to its end.
 
         Refused before anything changes: an unknown or deprecated candidate, the champion itself,
         a candidate missing one of the champion's capabilities, an unfinished rollout of another
-        candidate, a promotion of this route already running (``ConflictError``).
+        candidate, a promotion of this route already running (``ConflictError``). ``lock_held``:
+        the caller holds the route's lock already (the CLI takes it before Prefect starts).
         """
         policy = policy or RolloutPolicy()
+        if lock_held:
+            return self._run(self._begin(route, candidate_ref, policy))
         with route_lock(self.catalog.settings.home, route, purpose=f"promotion of {candidate_ref}"):
-            state = self._begin(route, candidate_ref, policy)
-            return self._run(state)
+            return self._run(self._begin(route, candidate_ref, policy))
 
     def status(self, route: str) -> dict[str, Any]:
         """The JSON contract of ``arbiter routes status ROUTE --json``."""
@@ -251,8 +255,10 @@ class Rollout:
         now = self._clock()
         assert state.step_started_at is not None
         in_step = self.live_figures(state.route, since=state.step_started_at)
-        baseline = self.live_figures(state.route, since=state.started_at - policy.step_seconds)
-        check = judge(policy, baseline.get(state.champion), in_step.get(state.candidate), now - state.step_started_at)
+        champion = in_step.get(state.champion)
+        if champion is None or champion.n < policy.min_samples:  # at 100 % it gets no calls in the step
+            champion = self.live_figures(state.route, since=state.started_at - policy.step_seconds).get(state.champion)
+        check = judge(policy, champion, in_step.get(state.candidate), now - state.step_started_at)
         state = self._save(replace(state, last_check={"at": _iso(now), "step": state.step, **check.as_json()}))
         if check.action == "rollback":
             return self._enter(state, "rolled_back", outcome={"reasons": check.reasons, "check": check.as_json()})

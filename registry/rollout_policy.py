@@ -2,8 +2,10 @@
 
 Pure logic over figures, no MLflow and no clock, so every rule is tested in microseconds.
 
-A check compares the challenger's live figures *in the current step* with the champion's over
-the whole rollout (and one step length before it), each from the gateway's ``calls`` rows:
+A check compares the challenger's live figures *in the current step* with the champion's in the
+same step — same time, same load on the machine — or, when the step gives the champion too few
+calls (at 100 % it gets none), over the whole rollout and one step length before it. Both come
+from the gateway's ``calls`` rows:
 
 - **success rate**: the challenger's must be ≥ ``min_ratio`` (0.95) × the champion's;
 - **quality**, only when both sides carry at least ``min_samples`` scored calls (live gateway

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -99,3 +100,23 @@ def _output(process: subprocess.Popen) -> str:
         return process.stdout.read()[-3000:]
     except ValueError:
         return ""
+
+
+@contextmanager
+def steady_load(url: str, route: str, *, num_predict: int = 12) -> Iterator[threading.Event]:
+    """One client sending the same short request to ``route`` back to back until the block ends."""
+    stop = threading.Event()
+
+    def send() -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while not stop.is_set():
+                client.post("/api/generate", json={"model": route, "prompt": "Name one colour.", "stream": False,
+                                                   "options": {"num_predict": num_predict, "temperature": 0}})
+
+    thread = threading.Thread(target=send, name=f"load-{route}", daemon=True)
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(timeout=60)

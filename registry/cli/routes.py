@@ -10,6 +10,7 @@ from registry.cli import context
 from registry.cli.output import emit_json
 from registry.cli.prefect_env import prepare_prefect
 from registry.errors import UserError
+from registry.locks import route_lock
 from registry.rollout import Rollout
 from registry.rollout_policy import RolloutPolicy
 from registry.routes import RouteState
@@ -85,10 +86,13 @@ def promote(
     catalog.get_ref(candidate)  # an unknown candidate is refused before Prefect starts
     Rollout(catalog).routes.show(route)  # so is an unknown route
     prepare_prefect(catalog.settings)
-    from flows.promote import promote_flow
+    # The lock before Prefect starts: a second promotion is refused at once, and two processes
+    # never start Prefect's temporary server on one database together (its migrations collide).
+    with route_lock(catalog.settings.home, route, purpose=f"promotion of {candidate}"):
+        from flows.promote import promote_flow
 
-    status = promote_flow(route=route, candidate=candidate, policy=policy.model_dump(mode="json"),
-                          home=str(catalog.settings.home))
+        status = promote_flow(route=route, candidate=candidate, policy=policy.model_dump(mode="json"),
+                              home=str(catalog.settings.home), lock_held=True)
     _print_status(status, as_json)
 
 

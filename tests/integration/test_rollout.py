@@ -14,9 +14,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
-from support import free_port
+from support import free_port, steady_load
 
 from registry.catalog import Catalog
 from registry.errors import ConflictError, NotFoundError, PromotionError
@@ -67,19 +66,8 @@ def served(shipped) -> Iterator[Served]:
 @pytest.fixture
 def load(served: Served) -> Iterator[threading.Event]:
     """Steady traffic on route qa until the test ends."""
-    stop = threading.Event()
-
-    def send() -> None:
-        with httpx.Client(base_url=served.url, timeout=60) as client:
-            while not stop.is_set():
-                client.post("/api/generate", json={"model": "qa", "prompt": "Name one colour.", "stream": False,
-                                                   "options": {"num_predict": 12, "temperature": 0}})
-
-    thread = threading.Thread(target=send, daemon=True)
-    thread.start()
-    yield stop
-    stop.set()
-    thread.join(timeout=60)
+    with steady_load(served.url, "qa") as stop:
+        yield stop
 
 
 def test_a_twin_of_the_champion_ramps_to_100_and_is_promoted(served: Served, load: threading.Event) -> None:
