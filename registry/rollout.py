@@ -32,9 +32,10 @@ from typing import Any, Protocol
 from registry.catalog import Catalog, VersionRecord
 from registry.errors import ConflictError, NotFoundError, PromotionError
 from registry.hardware import fingerprint
+from registry.live import live_figures
 from registry.locks import is_locked, route_lock
 from registry.mlflow_client import registered_model_or_none, retry_locked
-from registry.rollout_policy import LiveFigures, RolloutPolicy, judge
+from registry.rollout_policy import RolloutPolicy, judge
 from registry.routes import CHALLENGER, TAG_ABORT, TAG_ROLLOUT, TAG_SHARE, TERMINAL, Routes, route_model_name
 from registry.spec import Status
 from registry.store import ResultsStore, new_id
@@ -254,10 +255,10 @@ class Rollout:
     def _check(self, state: RolloutState, policy: RolloutPolicy) -> RolloutState:
         now = self._clock()
         assert state.step_started_at is not None
-        in_step = self.live_figures(state.route, since=state.step_started_at)
+        in_step = live_figures(self.store, state.route, since=state.step_started_at)
         champion = in_step.get(state.champion)
         if champion is None or champion.n < policy.min_samples:  # at 100 % it gets no calls in the step
-            champion = self.live_figures(state.route, since=state.started_at - policy.step_seconds).get(state.champion)
+            champion = live_figures(self.store, state.route, since=state.started_at - policy.step_seconds).get(state.champion)
         check = judge(policy, champion, in_step.get(state.candidate), now - state.step_started_at)
         state = self._save(replace(state, last_check={"at": _iso(now), "step": state.step, **check.as_json()}))
         if check.action == "rollback":
@@ -326,26 +327,6 @@ class Rollout:
             known = ", ".join(self.routes.list()) or "none yet"
             raise NotFoundError(f"unknown route {route!r} (routes: {known}); create it with `arbiter routes promote {route} --model NAME --version N`")
         return model
-
-    # --- live figures -----------------------------------------------------------------------
-
-    def live_figures(self, route: str, *, since: float) -> dict[str, LiveFigures]:
-        """Per version, the gateway's calls on ``route`` since ``since`` (epoch seconds); a client
-        that hung up is not the model's failure and is left out."""
-        rows = self.store.query(
-            """
-            select model || '/' || version as ref, count(*) as n, count(*) filter (where ok) as ok,
-                   median(wall_ms) filter (where ok) as p50_ms,
-                   median(tokens_per_s) filter (where ok and tokens_per_s > 0) as tokens_per_s,
-                   avg(quality) as quality, count(quality) as quality_n
-            from calls
-            where source = 'gateway' and route = $1 and ts >= $2
-              and coalesce(error, '') <> 'client disconnected'
-            group by model, version
-            """,
-            [route, datetime.fromtimestamp(since, UTC)],
-        )
-        return {row.pop("ref"): LiveFigures(**row) for row in rows}
 
 
 def _check_candidate(route: str, candidate: VersionRecord, champion: VersionRecord) -> None:

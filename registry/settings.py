@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     calls_flush_s: float = Field(default=1.0, gt=0, description="Calls rows are written at least this often.")
     breaker_failures: int = Field(default=3, ge=1, description="Consecutive failures that open a breaker.")
     breaker_open_s: float = Field(default=5.0, gt=0, description="How long an open breaker refuses before a probe.")
+    auto_swap: bool = Field(default=False, description="Roll back or swap a degraded champion by itself (serve).")
+    auto_swap_check_s: float = Field(default=5.0, gt=0, description="How often serve checks each route's champion.")
+    auto_swap_cooldown_s: float = Field(default=300.0, ge=0, description="Least time between two auto-swaps of a route.")
+    auto_swap_min_dwell_s: float = Field(default=600.0, ge=0, description="Least time a champion serves before it is swapped.")
+    auto_swap_min_samples: int = Field(default=10, ge=1, description="Calls of the champion before it is judged.")
+    auto_swap_success_threshold: float = Field(default=0.8, gt=0, le=1)
+    auto_swap_quality_factor: float = Field(default=0.9, gt=0, le=1, description="× the route's quality threshold.")
+    auto_swap_window_s: float = Field(default=300.0, gt=0, description="How far back the champion's calls are read.")
 
     @cached_property
     def mlruns_dir(self) -> Path:

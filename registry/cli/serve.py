@@ -21,7 +21,9 @@ from registry.settings import get_settings
 @click.option("--replicas", type=click.IntRange(1, 16), default=None,
               help="Instances per version (a route's `arbiter.replicas` tag overrides).")
 @click.option("--no-webhook", is_flag=True, help="Do not register an MLflow webhook; follow aliases by polling only.")
-def serve(host: str | None, port: int | None, replicas: int | None, no_webhook: bool) -> None:
+@click.option("--auto-swap/--no-auto-swap", default=None,
+              help="Roll back or swap a degraded champion by itself (ARBITER_AUTO_SWAP; thresholds: ARBITER_AUTO_SWAP_*).")
+def serve(host: str | None, port: int | None, replicas: int | None, no_webhook: bool, auto_swap: bool | None) -> None:
     """Serve every route to unchanged Ollama and OpenAI clients until Ctrl-C.
 
     Champions are loaded before the port opens; a champion moved later (here, by `arbiter routes
@@ -31,7 +33,8 @@ def serve(host: str | None, port: int | None, replicas: int | None, no_webhook: 
 
     from registry.gateway import Gateway, build_app
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "replicas": replicas}.items() if v is not None}
+    chosen = {"host": host, "port": port, "replicas": replicas, "auto_swap": auto_swap}
+    overrides = {k: v for k, v in chosen.items() if v is not None}
     settings = get_settings(**overrides)
     _check_port_free(settings.host, settings.port)
     console = Console(stderr=True)
@@ -46,6 +49,9 @@ def serve(host: str | None, port: int | None, replicas: int | None, no_webhook: 
                           + ("" if no_webhook else " (no webhook: see README, 'Following the MLflow UI at once')"))
         else:
             console.print(f"following aliases by MLflow webhook {webhook}, and polling every {settings.alias_poll_s:g} s")
+        if settings.auto_swap:
+            console.print(f"auto-swap on: a champion under {settings.auto_swap_success_threshold:g} success over "
+                          f"{settings.auto_swap_min_samples} calls is rolled back (cooldown {settings.auto_swap_cooldown_s:g} s)")
         for route, entry in sorted(gateway.router.entries().items()):
             console.print(f"  {route} → {entry.champion.ref if entry.champion else '(no champion)'}")
         console.print(f"arbiter gateway on {base_url} (Ollama API at /api, OpenAI API at /v1); Ctrl-C stops it")

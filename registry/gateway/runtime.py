@@ -14,6 +14,7 @@ import secrets
 import time
 from typing import Any
 
+from registry.autoswap import AutoSwapper, AutoSwapPolicy
 from registry.catalog import Catalog, VersionRecord
 from registry.errors import ConfigError
 from registry.gateway.metrics import GatewayMetrics
@@ -62,6 +63,11 @@ class Gateway:
         self.router = Router(self.catalog, self.pool, on_event=self._event)
         self.dispatcher = Dispatcher(self.pool, self.recorder)
         self.metrics = GatewayMetrics(self.pool.snapshot)
+        self.autoswapper = AutoSwapper(self.catalog, AutoSwapPolicy(
+            cooldown_s=settings.auto_swap_cooldown_s, min_samples=settings.auto_swap_min_samples,
+            success_threshold=settings.auto_swap_success_threshold, quality_factor=settings.auto_swap_quality_factor,
+            min_dwell_s=settings.auto_swap_min_dwell_s, window_s=settings.auto_swap_window_s,
+        )) if settings.auto_swap else None
         self.webhook_secret = secrets.token_hex(16)
         self.webhook_id: str | None = None
         self.ready = False
@@ -75,6 +81,9 @@ class Gateway:
         self.recorder.start()
         self.router.start(follow=follow)
         self.pool.start_maintenance()
+        if self.autoswapper is not None:
+            self.autoswapper.start(lambda: list(self.router.entries()), every_s=self.settings.auto_swap_check_s,
+                                   on_change=self.router.refresh_soon)
         self.ready = True
 
     def register_webhook(self, base_url: str) -> str | None:
@@ -116,6 +125,8 @@ class Gateway:
             return
         self._closed = True
         self.ready = False
+        if self.autoswapper is not None:
+            self.autoswapper.stop()
         self.router.stop()
         if self.webhook_id is not None:
             try:
