@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test bench bench-gateway bench-swap bench-selection clean llama-wheel
+.PHONY: install demo test bench bench-gateway bench-swap bench-rollout bench-selection clean llama-wheel
 
 install: $(STAMP)
 
@@ -51,6 +51,9 @@ bench-gateway: install
 
 bench-swap: install
 	$(BIN)/python benchmarks/swap_under_load.py
+
+bench-rollout: install
+	$(BIN)/python benchmarks/rollout_end_to_end.py
 
 bench-selection: install
 	$(BIN)/python benchmarks/selection_latency.py
