@@ -148,6 +148,26 @@ def test_a_cold_version_loses_a_near_tie_but_not_a_clear_win(store: ResultsStore
     assert chosen.primary.ref == "cold/1"
 
 
+def test_the_next_selection_sees_a_catalog_change_and_a_profile_reread(store: ResultsStore) -> None:
+    """The selector keeps per-task columns between calls; each kind of change must still show at once."""
+    a, b = version("a"), version("b")
+    benchmark(store, "qa", a, quality=0.9, p50_ms=100)
+    benchmark(store, "qa", b, quality=0.5, p50_ms=100)
+    listing, profiles = [a], ProfileCache(store, max_age_s=3600)
+    pick = LocalModelSelector(lambda: listing, profiles, hardware_id=HW)
+    assert [c.ref for c in pick.select(Criteria(task="qa")).candidates] == ["a/1"]
+    listing.append(b)  # the same list, edited in place
+    assert [c.ref for c in pick.select(Criteria(task="qa")).candidates] == ["a/1", "b/1"]
+    listing = [version("a", status="deprecated"), b]  # a new listing: a/1 deprecated since
+    chosen = pick.select(Criteria(task="qa"))
+    assert chosen.primary.ref == "b/1" and chosen.primary.record is b and chosen.excluded[0].ref == "a/1"
+    listing = [a, b]
+    benchmark(store, "qa", b, quality=1.0, p50_ms=50)
+    assert pick.select(Criteria(task="qa")).primary.ref == "a/1"  # the cached read, until re-read
+    profiles.refresh()
+    assert pick.select(Criteria(task="qa")).primary.ref == "b/1"
+
+
 # --- exclusions ----------------------------------------------------------------------------------------
 
 
