@@ -190,7 +190,9 @@ class Rollout:
 
     # --- the state machine ---------------------------------------------------------------------
 
-    def _begin(self, route: str, candidate_ref: str, policy: RolloutPolicy) -> RolloutState:
+    def check_request(self, route: str, candidate_ref: str) -> RolloutState | None:
+        """Refuse a promotion that cannot start, changing nothing (the CLI calls this before Prefect
+        starts). Returns the unfinished rollout of this candidate that a run would resume, if any."""
         model = self._route_model(route)
         state = _state_of(model)
         if state is not None and not state.terminal:
@@ -200,7 +202,6 @@ class Rollout:
                     f"step {state.step}); resume it with `arbiter routes promote {route} --candidate {state.candidate}` "
                     f"or stop it with `arbiter routes abort {route}`"
                 )
-            self._converge(model.name, state)  # resume: whatever a killed run left half done is finished
             return state
         candidate = self.catalog.get_ref(candidate_ref)
         current = self.routes.show(route)
@@ -209,8 +210,17 @@ class Rollout:
                 f"route {route!r} has no champion to compare with; make one with "
                 f"`arbiter routes promote {route} --model {candidate.name} --version {candidate.version}`"
             )
-        champion = self.catalog.get(current.champion.model, current.champion.version)
-        _check_candidate(route, candidate, champion)
+        _check_candidate(route, candidate, self.catalog.get(current.champion.model, current.champion.version))
+        return None
+
+    def _begin(self, route: str, candidate_ref: str, policy: RolloutPolicy) -> RolloutState:
+        unfinished = self.check_request(route, candidate_ref)
+        model = self._route_model(route)
+        if unfinished is not None:
+            self._converge(model.name, unfinished)  # resume: whatever a killed run left half done is finished
+            return unfinished
+        candidate = self.catalog.get_ref(candidate_ref)
+        champion = self.routes.champion(route)
         if TAG_ABORT in model.tags:  # a request left over from an earlier rollout
             retry_locked(lambda: self._client.delete_registered_model_tag(model.name, TAG_ABORT))
         state = RolloutState(

@@ -83,8 +83,7 @@ def promote(
         check_every_s=check_every_s, benchmark_limit=benchmark_limit, force=force or None,
     )
     catalog = context.catalog()
-    catalog.get_ref(candidate)  # an unknown candidate is refused before Prefect starts
-    Rollout(catalog).routes.show(route)  # so is an unknown route
+    Rollout(catalog).check_request(route, candidate)  # bad input is refused before Prefect starts
     prepare_prefect(catalog.settings)
     # The lock before Prefect starts: a second promotion is refused at once, and two processes
     # never start Prefect's temporary server on one database together (its migrations collide).

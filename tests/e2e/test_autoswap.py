@@ -86,6 +86,29 @@ def test_a_failing_champion_is_held_for_its_dwell_then_rolled_back_once(backend,
     assert calls("smollm2-135m", True) > 0  # clients were answered by the fallback meanwhile
 
 
+def test_a_failing_champion_with_no_previous_is_swapped_to_the_selectors_pick(backend, smollm2) -> None:
+    process, backend_url = backend
+    settings = get_settings(port=free_port(), alias_poll_s=0.2, calls_flush_s=0.2, breaker_open_s=1.0,
+                            auto_swap=True, auto_swap_check_s=0.5, auto_swap_min_samples=4,
+                            auto_swap_min_dwell_s=0, auto_swap_cooldown_s=600)
+    catalog = Catalog(settings)
+    catalog.register(smollm2.path, name="smollm2-135m", capabilities=list(smollm2.capabilities))
+    catalog.register(smollm2.path, name="smollm2-plain", capabilities=["text-generation"])  # lacks chat: not eligible
+    catalog.register_remote(kind="ollama", name="backend-b", source="qa", base_url=backend_url,
+                            capabilities=list(smollm2.capabilities))
+    Routes(catalog).promote("qa", "backend-b", 1, force=True)  # the only version on the route
+
+    with gateway_in_background(settings) as (url, _gateway), steady_load(url, "qa"):
+        time.sleep(1.0)
+        process.send_signal(signal.SIGKILL)
+        wait_until(lambda: any(e["kind"] == "autoswap.swap" for e in events(catalog)), 60, "the auto-swap")
+
+    decision = json.loads(events(catalog)[-1]["detail"])
+    assert decision["to"] == "smollm2-135m/1" and any("success rate" in r for r in decision["reasons"])
+    state = Routes(catalog).show("qa")
+    assert (state.champion.model, state.previous.model) == ("smollm2-135m", "backend-b")
+
+
 def figures(n: int, ok: int, quality: float | None = None, quality_n: int = 0) -> LiveFigures:
     return LiveFigures(n=n, ok=ok, p50_ms=100.0, tokens_per_s=50.0, quality=quality, quality_n=quality_n)
 
