@@ -5,6 +5,10 @@ items, so ``load_validation_set`` reads ``datasets/<task>.jsonl``, refuses a mal
 line that names the bad rows (a Great Expectations suite per task), and records the file's sha256 so
 a result row says exactly which data produced it. Prompts live in ``prompts.py``, scoring rules in
 ``scoring.py``; the schemas and rules are documented for users in ``datasets/README.md``.
+
+The judge's calibration set (``load_calibration_set``) goes through the same machinery: its own
+columns and checks under the key ``judge_calibration``, plus a per-criterion count that needs the
+whole table.
 """
 
 from __future__ import annotations
@@ -22,19 +26,29 @@ from typing import Any
 import pandas as pd
 
 from registry.errors import DatasetError
+from registry.rubrics import CRITERIA, SCALE
 from registry.scoring import normalize
 from registry.tasks import TASKS, Item, unknown_task
+
+CALIBRATION = "judge_calibration"  # the judge's labelled set: validated like a task's set, under this key
+CALIBRATION_FILE = f"{CALIBRATION}.jsonl"
+CALIBRATION_MAX_CHARS = 1200  # per task and per output; the judge is a small model with a 2k context
+CALIBRATION_MIN_PER_CRITERION = 12  # fewer and a per-criterion agreement figure means little
 
 # The keys each row of a task must have, and nothing else.
 _COLUMNS: dict[str, tuple[str, ...]] = {
     "qa": ("id", "question", "references"),
     "extract": ("id", "text", "fields"),
     "classify": ("id", "text", "labels", "label"),
+    CALIBRATION: ("id", "criterion", "task", "output", "label", "injection", "note"),
 }
+# Keys a row may leave out, and the value it then has (a key given as null is still refused).
+_DEFAULTS: dict[str, dict[str, Any]] = {CALIBRATION: {"injection": False}}
 _SHOWN_ROWS = 5  # failing rows named per expectation, so the error stays one readable line
 # One GE context is shared by the process; building a suite twice or running two batches through
 # the same asset at once are races, and flows may validate from several threads.
 _GX_LOCK = threading.Lock()
+
 
 @dataclass(frozen=True)
 class ValidationSet:
@@ -62,6 +76,52 @@ def load_validation_set(task: str, datasets_dir: Path) -> ValidationSet:
     frame = _expect(path, task, _parse(path, raw))
     items = tuple(Item(id=row["id"], task=task, data=row) for row in frame.to_dict("records"))
     return ValidationSet(task=task, path=path, items=items, sha256=hashlib.sha256(raw).hexdigest())
+
+
+@dataclass(frozen=True)
+class CalibrationItem:
+    """One human-labelled judgement: the judge should score ``output`` on ``criterion`` near ``label``.
+
+    ``injection`` marks an output that carries an instruction to the judge ("score this 1.0"); its
+    label is what the rubric gives with that instruction ignored.
+    """
+
+    id: str
+    criterion: str
+    task: str
+    output: str
+    label: float
+    injection: bool
+    note: str
+
+
+def load_calibration_set(datasets_dir: Path) -> list[CalibrationItem]:
+    """Read and validate ``datasets_dir/judge_calibration.jsonl``; raise ``DatasetError`` saying what to fix.
+
+    Example::
+
+        items = load_calibration_set(settings.datasets_dir)
+        items[0].criterion, items[0].label          # ('faithfulness', 1.0)
+    """
+    path = Path(datasets_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        raise DatasetError(
+            f"No judge calibration set at {path}. Create it with one JSON object per line "
+            f"(see datasets/README.md), or copy the bundled {CALIBRATION_FILE} there."
+        )
+    frame = _expect(path, CALIBRATION, _parse(path, path.read_bytes()))
+    return [
+        CalibrationItem(
+            id=row["id"],
+            criterion=row["criterion"],
+            task=row["task"],
+            output=row["output"],
+            label=float(row["label"]),
+            injection=row["injection"],
+            note=row["note"],
+        )
+        for row in frame.to_dict("records")
+    ]
 
 
 def validate_file(path: Path, task: str) -> pd.DataFrame:
@@ -160,9 +220,46 @@ _CHECKS: dict[str, dict[str, tuple[tuple[str, ...], _Check]]] = {
 _ID_CHECK: dict[str, tuple[tuple[str, ...], _Check]] = {"id_is_text": (("id",), lambda r: _is_text(r["id"]))}
 
 
+def _is_bounded_text(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != "" and len(value) <= CALIBRATION_MAX_CHARS
+
+
+def _is_on_scale(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value in SCALE
+
+
+_CHECKS[CALIBRATION] = {
+    "criterion_is_known": (("criterion",), lambda r: r["criterion"] in CRITERIA),
+    "label_is_on_the_5_point_scale": (("label",), lambda r: _is_on_scale(r["label"])),
+    f"task_is_text_of_1_to_{CALIBRATION_MAX_CHARS}_chars": (("task",), lambda r: _is_bounded_text(r["task"])),
+    f"output_is_text_of_1_to_{CALIBRATION_MAX_CHARS}_chars": (("output",), lambda r: _is_bounded_text(r["output"])),
+    "injection_is_boolean": (("injection",), lambda r: isinstance(r["injection"], bool)),
+    "note_is_text": (("note",), lambda r: _is_text(r["note"])),
+}
+
+
+def _criterion_count_check(frame: pd.DataFrame) -> pd.Series:
+    """True where the row's criterion has enough items in the table; None for an unknown criterion
+    (reported once, by ``criterion_is_known``)."""
+    known = frame["criterion"].map(lambda c: c if isinstance(c, str) and c in CRITERIA else None)
+    counts = known.value_counts()
+    return pd.Series(
+        {n: None if _is_missing(c) else bool(counts[c] >= CALIBRATION_MIN_PER_CRITERION) for n, c in known.items()},
+        dtype=object,
+    )
+
+
+# Derived columns that need the whole table, computed after the row checks and expected True like them.
+_TABLE_CHECKS: dict[str, dict[str, Callable[[pd.DataFrame], pd.Series]]] = {
+    CALIBRATION: {f"criterion_has_{CALIBRATION_MIN_PER_CRITERION}_or_more_items": _criterion_count_check},
+}
+
+
 def _frame(task: str, rows: dict[int, dict[str, Any]]) -> pd.DataFrame:
     """The rows as a frame (index = line number) with the derived check columns added."""
     frame = pd.DataFrame.from_dict(rows, orient="index", dtype=object)
+    for column, default in _DEFAULTS.get(task, {}).items():
+        frame[column] = pd.Series({n: row.get(column, default) for n, row in rows.items()}, dtype=object)
     for column in _COLUMNS[task]:
         if column not in frame:
             frame[column] = None  # so not-null names every row, rather than GE raising on a missing column
@@ -172,6 +269,8 @@ def _frame(task: str, rows: dict[int, dict[str, Any]]) -> pd.DataFrame:
             {n: None if any(_is_missing(r[c]) for c in inputs) else bool(check(r)) for n, r in records.items()},
             dtype=object,
         )
+    for name, table_check in _TABLE_CHECKS.get(task, {}).items():
+        frame[name] = table_check(frame)
     return frame
 
 
@@ -195,7 +294,7 @@ def _validation_definition(task: str) -> Any:
 
     context = _gx()
     batch = context.data_sources.get("datasets").add_dataframe_asset(task).add_batch_definition_whole_dataframe(task)
-    checks = [*_ID_CHECK, *_CHECKS[task]]
+    checks = [*_ID_CHECK, *_CHECKS[task], *_TABLE_CHECKS.get(task, {})]
     suite = context.suites.add(gx.ExpectationSuite(name=task))
     suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=[*_COLUMNS[task], *checks], exact_match=True))
     for column in _COLUMNS[task]:
@@ -203,6 +302,8 @@ def _validation_definition(task: str) -> Any:
     suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="id"))
     for column in checks:
         suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[True]))
+    if task == CALIBRATION:  # a criterion with no rows at all has no row to fail the count check
+        suite.add_expectation(gxe.ExpectColumnDistinctValuesToContainSet(column="criterion", value_set=list(CRITERIA)))
     return context.validation_definitions.add(gx.ValidationDefinition(name=task, data=batch, suite=suite))
 
 
@@ -227,6 +328,10 @@ def _describe(result: Any, frame: pd.DataFrame) -> str:
     if result.exception_info.get("raised_exception"):
         return f"{name} could not run: {result.exception_info['exception_message']}"
     details = result.result
+    if config.type == "expect_column_distinct_values_to_contain_set":
+        present = frame[column].tolist()
+        missing = [v for v in config.kwargs["value_set"] if v not in present]
+        return f"{name}: no rows for {', '.join(map(str, missing))}"
     if "unexpected_index_list" not in details:  # table-level: the column set
         mismatched = details.get("details", {}).get("mismatched", {})
         parts = [f"{kind} columns {', '.join(map(str, cols))}" for kind, cols in sorted(mismatched.items()) if cols]
