@@ -31,9 +31,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.catalog import Catalog
-from registry.errors import ArbiterError
+from registry.errors import ConflictError
 from registry.learnings import TaskLearnings
 from registry.live import live_figures
+from registry.locks import route_lock
+from registry.mlflow_client import registered_model_or_none
 from registry.rollout_policy import LiveFigures
 from registry.routes import TAG_ROLLOUT, TERMINAL, Routes, route_model_name
 from registry.store import new_id
@@ -96,7 +98,7 @@ class AutoSwapper:
         catalog: Catalog,
         policy: AutoSwapPolicy,
         *,
-        pick_alternative: Callable[[str, str], str | None] | None = None,
+        pick_alternative: Callable[[str, set[str]], str | None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog = catalog
@@ -113,7 +115,18 @@ class AutoSwapper:
     # --- one check --------------------------------------------------------------------------
 
     def check(self, route: str) -> Decision | None:
-        model = self.catalog.client.get_registered_model(route_model_name(route))
+        """Judge the route's champion and act; ``None`` when there is nothing to act on. The route's
+        lock is held while deciding, so a promotion starting meanwhile cannot be cut across."""
+        try:
+            with route_lock(self.catalog.settings.home, route, purpose="auto-swap check", wait_s=0.0):
+                return self._check(route)
+        except ConflictError:
+            return None  # a promotion holds the route: it judges the challenger itself
+
+    def _check(self, route: str) -> Decision | None:
+        model = registered_model_or_none(self.catalog.client, route_model_name(route))
+        if model is None:
+            return None
         rollout = model.tags.get(TAG_ROLLOUT)
         if rollout and json.loads(rollout)["phase"] not in TERMINAL:
             return None
@@ -144,7 +157,8 @@ class AutoSwapper:
                 self.routes.rollback(route)
                 return self._record(Decision(route, "rollback", reasons, report, to=previous))
             report["previous"] = {"ref": previous, "reasons": previous_reasons}
-        alternative = self._pick_alternative(route, champion)
+        avoid = {champion} | ({previous} if state.previous is not None else set())
+        alternative = self._pick_alternative(route, avoid)
         if alternative is None:
             return self._hold(route, champion, "no healthy alternative", reasons, report)
         model_name, _, version = alternative.partition("/")
@@ -159,7 +173,7 @@ class AutoSwapper:
                 for route in routes():
                     try:
                         decision = self.check(route)
-                    except ArbiterError as exc:  # MLflow locked, a route deleted meanwhile: next round
+                    except Exception as exc:  # noqa: BLE001 — MLflow locked or down: this round only, never the thread
                         _log.warning("auto-swap check of %s failed: %s", route, exc)
                         continue
                     if decision is not None and decision.action != "held":
@@ -205,15 +219,16 @@ class AutoSwapper:
         )
         return rows[0]["ts"].timestamp() if rows and rows[0]["ts"] is not None else None
 
-    def _selector_pick(self, route: str, champion: str) -> str | None:
-        """The selector's best version for the task other than the degraded champion."""
+    def _selector_pick(self, route: str, avoid: set[str]) -> str | None:
+        """The selector's best version for the task, other than the degraded champion and a
+        ``previous`` that is degraded too (so two bad versions never take turns)."""
         from registry.errors import SelectionError
         from registry.profiles import ProfileCache
         from registry.selection import Criteria, LocalModelSelector
 
-        current = self.catalog.get_ref(champion)
+        current = self.routes.champion(route)
         selector = LocalModelSelector(
-            lambda: [r for r in self.catalog.list_versions() if r.ref != champion],
+            lambda: [r for r in self.catalog.list_versions() if r.ref not in avoid],
             ProfileCache(self.store, max_age_s=0.0), self.learnings,
         )
         try:

@@ -13,8 +13,9 @@ from registry.store import ResultsStore
 
 
 def live_figures(store: ResultsStore, route: str, *, since: float) -> dict[str, LiveFigures]:
-    """Per version (``NAME/VERSION``), the gateway's calls on ``route`` since ``since`` (epoch
-    seconds). A client that hung up is not the model's failure and is left out."""
+    """Per version (``NAME/VERSION``), the calls that served ``route`` since ``since`` (epoch
+    seconds) — through the gateway or the Python facade; benchmark runs are not live traffic. A
+    client that hung up is not the model's failure and is left out."""
     rows = store.query(
         """
         select model || '/' || version as ref, count(*) as n, count(*) filter (where ok) as ok,
@@ -22,7 +23,7 @@ def live_figures(store: ResultsStore, route: str, *, since: float) -> dict[str, 
                median(tokens_per_s) filter (where ok and tokens_per_s > 0) as tokens_per_s,
                avg(quality) as quality, count(quality) as quality_n
         from calls
-        where source = 'gateway' and route = $1 and ts >= $2
+        where source in ('gateway', 'manager') and route = $1 and ts >= $2
           and coalesce(error, '') <> 'client disconnected'
         group by model, version
         """,

@@ -28,16 +28,15 @@ def lock_path(home: Path, route: str) -> Path:
 
 
 @contextmanager
-def route_lock(home: Path, route: str, *, purpose: str) -> Iterator[None]:
-    """Hold the route's lock for the block, or raise ``ConflictError`` naming the holder."""
+def route_lock(home: Path, route: str, *, purpose: str, wait_s: float = 1.0) -> Iterator[None]:
+    """Hold the route's lock for the block, or raise ``ConflictError`` naming the holder. Waits up
+    to ``wait_s`` first: short holders (a status probe, an auto-swap check) must not make a
+    promotion fail."""
     path = lock_path(home, route)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+")  # noqa: SIM115 — held open for the whole block: closing it releases the lock
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise _busy(path, route) from None
+        _acquire(handle, path, route, wait_s)
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
@@ -46,6 +45,18 @@ def route_lock(home: Path, route: str, *, purpose: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def _acquire(handle, path: Path, route: str, wait_s: float) -> None:  # noqa: ANN001 — an open file
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise _busy(path, route) from None
+            time.sleep(0.05)
 
 
 def _busy(path: Path, route: str) -> ConflictError:

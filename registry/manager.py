@@ -18,7 +18,7 @@ from typing import Any
 
 from registry.calls import measured_call
 from registry.catalog import Catalog, VersionRecord
-from registry.errors import NotFoundError, ProviderError
+from registry.errors import NotFoundError, ProviderError, UnavailableError
 from registry.learnings import TaskLearnings
 from registry.pool import WarmPool
 from registry.profiles import ProfileCache
@@ -88,31 +88,42 @@ class ArbiterModelManager:
         """Answer ``request`` (a prompt, or a full request) for ``criteria.task``."""
         if isinstance(request, str):
             request = GenerationRequest(messages=({"role": "user", "content": request},))
-        record, reason = self._choose(criteria)
-        with self.pool.lease(record) as instance:  # one request at a time per llama.cpp instance
-            call = measured_call(instance.provider, record, request, source="manager", route=criteria.task,
-                                 task=criteria.task)
-        self._recorder.add("calls", call.row)
-        if call.generation is None:
-            raise ProviderError(f"{record.ref} failed task {criteria.task!r}: {call.row['error']}")
-        return TaskExecution(
-            output=call.generation.text, version=record.ref, figures={k: call.row[k] for k in _FIGURES},
-            swapped=reason is not None, swap_reason=reason,
-        )
+        (record, reason), fallback = self._choose(criteria)
+        errors = []
+        for attempt, why in ((record, reason), *([fallback] if fallback else [])):
+            try:
+                with self.pool.lease(attempt) as instance:  # one request at a time per llama.cpp instance
+                    call = measured_call(instance.provider, attempt, request, source="manager", route=criteria.task,
+                                         task=criteria.task)
+            except (ProviderError, UnavailableError) as exc:  # it would not load: the next one may
+                errors.append(f"{attempt.ref}: {exc}")
+                continue
+            self._recorder.add("calls", call.row)  # a failed attempt is a row too: auto-swap reads them
+            if call.generation is not None:
+                return TaskExecution(
+                    output=call.generation.text, version=attempt.ref, figures={k: call.row[k] for k in _FIGURES},
+                    swapped=why is not None, swap_reason=why,
+                )
+            errors.append(f"{attempt.ref}: {call.row['error']}")
+        raise ProviderError(f"task {criteria.task!r} failed on every version tried: {' | '.join(errors)}")
 
-    def _choose(self, criteria: Criteria) -> tuple[VersionRecord, str | None]:
-        """The champion when it meets the criteria; else the selector's pick, and why."""
+    def _choose(self, criteria: Criteria) -> tuple[tuple[VersionRecord, str | None], tuple[VersionRecord, str] | None]:
+        """The version to run and why it is not the champion (None: it is), and the one to fall
+        back to if it fails: the champion when it meets the criteria, else the selector's pick."""
         try:
             champion = self.routes.champion(criteria.task)
         except NotFoundError:
             champion = None
         selection = self.selector.select(self.learnings.enhance(criteria))
-        if champion is None:
-            return selection.primary.record, f"route {criteria.task!r} has no champion; the selector chose"
-        if any(c.ref == champion.ref for c in selection.candidates):
-            return champion, None
-        why = next((e.reasons for e in selection.excluded if e.ref == champion.ref), ("not eligible",))
-        return selection.primary.record, f"champion {champion.ref} excluded: {'; '.join(why)}"
+        if champion is not None and any(c.ref == champion.ref for c in selection.candidates):
+            chosen, reason = champion, None
+        elif champion is None:
+            chosen, reason = selection.primary.record, f"route {criteria.task!r} has no champion; the selector chose"
+        else:
+            why = next((e.reasons for e in selection.excluded if e.ref == champion.ref), ("not eligible",))
+            chosen, reason = selection.primary.record, f"champion {champion.ref} excluded: {'; '.join(why)}"
+        backup = next((c.record for c in selection.candidates if c.ref != chosen.ref), None)
+        return (chosen, reason), ((backup, f"{chosen.ref} failed; the selector's next choice answered") if backup else None)
 
     # --- routes ----------------------------------------------------------------------------
 
@@ -142,15 +153,15 @@ class ArbiterModelManager:
     def statistics(self) -> dict[str, Any]:
         """Swaps and rollbacks by kind, and calls per task."""
         self._recorder.flush()
-        events = self.store.query(
-            "select kind, count(*) as n from events where kind in ('promote', 'rollback', 'alias.external') "
-            "or kind like 'rollout.%' or kind like 'autoswap.%' group by kind order by kind"
+        events = self.store.query(  # distinct ids: an alias change finished after a kill can be two rows
+            "select kind, count(distinct event_id) as n from events where kind in ('promote', 'rollback', "
+            "'alias.external') or kind like 'rollout.%' or kind like 'autoswap.%' group by kind order by kind"
         )
         calls = self.store.query(
             "select coalesce(route, task) as task, count(*) as calls, avg(ok::int) as success_rate "
             "from calls group by 1 order by 1"
         )
         swaps = {e["kind"]: e["n"] for e in events}
-        return {"swaps": swaps, "total_swaps": sum(n for k, n in swaps.items() if k in ("promote", "rollback",
-                                                                                        "autoswap.swap", "autoswap.rollback")),
-                "tasks": calls}
+        # An auto-swap or a finished rollout moves aliases through a promote/rollback, so those two
+        # count every alias move once; the others say who or what decided.
+        return {"swaps": swaps, "total_swaps": swaps.get("promote", 0) + swaps.get("rollback", 0), "tasks": calls}

@@ -177,8 +177,15 @@ class Rollout:
         promotion records the rollback at its next check, otherwise this does it."""
         model = self._route_model(route)
         state = _state_of(model)
+        if state is not None and state.terminal:
+            self._converge(model.name, state)  # a kill inside its last transition: finish that first
         if state is None or state.terminal:
             raise PromotionError(f"route {route!r} has no rollout in progress; `arbiter routes status {route}` shows its state")
+        if state.phase == "promoting":
+            raise PromotionError(
+                f"route {route!r} is promoting {state.candidate} already (it passed every step); when it is done, "
+                f"go back with `arbiter routes rollback {route}`"
+            )
         retry_locked(lambda: self._client.set_registered_model_tag(model.name, TAG_ABORT, reason))
         self._withdraw_challenger(model.name)
         try:
@@ -195,6 +202,10 @@ class Rollout:
         starts). Returns the unfinished rollout of this candidate that a run would resume, if any."""
         model = self._route_model(route)
         state = _state_of(model)
+        if state is not None and state.phase == "done" and state.candidate == candidate_ref:
+            champion = self.routes.show(route).champion
+            if champion is not None and f"{champion.model}/{champion.version}" == candidate_ref:
+                return state  # run again after it finished (or was killed finishing): nothing left to do
         if state is not None and not state.terminal:
             if state.candidate != candidate_ref:
                 raise ConflictError(
@@ -214,14 +225,17 @@ class Rollout:
         return None
 
     def _begin(self, route: str, candidate_ref: str, policy: RolloutPolicy) -> RolloutState:
-        unfinished = self.check_request(route, candidate_ref)
         model = self._route_model(route)
+        last = _state_of(model)
+        if last is not None and last.terminal:
+            self._converge(model.name, last)  # a kill inside its last transition: finish that first
+        unfinished = self.check_request(route, candidate_ref)
         if unfinished is not None:
             self._converge(model.name, unfinished)  # resume: whatever a killed run left half done is finished
             return unfinished
         candidate = self.catalog.get_ref(candidate_ref)
         champion = self.routes.champion(route)
-        if TAG_ABORT in model.tags:  # a request left over from an earlier rollout
+        if TAG_ABORT in self._client.get_registered_model(model.name).tags:  # left over from an earlier rollout
             retry_locked(lambda: self._client.delete_registered_model_tag(model.name, TAG_ABORT))
         state = RolloutState(
             id=new_id()[:12], route=route, candidate=candidate.ref, champion=champion.ref, phase="benchmark",
@@ -232,7 +246,7 @@ class Rollout:
     def _run(self, state: RolloutState) -> RolloutState:
         while not state.terminal:
             model = self._client.get_registered_model(route_model_name(state.route))
-            if TAG_ABORT in model.tags:
+            if TAG_ABORT in model.tags and state.phase != "promoting":  # past every step: it finishes
                 state = self._enter(state, "rolled_back", outcome={"reasons": [model.tags[TAG_ABORT]], "by": "abort"})
                 break
             state = _state_of(model) or state
@@ -246,8 +260,10 @@ class Rollout:
         candidate = self.catalog.get_ref(state.candidate)
         champion = self.catalog.get_ref(state.champion)
         if state.phase == "benchmark":
-            for record in (candidate, champion):
-                if self.store.latest_run(state.route, record.name, record.version, self._hardware_id) is None:
+            # The candidate is warmed up and benchmarked by this rollout (a rerun after a kill keeps a
+            # run it already made); the champion only when it has no run on this hardware.
+            for record, since in ((candidate, state.started_at), (champion, None)):
+                if not self._has_run(state.route, record, since):
                     self._benchmark(record, state.route, policy.benchmark_limit)
             return self._enter(state, "compatibility")
         if state.phase == "compatibility":
@@ -262,9 +278,29 @@ class Rollout:
             return self._enter(state, "done")
         raise PromotionError(f"route {state.route!r}: unknown rollout phase {state.phase!r} in its {TAG_ROLLOUT} tag")
 
+    def _has_run(self, task: str, record: VersionRecord, since: float | None) -> bool:
+        run = self.store.latest_run(task, record.name, record.version, self._hardware_id)
+        if run is None or run["hardware_id"] != self._hardware_id:
+            return False
+        return since is None or run["ts"].timestamp() >= since
+
+    def _warm_failures(self, state: RolloutState) -> list[str]:
+        """The gateway's reports that the challenger could not be loaded during this step."""
+        model, _, version = state.candidate.partition("/")
+        rows = self.store.query(
+            "select detail from events where kind = 'challenger.failed' and route = $1 and model = $2 "
+            "and version = $3 and ts >= $4 order by ts",
+            [state.route, model, int(version), datetime.fromtimestamp(state.step_started_at or state.started_at, UTC)],
+        )
+        return [json.loads(row["detail"]).get("error", "unknown error") for row in rows]
+
     def _check(self, state: RolloutState, policy: RolloutPolicy) -> RolloutState:
         now = self._clock()
         assert state.step_started_at is not None
+        failures = self._warm_failures(state)
+        if failures:  # it takes no share while it cannot load: waiting for samples would wait forever
+            reasons = [f"the gateway could not load {state.candidate}: {failures[-1]}"]
+            return self._enter(state, "rolled_back", outcome={"reasons": reasons})
         in_step = live_figures(self.store, state.route, since=state.step_started_at)
         champion = in_step.get(state.champion)
         if champion is None or champion.n < policy.min_samples:  # at 100 % it gets no calls in the step
@@ -281,7 +317,11 @@ class Rollout:
         return state
 
     def _enter(self, state: RolloutState, phase: str, **changes: Any) -> RolloutState:
-        """Write the new state, apply its effects, record its event — in that order."""
+        """Write the new state, apply its effects, record its event — in that order. A rollback
+        withdraws the challenger first: withdrawing is always safe, and a kill right after the
+        state is written must not leave a judged-bad candidate taking traffic."""
+        if phase in ("rolled_back", "refused"):
+            self._withdraw_challenger(route_model_name(state.route))
         new = self._save(replace(state, phase=phase, **changes))
         self._converge(route_model_name(new.route), new)
         if self._on_phase is not None:
@@ -291,6 +331,8 @@ class Rollout:
     def _converge(self, model_name: str, state: RolloutState) -> None:
         """Apply the effects of ``state``'s phase and record its event (both idempotent)."""
         if state.phase in ("benchmark", "compatibility", "ramp"):
+            if TAG_ABORT in self._client.get_registered_model(model_name).tags:
+                return  # an abort landed meanwhile: never hand the challenger its share back
             candidate = self.catalog.get_ref(state.candidate)
             route_version = self.routes.route_copy(model_name, candidate)
             retry_locked(lambda: self._client.set_registered_model_alias(model_name, CHALLENGER, str(route_version)))
@@ -301,9 +343,8 @@ class Rollout:
             self._withdraw_challenger(model_name)
         else:  # rolled_back, refused
             self._withdraw_challenger(model_name)
-            model = self._client.get_registered_model(model_name)
-            if TAG_ABORT in model.tags:
-                retry_locked(lambda: self._client.delete_registered_model_tag(model_name, TAG_ABORT))
+        if state.terminal and TAG_ABORT in self._client.get_registered_model(model_name).tags:
+            retry_locked(lambda: self._client.delete_registered_model_tag(model_name, TAG_ABORT))
         self._record_event(state)
 
     def _withdraw_challenger(self, model_name: str) -> None:

@@ -77,8 +77,16 @@ class RolloutPolicy(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'policy'}: {e['msg']}" for e in exc.errors())
-            raise PromotionError(f"invalid rollout policy ({problems}); e.g. --ramp 10,25,50,100 --step-seconds 3600") from None
+            problems = "; ".join(f"{_FLAGS.get(str(e['loc'][0]), 'policy') if e['loc'] else 'policy'}: {e['msg']}"
+                                 for e in exc.errors())
+            raise PromotionError(f"invalid rollout policy: {problems} (defaults: {_DEFAULTS_SHOWN})") from None
+
+
+_FLAGS = {"ramp": "--ramp", "step_seconds": "--step-seconds", "min_ratio": "--min-ratio", "speed_ratio": "--speed-ratio",
+          "min_samples": "--min-samples", "check_every_s": "--check-every", "benchmark_limit": "--benchmark-limit",
+          "force": "--force"}
+_DEFAULTS_SHOWN = ("--ramp 10,25,50,100 --step-seconds 3600 --min-samples 10 --min-ratio 0.95 --speed-ratio 0.8 "
+                   "--check-every 5")
 
 
 @dataclass(frozen=True)

@@ -126,8 +126,9 @@ class Router:
                     self._pool.warm(champion)
                 except Exception as exc:  # noqa: BLE001 — one bad champion must not stop the others serving
                     self._emit("swap.failed", entry.route, champion, {"error": str(exc), "at": "start"})
+        servable = {route: self._servable(entry) for route, entry in desired.items()}  # a challenger warms first
         with self._lock:
-            self._served = desired
+            self._served = servable
         self._pin_champions()
         if follow:
             self._thread = threading.Thread(target=self._follow, name="arbiter-alias-follower", daemon=True)
@@ -145,8 +146,13 @@ class Router:
 
     # --- resolution (memory only) -----------------------------------------------------------
 
-    def resolve(self, name: str) -> Resolution:
-        """Raises ``NotFoundError`` listing the names that exist — never a default model."""
+    def resolve(self, name: str, *, turn: bool = False) -> Resolution:
+        """Raises ``NotFoundError`` listing the names that exist — never a default model.
+
+        ``turn``: this resolution serves a generation, so during a rollout it may go to the
+        challenger (its share counts only such requests). Listings, ``/api/show`` and Ollama's
+        "load the model" calls resolve without a turn: they see the champion and move no counter.
+        """
         requested = name
         name = name.strip().removesuffix(":latest")
         if "@" in name:
@@ -159,7 +165,7 @@ class Router:
             raise self._unknown(requested, why="route has no champion yet" if entry else None)
         previous = entry.aliases.get(PREVIOUS)
         challenger = entry.challenger
-        if challenger is not None and self._challenger_turn(name, entry.share):
+        if turn and challenger is not None and self._challenger_turn(name, entry.share):
             fallbacks = tuple(r for r in (entry.champion, previous) if r is not None and r.ref != challenger.ref)
             return Resolution(requested, challenger, route=name, fallbacks=fallbacks)
         fallbacks = (previous,) if previous is not None and previous.ref != entry.champion.ref else ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -71,9 +72,15 @@ def promote(
     check_every_s: float | None, benchmark_limit: int | None, force: bool, as_json: bool,
 ) -> None:
     """Make a version the champion of ROUTE: gradually (--candidate) or at once (--model/--version)."""
+    rollout_flags = {"--ramp": ramp, "--step-seconds": step_seconds, "--min-samples": min_samples,
+                     "--min-ratio": min_ratio, "--speed-ratio": speed_ratio, "--check-every": check_every_s,
+                     "--benchmark-limit": benchmark_limit}
     if candidate is None:
         if model is None or version is None:
             raise UserError("give --candidate NAME/VERSION for a gradual rollout, or --model NAME --version N to promote at once")
+        given = [flag for flag, value in rollout_flags.items() if value is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} shape a gradual rollout; use --candidate {model}/{version} with them")
         _print(context.routes().promote(route, model, version, force=force), as_json)
         return
     if model is not None or version is not None:
@@ -93,6 +100,13 @@ def promote(
         status = promote_flow(route=route, candidate=candidate, policy=policy.model_dump(mode="json"),
                               home=str(catalog.settings.home), lock_held=True)
     _print_status(status, as_json)
+    phase = status["rollout"]["phase"]
+    if phase in EXIT_CODES:  # a script can tell a promotion from a rollback without parsing
+        sys.exit(EXIT_CODES[phase])
+
+
+# `routes promote --candidate` ends 0 when the candidate was promoted, else with its outcome.
+EXIT_CODES = {"rolled_back": 5, "refused": 6}
 
 
 @routes.command("status")
@@ -126,8 +140,10 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
         click.echo("  no rollout yet")
         return
     running = "running" if status["running"] else "not running"
+    where = (f"step {rollout['step'] + 1} of {len(rollout['policy']['ramp'])} at {rollout['share']}%, "
+             if rollout["phase"] == "ramp" else "")
     click.echo(f"  rollout {rollout['id']}: {rollout['candidate']} vs {rollout['champion']}, phase {rollout['phase']}"
-               f" (step {rollout['step'] + 1} of {len(rollout['policy']['ramp'])}, {running})")
+               f" ({where}{running})")
     check = rollout.get("last_check")
     if check:
         click.echo(f"  last check {check['at']}: {check['action']} — {'; '.join(check['reasons'])}")

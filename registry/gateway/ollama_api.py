@@ -136,9 +136,10 @@ async def root() -> Response:
 async def generate(request: Request) -> Response:
     body = await parse_body(request, GenerateBody)
     gateway = gateway_of(request)
-    resolution = gateway.router.resolve(body.model)
+    loading = not body.prompt and body.system is None  # Ollama's "load the model" call
+    resolution = gateway.router.resolve(body.model, turn=not loading)
     record = resolution.record
-    if not body.prompt and body.system is None:  # Ollama's "load the model" call
+    if loading:
         await _warm(request, resolution)
         return JSONResponse(_final(body.model, "load", None) | {"response": ""})
     if body.raw or "chat" not in record.spec.capabilities:
@@ -155,7 +156,7 @@ async def generate(request: Request) -> Response:
 async def chat(request: Request) -> Response:
     body = await parse_body(request, ChatBody)
     gateway = gateway_of(request)
-    resolution = gateway.router.resolve(body.model)
+    resolution = gateway.router.resolve(body.model, turn=bool(body.messages))
     if not body.messages:  # Ollama's "load the model" call
         await _warm(request, resolution)
         return JSONResponse(_final(body.model, "load", None) | {"message": {"role": "assistant", "content": ""}})

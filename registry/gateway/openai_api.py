@@ -116,7 +116,7 @@ async def models(request: Request) -> dict[str, Any]:
 async def chat_completions(request: Request) -> Response:
     body = await parse_body(request, ChatBody)
     gateway = gateway_of(request)
-    resolution = gateway.router.resolve(body.model)
+    resolution = gateway.router.resolve(body.model, turn=True)
     require_capability(resolution.record, "chat", body.model)
     messages = tuple({"role": "system" if m.role == "developer" else m.role, "content": m.text}
                      for m in body.messages)
@@ -130,7 +130,7 @@ async def chat_completions(request: Request) -> Response:
 async def completions(request: Request) -> Response:
     body = await parse_body(request, CompletionBody)
     gateway = gateway_of(request)
-    resolution = gateway.router.resolve(body.model)
+    resolution = gateway.router.resolve(body.model, turn=True)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if len(prompts) != 1:
         raise UserError(f"'prompt' must be one string (got a list of {len(prompts)}); send one request per prompt")

@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 from support import free_port, gateway_process, steady_load
 
-from registry.autoswap import AutoSwapPolicy, degradation
 from registry.catalog import Catalog
 from registry.gateway.background import gateway_in_background
-from registry.rollout_policy import LiveFigures
 from registry.routes import Routes
 from registry.settings import get_settings
 
@@ -107,18 +105,3 @@ def test_a_failing_champion_with_no_previous_is_swapped_to_the_selectors_pick(ba
     assert decision["to"] == "smollm2-135m/1" and any("success rate" in r for r in decision["reasons"])
     state = Routes(catalog).show("qa")
     assert (state.champion.model, state.previous.model) == ("smollm2-135m", "backend-b")
-
-
-def figures(n: int, ok: int, quality: float | None = None, quality_n: int = 0) -> LiveFigures:
-    return LiveFigures(n=n, ok=ok, p50_ms=100.0, tokens_per_s=50.0, quality=quality, quality_n=quality_n)
-
-
-@pytest.mark.unit
-def test_the_degradation_rule() -> None:
-    policy = AutoSwapPolicy(min_samples=10, success_threshold=0.8, quality_factor=0.9)
-    assert degradation(policy, figures(9, 0), None) == []  # too few calls to judge
-    assert degradation(policy, figures(10, 8), None) == []  # 0.8 is not under 0.8
-    assert "success rate 0.700" in degradation(policy, figures(10, 7), None)[0]
-    assert degradation(policy, figures(10, 10, quality=0.6, quality_n=10), 0.7) != []  # 0.6 < 0.9 × 0.7
-    assert degradation(policy, figures(10, 10, quality=0.64, quality_n=10), 0.7) == []
-    assert degradation(policy, figures(10, 10, quality=0.1, quality_n=10), None) == []  # no threshold, no trigger

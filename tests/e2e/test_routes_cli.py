@@ -36,9 +36,10 @@ def route(catalog: Catalog, smollm2) -> Catalog:
         (["--candidate", "smollm2-plain/1"], 2, "lacks the route's capabilities"),
         (["--candidate", "smollm2-plain/1", "--ramp", "50,10,100"], 2, "must increase"),
         (["--candidate", "smollm2-plain/1", "--ramp", "10,50,150"], 2, "between 1 and 100"),
-        (["--candidate", "smollm2-plain/1", "--min-ratio", "2"], 2, "min_ratio"),
+        (["--candidate", "smollm2-plain/1", "--min-ratio", "2"], 2, "--min-ratio: "),
         (["--candidate", "smollm2-plain/1", "--model", "smollm2-plain", "--version", "1"], 2, "give one of them"),
         ([], 2, "give --candidate"),
+        (["--model", "smollm2-plain", "--version", "1", "--ramp", "10,100"], 2, "--ramp shape a gradual rollout"),
     ],
 )
 def test_bad_promotions_are_one_line_and_change_nothing(route: Catalog, args: list[str], exit_code: int, expected: str) -> None:

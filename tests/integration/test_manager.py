@@ -61,3 +61,18 @@ def test_force_swap_rollback_summary_and_statistics(manager: ArbiterModelManager
     stats = manager.statistics()
     assert stats["swaps"]["promote"] == 2 and stats["swaps"]["rollback"] == 1 and stats["total_swaps"] == 3
     assert {t["task"]: t["calls"] for t in stats["tasks"]}["qa"] == 2
+
+
+def test_a_champion_that_cannot_load_fails_over_to_the_selectors_next_choice(
+    manager: ArbiterModelManager, catalog: Catalog, shipped, tmp_path
+) -> None:
+    doomed = tmp_path / "doomed.gguf"
+    doomed.write_bytes(shipped[0].path.read_bytes())
+    catalog.register(doomed, name="doomed", capabilities=list(shipped[0].capabilities))
+    manager.force_swap("qa", "doomed/1")
+    doomed.unlink()
+
+    result = manager.execute_task("Say hello.", Criteria(task="qa"))
+
+    assert result.swapped and result.version != "doomed/1" and result.output.strip()
+    assert result.swap_reason.startswith("doomed/1 failed")

@@ -150,9 +150,64 @@ def test_abort_stops_a_running_rollout_at_once(served: Served, load: threading.E
     with pytest.raises(PromotionError, match="abort"):  # a hand-made rollback must not cut across it
         Routes(served.catalog).rollback("qa")
     status = Rollout(served.catalog).abort("qa", "operator saw bad answers")
+    aborted_at = time.time()
 
     assert status["share"] == 0 and status["challenger"] is None  # at once, before the runner's next check
     runner.join(timeout=30)
+    time.sleep(2.0)
+    late = served.catalog.store.query(
+        "select count(*) as n from calls where model = 'smollm2-twin' and epoch(ts) > $1", [aborted_at + 1.0])
+    assert late[0]["n"] == 0  # the gateway followed the abort within its alias poll
     assert result["state"].phase == "rolled_back"
     assert result["state"].outcome["reasons"] == ["operator saw bad answers"]
     assert served.rollout.status("qa")["champion"]["model"] == "smollm2-135m"
+
+
+def test_a_challenger_the_gateway_cannot_load_is_rolled_back(served: Served, load: threading.Event, shipped, tmp_path) -> None:
+    doomed = tmp_path / "doomed.gguf"
+    doomed.write_bytes(shipped[0].path.read_bytes())
+    served.catalog.register(doomed, name="smollm2-doomed", capabilities=list(shipped[0].capabilities))
+
+    def lose_the_file(state) -> None:  # benchmarked fine; gone before the gateway warms it for its share
+        if state.phase == "compatibility":
+            doomed.unlink()
+
+    rollout = Rollout(served.catalog, on_phase=lose_the_file)
+    state = rollout.promote("qa", "smollm2-doomed/1", RolloutPolicy(**{**FAST, "step_seconds": 60.0}))
+
+    assert state.phase == "rolled_back"
+    assert "the gateway could not load smollm2-doomed/1" in state.outcome["reasons"][0]
+    assert served.rollout.status("qa")["champion"]["model"] == "smollm2-135m"
+
+
+def leave_state(catalog: Catalog, phase: str, candidate: str = "smollm2-twin/1") -> None:
+    """What a SIGKILL right after a terminal state was written leaves: the state, not its effects."""
+    state = {"id": "killedrollout", "route": "qa", "candidate": candidate, "champion": "smollm2-135m/1",
+             "phase": phase, "policy": RolloutPolicy(**FAST).model_dump(mode="json"), "started_at": time.time() - 60,
+             "step": 2, "step_started_at": time.time() - 5, "last_check": None, "outcome": {"reasons": ["killed"]}}
+    catalog.client.set_registered_model_tag("route.qa", TAG_ROLLOUT, json.dumps(state))
+
+
+def test_a_kill_inside_a_rollback_is_finished_by_the_next_command(served: Served) -> None:
+    routes = Routes(served.catalog)
+    twin = routes.route_copy("route.qa", served.catalog.get("smollm2-twin", 1))
+    served.catalog.client.set_registered_model_alias("route.qa", "challenger", str(twin))
+    served.catalog.client.set_registered_model_tag("route.qa", TAG_SHARE, "50")
+    leave_state(served.catalog, "rolled_back")
+
+    with pytest.raises(PromotionError, match="no rollout in progress"):
+        served.rollout.abort("qa")
+
+    status = served.rollout.status("qa")
+    assert status["share"] == 0 and status["challenger"] is None  # the judged-bad candidate takes no traffic
+    assert [e["kind"] for e in served.events()] == ["rollout.rollback"]
+
+
+def test_a_kill_inside_the_final_promotion_reruns_to_done_without_an_error(served: Served) -> None:
+    Routes(served.catalog).promote("qa", "smollm2-twin", 1, force=True)  # what `promoting` had done
+    leave_state(served.catalog, "done")
+
+    for _ in range(2):
+        state = served.rollout.promote("qa", "smollm2-twin/1", RolloutPolicy(**FAST))
+        assert state.phase == "done" and state.id == "killedrollout"
+    assert [e["kind"] for e in served.events()] == ["rollout.done"]  # recorded once, by the first rerun

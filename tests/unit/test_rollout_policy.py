@@ -65,9 +65,9 @@ def test_bad_ramps_are_refused_with_the_fix(ramp: str, message: str) -> None:
 
 
 def test_bad_thresholds_are_refused() -> None:
-    with pytest.raises(PromotionError, match="min_ratio"):
+    with pytest.raises(PromotionError, match="--min-ratio: "):
         RolloutPolicy.parse(min_ratio=1.5)
-    with pytest.raises(PromotionError, match="step_seconds"):
+    with pytest.raises(PromotionError, match="--step-seconds: "):
         RolloutPolicy.parse(step_seconds=0)
 
 
