@@ -12,6 +12,7 @@
     │   ├── ContextOverflowError a prompt (plus max_tokens) longer than the model's context
     │   └── ConfigError          a setting that cannot work
     ├── ProviderError            a backend failed to load or generate
+    ├── JudgeError               the judge model gave no valid judgement (after its retry)
     ├── CapacityError            every instance's queue is full: retry later (HTTP 429)
     ├── UnavailableError         no healthy instance could answer in time (HTTP 503)
     └── StoreError               the registry or results store failed (locked, unreadable)
@@ -76,6 +77,10 @@ class ConfigError(UserError):
 
 class ProviderError(ArbiterError):
     """A model backend failed to load or to generate."""
+
+
+class JudgeError(ArbiterError):
+    """The judge model answered twice without a valid judgement (not JSON, or off the scale)."""
 
 
 class CapacityError(ArbiterError):

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 
 from registry.errors import StoreError, UserError
 
-SCHEMA_VERSION = 2  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
+SCHEMA_VERSION = 3  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
+# 3: calls gained features and metadata (JSON text: what an application reports through the tracker)
 
 _HARDWARE = [
     ("hardware_id", pa.string()),
@@ -62,6 +63,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("requested", pa.string()),
             ("queue_ms", pa.float64()),
             ("overhead_ms", pa.float64()),
+            ("features", pa.string()),
+            ("metadata", pa.string()),
             *_HARDWARE,
             ("schema_version", pa.int32()),
         ]
@@ -110,6 +113,25 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("key", pa.string()),
             ("value", pa.string()),
             ("source", pa.string()),
+            ("schema_version", pa.int32()),
+        ]
+    ),
+    "judge_calibration": pa.schema(
+        [
+            ("calibration_id", pa.string()),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("model", pa.string()),
+            ("version", pa.int32()),
+            ("criterion", pa.string()),
+            ("n", pa.int32()),
+            ("n_failed", pa.int32()),
+            ("accuracy", pa.float64()),
+            ("spearman", pa.float64()),
+            ("mean_abs_error", pa.float64()),
+            ("dataset_sha256", pa.string()),
+            ("seconds_per_item", pa.float64()),
+            ("mlflow_run_id", pa.string()),
+            *_HARDWARE,
             ("schema_version", pa.int32()),
         ]
     ),

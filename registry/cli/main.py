@@ -38,7 +38,19 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from registry.cli import benchmark, demo, generate, learnings, models, results, routes, select, serve
+    from registry.cli import (
+        benchmark,
+        demo,
+        export,
+        generate,
+        judge,
+        learnings,
+        models,
+        results,
+        routes,
+        select,
+        serve,
+    )
 
     cli.add_command(models.models)
     cli.add_command(routes.routes)
@@ -49,6 +61,8 @@ def _register_commands() -> None:
     cli.add_command(serve.serve)
     cli.add_command(select.select)
     cli.add_command(learnings.learnings)
+    cli.add_command(judge.judge)
+    cli.add_command(export.export)
 
 
 _register_commands()

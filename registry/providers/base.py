@@ -36,6 +36,7 @@ class GenerationRequest:
     temperature: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    json_schema: str | None = None  # JSON Schema text: the answer must be JSON that fits it (constrained decoding)
 
     def __post_init__(self) -> None:
         if bool(self.messages) == (self.prompt is not None):

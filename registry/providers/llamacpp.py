@@ -8,12 +8,13 @@ registration is refused rather than silently served under the old version's name
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Generator, Iterator
 from typing import Any
 
-from registry.errors import ContextOverflowError, ProviderError
+from registry.errors import ContextOverflowError, ProviderError, UserError
 from registry.gguf_file import verify_file
 from registry.providers.base import Generation, GenerationRequest, Health, StreamTimer, run_to_end
 from registry.spec import ModelSpec
@@ -139,6 +140,8 @@ class LlamaCppProvider:
             "stop": list(request.stop) or None,
             "stream": True,
         }
+        if request.json_schema is not None:  # decoding constrained by a grammar made from the schema
+            params["grammar"] = _grammar(request.json_schema)
         try:
             if request.messages:
                 for chunk in llm.create_chat_completion(messages=list(request.messages), **params):
@@ -182,3 +185,14 @@ def _tokens_evaluated(llm: Any, finish_reason: str | None) -> tuple[int, int]:
 
     data = llama_cpp.llama_perf_context(llm.ctx)
     return int(data.n_p_eval), int(data.n_eval) + (1 if finish_reason == "length" else 0)
+
+
+@functools.lru_cache(maxsize=32)
+def _grammar(json_schema: str) -> Any:
+    """llama.cpp's grammar for a JSON Schema, built once per schema (it costs milliseconds)."""
+    from llama_cpp import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(json_schema, verbose=False)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"the JSON schema cannot be turned into a grammar: {exc}") from None

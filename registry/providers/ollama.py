@@ -12,6 +12,7 @@ become ``ProviderError`` here.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -88,10 +89,13 @@ class OllamaProvider:
         final: Any = None
         with transport_errors(self._where, *_CLIENT_ERRORS):
             source = self.spec.source
+            schema = json.loads(request.json_schema) if request.json_schema is not None else None  # Ollama's format
             if request.messages:
-                chunks = client.chat(model=source, messages=list(request.messages), stream=True, options=options)
+                chunks = client.chat(model=source, messages=list(request.messages), stream=True, options=options,
+                                     format=schema)
             else:  # raw: a plain completion, as llama.cpp's create_completion — no chat template
-                chunks = client.generate(model=source, prompt=request.prompt, raw=True, stream=True, options=options)
+                chunks = client.generate(model=source, prompt=request.prompt, raw=True, stream=True, options=options,
+                                         format=schema)
             # closing() ends the client's own generator, and so its HTTP response, when the caller hangs up
             with contextlib.closing(chunks):
                 for chunk in chunks:

@@ -150,6 +150,9 @@ def _request_body(source: str, request: GenerationRequest, seed: int) -> tuple[s
     }
     if request.stop:
         body["stop"] = list(request.stop)
+    if request.json_schema is not None:  # structured outputs, where the server has them
+        body["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": "answer", "schema": json.loads(request.json_schema), "strict": True}}
     if request.messages:
         return "chat/completions", {**body, "messages": list(request.messages)}
     return "completions", {**body, "prompt": request.prompt}
