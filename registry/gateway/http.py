@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from registry.errors import (
     ArbiterError,
     CapacityError,
+    JudgeError,
     NotFoundError,
     ProviderError,
     UnavailableError,
@@ -35,13 +36,14 @@ _OPEN_PATHS = ("/health", WEBHOOK_PATH)  # the webhook proves itself with its HM
 
 def build_app(gateway: Gateway) -> FastAPI:
     """The HTTP surface over a started (or starting) ``Gateway``."""
-    from registry.gateway import admin_api, ollama_api, openai_api
+    from registry.gateway import admin_api, judge_api, ollama_api, openai_api
 
     app = FastAPI(title="arbiter gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
     app.include_router(ollama_api.router)
     app.include_router(openai_api.router)
     app.include_router(admin_api.router)
+    app.include_router(judge_api.router)
     _install_error_handlers(app)
     app.add_middleware(
         GatewayMiddleware,
@@ -116,6 +118,8 @@ def status_of(exc: ArbiterError) -> tuple[int, dict[str, str] | None]:
         return 429, {"Retry-After": str(exc.retry_after_s)}
     if isinstance(exc, UnavailableError | ProviderError):
         return 503, {"Retry-After": "1"}
+    if isinstance(exc, JudgeError):  # the judge model answered, but not with a valid judgement
+        return 502, None
     return 500, None
 
 
