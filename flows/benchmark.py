@@ -15,8 +15,10 @@ from prefect.cache_policies import NO_CACHE
 from registry.benchmark import benchmark_version, record_result
 from registry.catalog import Catalog, VersionRecord
 from registry.datasets import ValidationSet, load_validation_set
+from registry.judge import ModelBasedJudge
 from registry.pool import WarmPool
 from registry.settings import Settings, get_settings
+from registry.tasks import JUDGED_TASKS
 
 
 @task(name="validate-datasets", cache_policy=NO_CACHE)
@@ -29,7 +31,8 @@ def validate_datasets(tasks: list[str], settings: Settings) -> list[ValidationSe
 def benchmark_on_task(
     catalog: Catalog, pool: WarmPool, record: VersionRecord, validation_set: ValidationSet, limit: int | None
 ) -> dict[str, Any]:
-    result = benchmark_version(pool, record, validation_set, limit=limit)
+    judge = ModelBasedJudge(catalog, pool) if validation_set.task in JUDGED_TASKS else None  # same warm pool
+    result = benchmark_version(pool, record, validation_set, limit=limit, judge=judge)
     return record_result(catalog, result)
 
 

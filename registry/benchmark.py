@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from registry.calls import MeasuredCall, measured_call
 from registry.catalog import Catalog, VersionRecord
 from registry.datasets import ValidationSet
+from registry.errors import JudgeError, UserError
 from registry.hardware import fingerprint
+from registry.judge import ModelBasedJudge
 from registry.mlflow_client import experiment_id, retry_locked
 from registry.pool import WarmPool
 from registry.prompts import WARMUP_MESSAGES, build_messages, max_tokens_for
 from registry.providers import GenerationRequest, Provider
 from registry.scoring import score
 from registry.store import new_id, now_utc
+from registry.tasks import JUDGED_TASKS, Item
 
 BENCHMARK_EXPERIMENT = "arbiter-benchmarks"
 
@@ -39,26 +43,55 @@ def warm_up(provider: Provider) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+Scorer = Callable[[Item, list[dict[str, str]], str], float | None]
+
+
+def reference_scorer(item: Item, messages: list[dict[str, str]], output: str) -> float:
+    """Reference tasks: the answer against the item's references (registry/scoring.py)."""
+    return score(item, output)
+
+
+def judge_scorer(judge: ModelBasedJudge) -> Scorer:
+    """Judged tasks: the judge's mean over the task's criteria, given the instruction the model saw.
+    An empty answer scores 0 without a judgement; a judge that fails twice leaves the item unscored
+    (``None``, counted in the run's ``n_unscored``) rather than inventing a score."""
+
+    def judged(item: Item, messages: list[dict[str, str]], output: str) -> float | None:
+        if not output.strip():
+            return 0.0
+        try:
+            judgements = judge.evaluate(messages[-1]["content"], output, JUDGED_TASKS[item.task])
+        except JudgeError:
+            return None
+        return statistics.fmean(j.score for j in judgements)
+
+    return judged
+
+
 def run_items(
-    provider: Provider, record: VersionRecord, validation_set: ValidationSet, run_id: str, limit: int | None = None
+    provider: Provider, record: VersionRecord, validation_set: ValidationSet, run_id: str, limit: int | None = None,
+    scorer: Scorer = reference_scorer,
 ) -> list[MeasuredCall]:
     """Run and score each item (the first ``limit`` when given); one measured call per item."""
     items = validation_set.items[:limit] if limit else validation_set.items
     calls = []
     for item in items:
-        request = GenerationRequest(messages=tuple(build_messages(item)), max_tokens=max_tokens_for(item.task))
+        messages = build_messages(item)
+        request = GenerationRequest(messages=tuple(messages), max_tokens=max_tokens_for(item.task))
         call = measured_call(provider, record, request, source="benchmark", task=item.task, run_id=run_id, item_id=item.id)
-        call.row["quality"] = score(item, call.generation.text) if call.generation else 0.0
+        call.row["quality"] = scorer(item, messages, call.generation.text) if call.generation else 0.0
         calls.append(call)
     return calls
 
 
 def summarize(
     calls: list[MeasuredCall], record: VersionRecord, validation_set: ValidationSet, run_id: str,
-    *, load_ms: float | None, warmup_ms: float,
+    *, load_ms: float | None, warmup_ms: float, quality_source: str = "reference",
 ) -> dict[str, Any]:
-    """The ``runs`` row: quality over all items (a failure scores 0), latency over successful calls,
-    ``tokens_per_s`` the decode rate pooled over calls (see ``Generation.tokens_per_s``)."""
+    """The ``runs`` row: quality over all scored items (a failure scores 0), latency over successful
+    calls, ``tokens_per_s`` the decode rate pooled over calls (see ``Generation.tokens_per_s``);
+    ``quality_source`` says where quality came from (``reference`` or ``judge:NAME/VERSION``)."""
+    scored = [c.row["quality"] for c in calls if c.row["quality"] is not None]
     ok = [c for c in calls if c.ok]
     walls = sorted(c.cost.wall_ms for c in ok)
     generations = [c.generation for c in ok if c.generation]
@@ -76,7 +109,9 @@ def summarize(
         "dataset_sha256": validation_set.sha256,
         "n": len(calls),
         "n_ok": len(ok),
-        "quality": statistics.fmean(c.row["quality"] for c in calls) if calls else 0.0,
+        "quality": statistics.fmean(scored) if scored else 0.0,
+        "quality_source": quality_source,
+        "n_unscored": len(calls) - len(scored),
         "p50_ms": _percentile(walls, 50),
         "p95_ms": _percentile(walls, 95),
         "ttft_p50_ms": statistics.median(ttfts) if ttfts else None,
@@ -90,17 +125,27 @@ def summarize(
 
 
 def benchmark_version(
-    pool: WarmPool, record: VersionRecord, validation_set: ValidationSet, *, limit: int | None = None
+    pool: WarmPool, record: VersionRecord, validation_set: ValidationSet, *, limit: int | None = None,
+    judge: ModelBasedJudge | None = None,
 ) -> BenchmarkResult:
-    """Warm up, run, score and summarize one version on one validation set (nothing written yet)."""
+    """Warm up, run, score and summarize one version on one validation set (nothing written yet).
+    A judged task (``JUDGED_TASKS``) needs ``judge``; its runs name the judge version."""
+    scorer: Scorer = reference_scorer
+    quality_source = "reference"
+    if validation_set.task in JUDGED_TASKS:
+        if judge is None:
+            raise UserError(f"task {validation_set.task!r} is scored by a judge; pass one (route 'judgment')")
+        quality_source = f"judge:{judge.judge_version().ref}"
+        scorer = judge_scorer(judge)
     was_warm = pool.is_warm(record)
     provider = pool.get(record)
     warmup_ms = 0.0 if was_warm else warm_up(provider)
     run_id = new_id()
-    calls = run_items(provider, record, validation_set, run_id, limit)
+    calls = run_items(provider, record, validation_set, run_id, limit, scorer)
     # Only the run that loaded the model paid for the load; later tasks on the warm instance did not.
     load_ms = None if was_warm else provider.load_ms
-    run = summarize(calls, record, validation_set, run_id, load_ms=load_ms, warmup_ms=warmup_ms)
+    run = summarize(calls, record, validation_set, run_id, load_ms=load_ms, warmup_ms=warmup_ms,
+                    quality_source=quality_source)
     return BenchmarkResult(run=run, calls=[c.row for c in calls])
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 from registry.errors import DatasetError
 from registry.rubrics import CRITERIA, SCALE
 from registry.scoring import normalize
-from registry.tasks import TASKS, Item, unknown_task
+from registry.tasks import ALL_TASKS, Item, unknown_task
 
 CALIBRATION = "judge_calibration"  # the judge's labelled set: validated like a task's set, under this key
 CALIBRATION_FILE = f"{CALIBRATION}.jsonl"
@@ -40,6 +40,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "qa": ("id", "question", "references"),
     "extract": ("id", "text", "fields"),
     "classify": ("id", "text", "labels", "label"),
+    "summarize": ("id", "text"),
     CALIBRATION: ("id", "criterion", "task", "output", "label", "injection", "note"),
 }
 # Keys a row may leave out, and the value it then has (a key given as null is still refused).
@@ -136,7 +137,7 @@ def validate_file(path: Path, task: str) -> pd.DataFrame:
 
 
 def _read_bytes(path: Path, task: str) -> bytes:
-    if task not in TASKS:
+    if task not in ALL_TASKS:
         raise unknown_task(task)
     if not path.is_file():
         raise DatasetError(
@@ -215,6 +216,9 @@ _CHECKS: dict[str, dict[str, tuple[tuple[str, ...], _Check]]] = {
         "text_is_text": (("text",), lambda r: _is_text(r["text"])),
         "labels_is_list_of_2_or_more_distinct_text": (("labels",), lambda r: _is_text_list(r["labels"], 2)),
         "label_in_labels": (("label", "labels"), lambda r: isinstance(r["labels"], list) and r["label"] in r["labels"]),
+    },
+    "summarize": {  # the judge sees at most 1,200 characters of a task: a longer text would be judged cut
+        "text_is_text_of_80_to_1000_chars": (("text",), lambda r: _is_text(r["text"]) and 80 <= len(r["text"]) <= 1000),
     },
 }
 _ID_CHECK: dict[str, tuple[tuple[str, ...], _Check]] = {"id_is_text": (("id",), lambda r: _is_text(r["id"]))}

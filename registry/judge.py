@@ -94,13 +94,7 @@ class ModelBasedJudge:
         """The pinned version when given, else the route's champion (read live)."""
         if self._version is not None:
             return self.catalog.get_ref(self._version)
-        try:
-            return Routes(self.catalog).champion(self.route)
-        except NotFoundError:
-            raise NotFoundError(
-                f"no judge: route {self.route!r} has no champion; make one with "
-                f"`arbiter routes promote {self.route} --model NAME --version N --force`"
-            ) from None
+        return route_judge(self.catalog, self.route)
 
     def evaluate(self, task: str, output: str, criteria: Sequence[str] = CRITERIA) -> list[Judgement]:
         """Score ``output`` (the answer to ``task``) on each criterion."""
@@ -129,6 +123,17 @@ class ModelBasedJudge:
             figures = {k: call.row[k] for k in ("wall_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "cpu_ms")}
             return Judgement(criterion, score, reason, record.ref, figures, attempt, truncated)
         raise JudgeError(f"judge {record.ref} gave no valid {criterion} judgement after 2 attempts: {' | '.join(problems)}")
+
+
+def route_judge(catalog: Catalog, route: str = JUDGE_ROUTE) -> VersionRecord:
+    """The judge route's champion, or a ``NotFoundError`` saying how to make one."""
+    try:
+        return Routes(catalog).champion(route)
+    except NotFoundError:
+        raise NotFoundError(
+            f"no judge: route {route!r} has no champion; make one with "
+            f"`arbiter routes promote {route} --model NAME --version N --force`"
+        ) from None
 
 
 def prompt(criterion: str, task: str, output: str) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from registry.tasks import Item, unknown_task
 
-_MAX_TOKENS: dict[str, int] = {"qa": 24, "extract": 64, "classify": 8}
+_MAX_TOKENS: dict[str, int] = {"qa": 24, "extract": 64, "classify": 8, "summarize": 60}
 
 WARMUP_MESSAGES: tuple[list[dict[str, str]], ...] = (
     [{"role": "user", "content": "Say hello in one short sentence."}],
@@ -56,6 +56,7 @@ _PROMPTS: dict[str, Callable[[dict[str, Any]], str]] = {
     "classify": lambda d: (
         f"Classify the text. Reply with exactly one of these labels: {', '.join(d['labels'])}.\n\nText: {d['text']}"
     ),
+    "summarize": lambda d: f"Summarize the text in one short sentence, using only facts it states.\n\nText: {d['text']}",
 }
 
 
@@ -72,6 +73,11 @@ _DEMOS: dict[str, tuple[dict[str, Any], str]] = {
     "classify": (
         {"text": "A red car drove past.", "labels": ["animal", "plant", "vehicle"], "label": "vehicle"},
         "vehicle",
+    ),
+    "summarize": (
+        {"text": "The town library will close for repairs from 3 to 17 March. Books can be returned at the "
+                 "town hall during that time, and fines will not be charged."},
+        "The library closes for repairs from 3 to 17 March; return books at the town hall, with no fines.",
     ),
 }
 

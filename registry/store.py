@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from registry.errors import StoreError, UserError
 
 SCHEMA_VERSION = 3  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
-# 3: calls gained features and metadata (JSON text: what an application reports through the tracker)
+# 3: calls gained features and metadata (JSON text: what an application reports through the tracker);
+#    runs gained quality_source ("reference" or "judge:NAME/VERSION") and n_unscored
 
 _HARDWARE = [
     ("hardware_id", pa.string()),
@@ -81,6 +82,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("n", pa.int32()),
             ("n_ok", pa.int32()),
             ("quality", pa.float64()),
+            ("quality_source", pa.string()),
+            ("n_unscored", pa.int32()),
             ("p50_ms", pa.float64()),
             ("p95_ms", pa.float64()),
             ("ttft_p50_ms", pa.float64()),
@@ -214,7 +217,8 @@ class ResultsStore:
         """The latest benchmark run of each version per task and hardware, best quality first."""
         rows = self.query(
             """
-            select task, model, version, quality, p50_ms, p95_ms, tokens_per_s, n, n_ok,
+            select task, model, version, quality, coalesce(quality_source, 'reference') as quality_source,
+                   p50_ms, p95_ms, tokens_per_s, n, n_ok,
                    cpu_ms_per_token, peak_rss_mb, hardware_id, mlflow_run_id, ts
             from (select *, row_number() over (
                       partition by task, model, version, hardware_id order by ts desc) as latest

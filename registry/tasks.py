@@ -8,6 +8,13 @@ from typing import Any
 from registry.errors import DatasetError
 
 TASKS: tuple[str, ...] = ("qa", "extract", "classify")
+"""Tasks scored against references (registry/scoring.py): what `arbiter benchmark` runs by default."""
+
+JUDGED_TASKS: dict[str, tuple[str, ...]] = {"summarize": ("faithfulness", "relevance", "minimality")}
+"""Open-ended tasks with no single right answer: quality is the judge's mean score over these criteria
+(registry/judge.py), and every run records which judge version gave it."""
+
+ALL_TASKS: tuple[str, ...] = (*TASKS, *JUDGED_TASKS)
 
 
 @dataclass(frozen=True)
@@ -21,4 +28,4 @@ class Item:
 
 def unknown_task(task: str) -> DatasetError:
     """The error every per-task function raises for a task it has no rules for."""
-    return DatasetError(f"Unknown task {task!r}; known tasks: {', '.join(TASKS)}.")
+    return DatasetError(f"Unknown task {task!r}; known tasks: {', '.join(ALL_TASKS)}.")

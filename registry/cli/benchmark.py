@@ -10,12 +10,14 @@ from registry.cli.prefect_env import prepare_prefect
 from registry.datasets import load_validation_set
 from registry.errors import UserError
 from registry.gguf_file import verify_file
-from registry.tasks import TASKS
+from registry.judge import route_judge
+from registry.tasks import ALL_TASKS, JUDGED_TASKS, TASKS
 
 
 @click.command()
 @click.option("--model", "models", multiple=True, help="NAME or NAME/VERSION; repeatable. Default: every version.")
-@click.option("--task", "tasks", multiple=True, type=click.Choice(TASKS), help="Repeatable. Default: every task.")
+@click.option("--task", "tasks", multiple=True, type=click.Choice(ALL_TASKS),
+              help="Repeatable. Default: every reference-scored task; judged ones (summarize) when named.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N items of each set.")
 @click.option("--json", "as_json", is_flag=True)
 def benchmark(models: tuple[str, ...], tasks: tuple[str, ...], limit: int | None, as_json: bool) -> None:
@@ -28,6 +30,8 @@ def benchmark(models: tuple[str, ...], tasks: tuple[str, ...], limit: int | None
     # Refuse bad data and changed files before Prefect starts, each with a one-line message.
     for name in chosen:
         load_validation_set(name, catalog.settings.datasets_dir)
+    if any(name in JUDGED_TASKS for name in chosen):
+        route_judge(catalog)  # a judged task without a judge is refused before Prefect starts
     for record in records:
         verify_file(record.spec)
     prepare_prefect(catalog.settings)
@@ -43,6 +47,7 @@ def benchmark(models: tuple[str, ...], tasks: tuple[str, ...], limit: int | None
             p50 = "—" if run["p50_ms"] is None else f"{run['p50_ms']:.0f} ms"
             rate = "—" if run["tokens_per_s"] is None else f"{run['tokens_per_s']:.0f} tok/s"
             click.echo(
-                f"{run['model']}/{run['version']} {run['task']}: quality {run['quality']:.3f}, p50 {p50}, {rate} "
+                f"{run['model']}/{run['version']} {run['task']}: quality {run['quality']:.3f} "
+                f"({run['quality_source']}), p50 {p50}, {rate} "
                 f"(n={run['n']}, failed {run['n'] - run['n_ok']})"
             )

@@ -21,6 +21,7 @@ from registry.shipped import prepare_shipped_models
 from registry.tasks import TASKS
 
 DEMO_PROMPT = "In one sentence, what is the capital of France?"
+_JUDGED_ITEMS = 4  # each item costs a generation and three judgements: about 10 s here
 
 
 @click.command()
@@ -30,7 +31,7 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
     """Register, benchmark, rank, promote and serve the shipped small models."""
     catalog = context.catalog()
     settings = catalog.settings
-    click.echo("1/5 registering the models PyPI packages ship (and a Q4_0 version of each made here)…")
+    click.echo("1/6 registering the models PyPI packages ship (and a Q4_0 version of each made here)…")
     for shipped in prepare_shipped_models(settings.models_dir, settings.n_threads):
         record, created = catalog.register(
             shipped.path, name=shipped.name, capabilities=list(shipped.capabilities),
@@ -42,18 +43,18 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
     records = catalog.list_versions()
     sets = {name: load_validation_set(name, settings.datasets_dir) for name in TASKS}
     todo = [r.ref for r in records if rebenchmark or _needs_run(catalog, r, sets, limit)]
-    click.echo(f"2/5 benchmarking {len(todo)} of {len(records)} versions on {', '.join(TASKS)} with a Prefect flow…")
+    click.echo(f"2/6 benchmarking {len(todo)} of {len(records)} versions on {', '.join(TASKS)} with a Prefect flow…")
     if todo:
         prepare_prefect(settings)
         from flows.benchmark import benchmark_flow
 
         benchmark_flow(models=todo, tasks=list(TASKS), limit=limit, home=str(settings.home))
 
-    click.echo("3/5 leaderboard (latest run per version on this hardware):")
+    click.echo("3/6 leaderboard (latest run per version on this hardware):")
     board = [row for row in catalog.store.leaderboard() if row["hardware_id"] == fingerprint().hardware_id]
     print_leaderboard(board)
 
-    click.echo("4/5 promoting the best version of each task's route:")
+    click.echo("4/6 promoting the best version of each task's route:")
     routes = context.routes()
     for name in TASKS:
         best = next((r for r in board if r["task"] == name), None)  # ordered by quality, then p50
@@ -65,7 +66,8 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
         click.echo(f"    route {name}: champion {best['model']}/{best['version']} (quality {best['quality']:.3f})"
                    + (f", previous {previous.model}/{previous.version}" if previous else ""))
 
-    click.echo(f"5/5 serving the routes with the gateway, one question through the ollama client: {DEMO_PROMPT!r}")
+    _judged_task(catalog, limit)
+    click.echo(f"6/6 serving the routes with the gateway, one question through the ollama client: {DEMO_PROMPT!r}")
     _ask_through_the_gateway(settings)
     mlruns = settings.mlruns_dir
     click.echo(
@@ -78,6 +80,32 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
         "    .venv/bin/arbiter results sql \"select task, model, version, quality, p50_ms from runs order by ts desc\"\n"
         f"    .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"select * from '{settings.results_dir}/calls/*.parquet' limit 5\\\"))\""
     )
+
+
+def _judged_task(catalog: Catalog, limit: int | None) -> None:
+    """An open-ended task scored by a judge: route qa's champion summarizes, and the same small model,
+    made champion of route ``judgment``, scores each summary on faithfulness, relevance and
+    minimality. The run says which judge gave its quality."""
+    routes = context.routes()
+    champion = routes.show("qa").champion
+    if champion is None:
+        click.echo("5/6 judged task skipped: route qa has no champion")
+        return
+    record = catalog.get(champion.model, champion.version)
+    judge = routes.promote("judgment", record.name, record.version, force=True).champion
+    summarize_set = load_validation_set("summarize", catalog.settings.datasets_dir)
+    items = min(limit or _JUDGED_ITEMS, _JUDGED_ITEMS)
+    click.echo(f"5/6 a judged open-ended task: {record.ref} summarizes {items} texts, judged by route judgment's "
+               f"champion {judge.model}/{judge.version} (the judge is a routed model too)…")
+    if _needs_run(catalog, record, {"summarize": summarize_set}, items):
+        prepare_prefect(catalog.settings)
+        from flows.benchmark import benchmark_flow
+
+        benchmark_flow(models=[record.ref], tasks=["summarize"], limit=items, home=str(catalog.settings.home))
+    run = catalog.store.latest_run("summarize", record.name, record.version, fingerprint().hardware_id)
+    click.echo(f"    {record.ref} summarize: quality {run['quality']:.3f} from {run['quality_source']} "
+               f"({run['n']} items, {run['n_unscored'] or 0} without a valid judgement); "
+               f"`arbiter judge calibrate` says how far to trust this judge")
 
 
 def _needs_run(catalog: Catalog, record: VersionRecord, sets: dict[str, ValidationSet], limit: int | None) -> bool:

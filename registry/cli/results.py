@@ -36,7 +36,11 @@ def leaderboard(task: str | None, as_json: bool) -> None:
 def print_leaderboard(rows: list[dict[str, Any]]) -> None:
     """One table per task (titled with it), rows in the leaderboard's order."""
     for name in dict.fromkeys(r["task"] for r in rows):
-        print_table(f"leaderboard: {name}", [r for r in rows if r["task"] == name], LEADERBOARD_COLUMNS)
+        task_rows = [r for r in rows if r["task"] == name]
+        sources = {r["quality_source"] for r in task_rows}
+        # Where quality came from is in the title: a judge's scores are not a reference's.
+        scored_by = "" if sources == {"reference"} else f" (quality by {', '.join(sorted(sources))})"
+        print_table(f"leaderboard: {name}{scored_by}", task_rows, LEADERBOARD_COLUMNS)
 
 
 @results.command("sql")

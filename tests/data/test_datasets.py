@@ -147,8 +147,17 @@ def test_empty_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_unknown_task_lists_known_tasks(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match=r"Unknown task 'summarize'; known tasks: qa, extract, classify"):
-        load_validation_set("summarize", BUNDLED)
+    with pytest.raises(DatasetError, match=r"Unknown task 'translate'; known tasks: qa, extract, classify, summarize"):
+        load_validation_set("translate", BUNDLED)
+
+
+def test_the_judged_summarize_set_validates_and_bounds_its_texts(tmp_path: Path) -> None:
+    vs = load_validation_set("summarize", BUNDLED)
+    assert len(vs.items) >= 8 and all(80 <= len(item.data["text"]) <= 1000 for item in vs.items)
+    text = "A long enough text about a bridge that the council voted to build over the river this spring."
+    path = write_jsonl(tmp_path / "summarize.jsonl", [{"id": "s-1", "text": text}, {"id": "s-2", "text": "Too short."}])
+    with pytest.raises(DatasetError, match=r"text_is_text_of_80_to_1000_chars\) at rows s-2"):
+        validate_file(path, "summarize")
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:

@@ -157,3 +157,9 @@ def test_an_unusable_home_is_a_clean_error(tmp_path: Path, monkeypatch: pytest.M
     code, _, err = run("models", "list", "--json")
     assert_clean_error(code, err, "check the path and its permissions", exit_code=1)
     assert str(blocker) in err
+
+
+def test_a_judged_task_without_a_judge_is_refused_before_anything_runs(smollm2) -> None:
+    run("models", "register", str(smollm2.path), "--name", "smollm2-135m", "--capability", "chat")
+    code, _, err = run("benchmark", "--model", "smollm2-135m/1", "--task", "summarize")
+    assert_clean_error(code, err, "no judge: route 'judgment' has no champion", exit_code=3)

@@ -41,12 +41,19 @@ def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
     route = json.loads(arbiter("routes", "show", "qa", "--json", home=home).stdout)
     assert route["champion"]["model"] in {"smollm2-135m", "gemma3-270m"}
     board = json.loads(arbiter("results", "leaderboard", "--json", home=home).stdout)
-    assert len(board) == 12 and all(r["n"] == 2 for r in board)
+    assert len(board) == 13 and all(r["n"] == 2 for r in board)  # 3 tasks × 4 versions + the judged task
+    (judged,) = [r for r in board if r["task"] == "summarize"]
+    assert judged["quality_source"] == f"judge:{route['champion']['model']}/{route['champion']['version']}"
+    assert "a judged open-ended task" in out and "quality" in out.split("a judged open-ended task")[1]
+    assert all(r["quality_source"] == "reference" for r in board if r["task"] != "summarize")
 
     second = arbiter("demo", "--limit", "2", home=home)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("    have ") == 4 and "    new " not in second.stdout
     assert "benchmarking 0 of 4 versions" in second.stdout
+    runs = json.loads(arbiter("results", "sql", "--json", "select count(*) as n from runs where task = 'summarize'",
+                              home=home).stdout)
+    assert runs[0]["n"] == 1  # the judged task was not run again either
     assert len(json.loads(arbiter("models", "list", "--json", home=home).stdout)) == 4
     again = json.loads(arbiter("routes", "show", "qa", "--json", home=home).stdout)
     assert again["champion"] == route["champion"]
