@@ -141,6 +141,10 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
+_DUCKDB_TYPES = {"string": "VARCHAR", "int32": "INTEGER", "int64": "BIGINT", "double": "DOUBLE", "bool": "BOOLEAN",
+                 "timestamp[us, tz=UTC]": "TIMESTAMPTZ"}
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -192,9 +196,12 @@ class ResultsStore:
             folder = self.results_dir / table
             if any(folder.glob("part-*.parquet")):
                 pattern = str(folder / "part-*.parquet").replace("'", "''")
-                connection.execute(
-                    f"create view {table} as select * from read_parquet('{pattern}', union_by_name=true)"
-                )
+                source = f"read_parquet('{pattern}', union_by_name=true)"
+                present = {row[0] for row in connection.execute(f"describe select * from {source}").fetchall()}
+                # A column no file has yet (every file predates it) still exists, as NULL of its type.
+                missing = [f"cast(null as {_DUCKDB_TYPES[str(f.type)]}) as {f.name}" for f in schema
+                           if f.name not in present]
+                connection.execute(f"create view {table} as select *{''.join(', ' + m for m in missing)} from {source}")
             else:
                 empty = schema.empty_table()
                 connection.register(f"_{table}_empty", empty)

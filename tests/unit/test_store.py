@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from registry.errors import StoreError, UserError
-from registry.store import SCHEMA_VERSION, ResultsStore
+from registry.store import SCHEMA_VERSION, ResultsStore, now_utc
 
 pytestmark = pytest.mark.unit
 
@@ -74,3 +75,14 @@ def test_latest_run_prefers_this_hardware(tmp_path: Path) -> None:
 def test_bad_sql_is_a_user_error_naming_the_tables(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="tables are: calls, runs, events"):
         ResultsStore(tmp_path).query("select * from nowhere")
+
+
+def test_a_column_newer_than_every_file_reads_as_null(tmp_path: Path) -> None:
+    """Results written before a column existed stay queryable by code that uses the column."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    old = pa.table({"run_id": ["r1"], "task": ["qa"], "model": ["m"], "version": pa.array([1], pa.int32()),
+                    "quality": [0.5], "hardware_id": ["h"], "ts": pa.array([now_utc()], pa.timestamp("us", tz="UTC"))})
+    pq.write_table(old, folder / "part-old.parquet")
+    rows = ResultsStore(tmp_path).leaderboard()
+    assert rows[0]["quality_source"] == "reference" and rows[0]["quality"] == 0.5
