@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test bench bench-gateway bench-swap bench-rollout bench-selection clean llama-wheel
+.PHONY: install demo test bench bench-gateway bench-swap bench-rollout bench-judge bench-selection clean llama-wheel
 
 install: $(STAMP)
 
@@ -54,6 +54,9 @@ bench-swap: install
 
 bench-rollout: install
 	$(BIN)/python benchmarks/rollout_end_to_end.py
+
+bench-judge: install
+	$(BIN)/python benchmarks/judge_throughput.py
 
 bench-selection: install
 	$(BIN)/python benchmarks/selection_latency.py
