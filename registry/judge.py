@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -82,26 +83,41 @@ class ModelBasedJudge:
 
     def __init__(
         self, catalog: Catalog, pool: WarmPool, *, route: str = JUDGE_ROUTE, version: str | None = None,
-        max_tokens: int = 96,
+        max_tokens: int = 96, resolve: Callable[[], VersionRecord] | None = None, max_age_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.catalog = catalog
         self.pool = pool
         self.route = route
         self._version = version
         self.max_tokens = max_tokens
+        self._resolve = resolve
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._cached: tuple[VersionRecord, float] | None = None
 
     def judge_version(self) -> VersionRecord:
-        """The pinned version when given, else the route's champion (read live)."""
-        if self._version is not None:
-            return self.catalog.get_ref(self._version)
-        return route_judge(self.catalog, self.route)
+        """The pinned version when given, else the route's champion.
+
+        Reading MLflow costs ~60 ms here (measured by benchmarks/judge_throughput.py: most of a
+        judgement's overhead), so the answer is kept ``max_age_s`` seconds — a promotion of the
+        judge is followed within that time, like the gateway's alias poll. The gateway passes
+        ``resolve``: its router answers from memory.
+        """
+        if self._resolve is not None:
+            return self._resolve()
+        if self._cached is not None and self._clock() - self._cached[1] < self._max_age_s:
+            return self._cached[0]
+        record = self.catalog.get_ref(self._version) if self._version else route_judge(self.catalog, self.route)
+        self._cached = (record, self._clock())
+        return record
 
     def evaluate(self, task: str, output: str, criteria: Sequence[str] = CRITERIA) -> list[Judgement]:
         """Score ``output`` (the answer to ``task``) on each criterion."""
         _check_input(task, output, criteria)
         record = self.judge_version()
-        output, injected = neutralize(output)
         (task_text, task_cut), (output_text, output_cut) = _clip(task), _clip(output)
+        output_text, injected = neutralize(output_text)  # after the cut: only what the judge is shown matters
         return [replace(self._judge(record, criterion, task_text, output_text, task_cut or output_cut),
                         injection_suspected=injected) for criterion in criteria]
 

@@ -5,6 +5,7 @@ calibration figures computed on the real labelled set."""
 from __future__ import annotations
 
 import pytest
+from support import Clock
 
 from registry.calibration import calibrate, judge_leaderboard
 from registry.catalog import Catalog
@@ -85,3 +86,15 @@ def test_calibration_on_the_labelled_set_is_recorded_and_ranked(judge: ModelBase
     assert board[0]["criterion"] == "all" and board[0]["verdict"]
     run = catalog.client.get_run(overall["mlflow_run_id"])
     assert run.data.tags["arbiter.model_version"] == "smollm2-135m/1" and "all.accuracy" in run.data.metrics
+
+
+def test_the_judge_follows_a_promotion_within_its_max_age(judge: ModelBasedJudge, catalog: Catalog, shipped) -> None:
+    clock = Clock()
+    cached = ModelBasedJudge(catalog, judge.pool, clock=clock, max_age_s=5.0)
+    assert cached.judge_version().ref == "smollm2-135m/1"
+    catalog.register(shipped[0].path, name="smollm2-judge", capabilities=list(shipped[0].capabilities))
+    Routes(catalog).promote("judgment", "smollm2-judge", 1, force=True)
+
+    assert cached.judge_version().ref == "smollm2-135m/1"  # read ~60 ms from MLflow once per 5 s, not per call
+    clock.advance(5.0)
+    assert cached.judge_version().ref == "smollm2-judge/1"
