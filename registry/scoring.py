@@ -13,7 +13,8 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-from registry.tasks import Item, unknown_task
+from registry.errors import DatasetError
+from registry.tasks import JUDGED_TASKS, Item, unknown_task
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
@@ -40,6 +41,8 @@ def score(item: Item, output: str) -> float:
     * classify: the item's label that occurs earliest (as whole words) in the output is the
       prediction; 1.0 if it is the right one.
     """
+    if item.task in JUDGED_TASKS:
+        raise DatasetError(f"task {item.task!r} has no reference answers: a judge scores it (registry/judge.py)")
     if item.task not in _SCORERS:
         raise unknown_task(item.task)
     return _SCORERS[item.task](item.data, output)

@@ -201,16 +201,19 @@ def test_classify_and_qa_prompts_carry_the_input_and_the_instruction() -> None:
 def test_budgets_are_small_and_cover_every_task() -> None:
     budgets = {task: max_tokens_for(task) for task in TASKS}
     assert budgets["classify"] < budgets["qa"] < budgets["extract"] <= 64
-    with pytest.raises(DatasetError, match="known tasks: qa, extract, classify"):
-        max_tokens_for("summarize")
+    assert max_tokens_for("summarize") <= 64
+    with pytest.raises(DatasetError, match="known tasks: qa, extract, classify, summarize"):
+        max_tokens_for("translate")
 
 
 def test_unknown_task_item_is_refused() -> None:
-    item = Item("x", "summarize", {})
-    with pytest.raises(DatasetError, match="Unknown task 'summarize'"):
+    item = Item("x", "translate", {})
+    with pytest.raises(DatasetError, match="Unknown task 'translate'"):
         score(item, "anything")
-    with pytest.raises(DatasetError, match="Unknown task 'summarize'"):
+    with pytest.raises(DatasetError, match="Unknown task 'translate'"):
         build_messages(item)
+    with pytest.raises(DatasetError, match="a judge scores it"):
+        score(Item("s", "summarize", {"text": "x"}), "anything")
 
 
 def test_warmup_messages_are_two_user_chats() -> None:
