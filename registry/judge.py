@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +34,7 @@ from typing import Any
 
 from registry.calls import measured_call
 from registry.catalog import Catalog, VersionRecord
-from registry.errors import JudgeError, NotFoundError, UserError
+from registry.errors import ArbiterError, JudgeError, NotFoundError, UserError
 from registry.pool import WarmPool
 from registry.providers import GenerationRequest
 from registry.routes import Routes
@@ -95,22 +96,40 @@ class ModelBasedJudge:
         self._max_age_s = max_age_s
         self._clock = clock
         self._cached: tuple[VersionRecord, float] | None = None
+        self._refreshing = threading.Event()
 
     def judge_version(self) -> VersionRecord:
         """The pinned version when given, else the route's champion.
 
         Reading MLflow costs ~60 ms here (measured by benchmarks/judge_throughput.py: most of a
-        judgement's overhead), so the answer is kept ``max_age_s`` seconds — a promotion of the
-        judge is followed within that time, like the gateway's alias poll. The gateway passes
-        ``resolve``: its router answers from memory.
+        judgement's overhead), so the answer is kept, and re-read in the background once it is
+        ``max_age_s`` old — a promotion of the judge is followed a moment after that, like the
+        gateway's alias poll. The gateway passes ``resolve``: its router answers from memory.
         """
         if self._resolve is not None:
             return self._resolve()
-        if self._cached is not None and self._clock() - self._cached[1] < self._max_age_s:
-            return self._cached[0]
+        cached = self._cached
+        if cached is None:
+            return self._lookup()
+        if self._clock() - cached[1] >= self._max_age_s and not self._refreshing.is_set():
+            # Stale: answer with what we have and re-read in the background, so no judgement waits
+            # for MLflow (a judgement takes seconds; a synchronous re-read would hit every other one).
+            self._refreshing.set()
+            threading.Thread(target=self._refresh, name="arbiter-judge-version", daemon=True).start()
+        return cached[0]
+
+    def _lookup(self) -> VersionRecord:
         record = self.catalog.get_ref(self._version) if self._version else route_judge(self.catalog, self.route)
         self._cached = (record, self._clock())
         return record
+
+    def _refresh(self) -> None:
+        try:
+            self._lookup()
+        except ArbiterError:  # MLflow locked, or the route lost its champion: keep judging with the last one
+            pass
+        finally:
+            self._refreshing.clear()
 
     def evaluate(self, task: str, output: str, criteria: Sequence[str] = CRITERIA) -> list[Judgement]:
         """Score ``output`` (the answer to ``task``) on each criterion."""
