@@ -19,7 +19,8 @@ class GpuSample:
 
 
 @cache
-def _handles() -> tuple[object, ...]:
+def gpu_handles() -> tuple[object, ...]:
+    """NVML handles of every NVIDIA GPU, opened once per process; empty when there is no GPU or driver."""
     import pynvml
 
     try:
@@ -34,7 +35,7 @@ def gpu_names() -> list[str]:
     import pynvml
 
     names = []
-    for handle in _handles():
+    for handle in gpu_handles():
         name = pynvml.nvmlDeviceGetName(handle)
         names.append(name.decode() if isinstance(name, bytes) else str(name))
     return names
@@ -42,7 +43,7 @@ def gpu_names() -> list[str]:
 
 def sample_gpu() -> GpuSample | None:
     """Memory and utilisation summed over all GPUs, or ``None`` when there is no GPU."""
-    handles = _handles()
+    handles = gpu_handles()
     if not handles:
         return None
     import pynvml
