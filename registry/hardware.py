@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 
+from registry.errors import UserError
 from registry.gpu import gpu_names
 
 
@@ -30,6 +31,7 @@ class HardwareFingerprint:
     gpu: str
     os: str
     llama_cpp_version: str
+    hardware_class: str
 
     def as_row(self) -> dict[str, str | int]:
         return asdict(self)
@@ -54,6 +56,7 @@ def fingerprint() -> HardwareFingerprint:
         gpu=gpu,
         os=os_name,
         llama_cpp_version=llama,
+        hardware_class=hardware_class(),
     )
 
 
@@ -93,6 +96,28 @@ def accelerators_available() -> frozenset[str]:
     if platform.system() == "Darwin" and platform.machine() == "arm64":
         found |= {"metal", "ane"}
     return frozenset(found)
+
+
+# One Prefect work pool per class: a benchmark deployed to ``cuda`` runs only where a worker on an
+# NVIDIA machine picks it up. ``apple`` is macOS on Apple Silicon (Metal, Neural Engine).
+HARDWARE_CLASSES = ("cpu", "cuda", "apple")
+
+
+def hardware_class() -> str:
+    """This machine's class: ``cuda`` with an NVIDIA GPU, ``apple`` on Apple Silicon, else ``cpu``."""
+    here = accelerators_available()
+    if "cuda" in here:
+        return "cuda"
+    if "ane" in here:
+        return "apple"
+    return "cpu"
+
+
+def parse_hardware_class(name: str) -> str:
+    """``name`` if it is a known class, else a :class:`UserError` that lists them."""
+    if name not in HARDWARE_CLASSES:
+        raise UserError(f"unknown hardware class {name!r}: use one of {', '.join(HARDWARE_CLASSES)}")
+    return name
 
 
 _MEMORY_FRESH_S = 1.0

@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 
 from registry.errors import StoreError, UserError
 
-SCHEMA_VERSION = 3  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
+SCHEMA_VERSION = 4  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
 # 3: calls gained features and metadata (JSON text: what an application reports through the tracker);
 #    runs gained quality_source ("reference" or "judge:NAME/VERSION") and n_unscored
+# 4: every table with the machine's fingerprint gained hardware_class (cpu, cuda, apple: the work pool)
 
 _HARDWARE = [
     ("hardware_id", pa.string()),
@@ -34,6 +35,7 @@ _HARDWARE = [
     ("gpu", pa.string()),
     ("os", pa.string()),
     ("llama_cpp_version", pa.string()),
+    ("hardware_class", pa.string()),
 ]
 
 SCHEMAS: dict[str, pa.Schema] = {
