@@ -194,5 +194,6 @@ def _grammar(json_schema: str) -> Any:
 
     try:
         return LlamaGrammar.from_json_schema(json_schema, verbose=False)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"the JSON schema cannot be turned into a grammar: {exc}") from None
+    except (ValueError, KeyError, TypeError, AssertionError, RecursionError) as exc:  # llama.cpp asserts on some
+        raise UserError(f"the JSON schema cannot be turned into a grammar: {exc}; "
+                        "use a JSON Schema of objects, arrays, strings, numbers, booleans and enums") from None
