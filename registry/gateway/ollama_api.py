@@ -37,6 +37,7 @@ from registry.gateway.generation import (
     stream_failed,
 )
 from registry.gateway.http import json_line
+from registry.gateway.structured import schema_from_ollama_format
 from registry.providers import Generation, GenerationRequest
 from registry.providers.base import Embedder
 from registry.router import Resolution
@@ -78,7 +79,7 @@ class GenerateBody(BaseModel):
 
     @model_validator(mode="after")
     def _supported(self) -> GenerateBody:
-        _refuse_structured_output(self.format, None)
+        schema_from_ollama_format(self.format)  # a bad format is a 400 before any model runs
         return self
 
 
@@ -95,16 +96,11 @@ class ChatBody(BaseModel):
 
     @model_validator(mode="after")
     def _supported(self) -> ChatBody:
-        _refuse_structured_output(self.format, self.tools)
+        """Saying no beats answering free text to a client that asked for a tool call."""
+        if self.tools:
+            raise ValueError("'tools' (tool calling) is not supported by this gateway yet; send the request without tools")
+        schema_from_ollama_format(self.format)  # a bad format is a 400 before any model runs
         return self
-
-
-def _refuse_structured_output(format_: object, tools: list[Any] | None) -> None:
-    """Saying no beats answering free text to a client that asked for JSON or a tool call."""
-    if format_ not in (None, ""):
-        raise ValueError("'format' (JSON / schema-constrained output) is not supported by this gateway yet; leave it out")
-    if tools:
-        raise ValueError("'tools' (tool calling) is not supported by this gateway yet; send the request without tools")
 
 
 class ModelBody(BaseModel):
@@ -143,12 +139,14 @@ async def generate(request: Request) -> Response:
         await _warm(request, resolution)
         return JSONResponse(_final(body.model, "load", None) | {"response": ""})
     if body.raw or "chat" not in record.spec.capabilities:
-        generation_request = _request(gateway, record, body.options, prompt=body.prompt)
+        generation_request = _request(gateway, record, body.options, prompt=body.prompt,
+                                      json_schema=schema_from_ollama_format(body.format))
     else:
         messages = ([{"role": "system", "content": body.system}] if body.system else []) + [
             {"role": "user", "content": body.prompt}
         ]
-        generation_request = _request(gateway, record, body.options, messages=messages)
+        generation_request = _request(gateway, record, body.options, messages=messages,
+                                      json_schema=schema_from_ollama_format(body.format))
     return await _respond(request, body.model, resolution, generation_request, body.stream, "generate")
 
 
@@ -162,7 +160,8 @@ async def chat(request: Request) -> Response:
         return JSONResponse(_final(body.model, "load", None) | {"message": {"role": "assistant", "content": ""}})
     require_capability(resolution.record, "chat", body.model)
     messages = [{"role": m.role, "content": m.content} for m in body.messages]
-    generation_request = _request(gateway, resolution.record, body.options, messages=messages)
+    generation_request = _request(gateway, resolution.record, body.options, messages=messages,
+                                  json_schema=schema_from_ollama_format(body.format))
     return await _respond(request, body.model, resolution, generation_request, body.stream, "chat")
 
 

@@ -33,6 +33,7 @@ from registry.gateway.generation import (
     require_capability,
     stream_failed,
 )
+from registry.gateway.structured import schema_from_response_format
 from registry.providers import GenerationRequest
 from registry.router import Resolution
 from registry.serving import Answer
@@ -90,9 +91,8 @@ class ChatBody(_Common):
 
     @model_validator(mode="after")
     def _supported(self) -> ChatBody:
-        """Saying no beats answering free text to a client that asked for JSON or a tool call."""
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            raise ValueError("response_format (JSON / schema output) is not supported by this gateway yet; leave it out")
+        """Saying no beats answering free text to a client that asked for a tool call."""
+        schema_from_response_format(self.response_format)  # a bad response_format is a 400 before any model runs
         if self.tools:
             raise ValueError("tools (function calling) are not supported by this gateway yet; send no tools")
         if sum(len(m.text) for m in self.messages) > _MAX_TEXT:
@@ -122,7 +122,8 @@ async def chat_completions(request: Request) -> Response:
                      for m in body.messages)
     wanted = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
-    generation_request = _request(gateway, resolution, body, wanted, field, messages=messages)
+    generation_request = _request(gateway, resolution, body, wanted, field, messages=messages,
+                                  json_schema=schema_from_response_format(body.response_format))
     return await _respond(request, body, resolution, generation_request, "chat.completions")
 
 

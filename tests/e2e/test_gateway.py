@@ -145,13 +145,17 @@ def test_unknown_names_are_404_with_the_names_that_exist_never_a_default(url: st
         ("/v1/chat/completions", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], "n": 2}', 400, "n:"),
         ("/v1/completions", b'{"model": "qa", "prompt": ["a", "b"]}', 400, "one string"),
         ("/v1/chat/completions", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], '
-         b'"response_format": {"type": "json_object"}}', 400, "response_format"),
+         b'"response_format": {"type": "xml"}}', 400, "response_format.type must be"),
+        ("/v1/chat/completions", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], '
+         b'"response_format": {"type": "json_schema", "json_schema": {"name": "a"}}}', 400, "json_schema.schema"),
         ("/v1/chat/completions", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], '
          b'"tools": [{"type": "function", "function": {"name": "f"}}]}', 400, "tools"),
         ("/v1/chat/completions", b'{"model": "qa", "messages": [{"role": "user", "content": '
          b'[{"type": "image_url", "image_url": {"url": "x"}}]}]}', 400, "messages"),
-        ("/api/chat", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], "format": "json"}', 400,
-         "'format'"),
+        ("/api/chat", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], "format": "yaml"}', 400,
+         "'format' must be"),
+        ("/api/chat", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], "format": {"type": "nope"}}',
+         400, "cannot be turned into a grammar"),
     ],
 )
 def test_bad_requests_get_clear_4xx_and_the_server_stays_up(url: str, path: str, body: bytes, status: int,
@@ -163,6 +167,31 @@ def test_bad_requests_get_clear_4xx_and_the_server_stays_up(url: str, path: str,
     assert message in text
     assert httpx.get(f"{url}/health").status_code == 200
     assert f'status="{status}"' in httpx.get(f"{url}/metrics").text  # errors are counted too
+
+
+CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24}}, "required": ["city"]}
+
+
+def test_structured_output_through_both_apis_is_json_that_fits_the_schema(url: str, gateway: Gateway) -> None:
+    """Ollama's ``format`` and OpenAI's ``response_format`` reach llama.cpp as a grammar: the answer parses."""
+    client = ollama.Client(host=url)
+    by_schema = client.chat(model="qa", messages=QUESTION, format=CITY, options={"num_predict": 48, "temperature": 0})
+    assert isinstance(json.loads(by_schema.message.content)["city"], str)
+    any_json = client.generate(model="qa", prompt="Describe Paris as JSON.", format="json",
+                               options={"num_predict": 48, "temperature": 0})
+    assert isinstance(json.loads(any_json.response), dict)
+    streamed = "".join(part.message.content for part in client.chat(
+        model="qa", messages=QUESTION, format=CITY, stream=True, options={"num_predict": 48, "temperature": 0}))
+    assert streamed == by_schema.message.content
+    openai_client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    answer = openai_client.chat.completions.create(
+        model="qa", messages=QUESTION, max_tokens=48, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": CITY}})
+    assert isinstance(json.loads(answer.choices[0].message.content)["city"], str)
+    object_mode = openai_client.chat.completions.create(model="qa", messages=QUESTION, max_tokens=48, temperature=0,
+                                                        response_format={"type": "json_object"})
+    assert isinstance(json.loads(object_mode.choices[0].message.content), dict)
+    assert {i["breaker"] for i in gateway.pool.snapshot()} == {"closed"}
 
 
 def test_openai_text_parts_and_a_content_less_tool_turn_are_accepted(url: str) -> None:
