@@ -6,7 +6,7 @@ runner, so it is answered once with "no GPU" and never turns into a crash.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 
 
@@ -28,6 +28,45 @@ def gpu_handles() -> tuple[object, ...]:
         return tuple(pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount()))
     except pynvml.NVMLError:  # LibraryNotFound, DriverNotLoaded, …: no usable GPU here
         return ()
+
+
+@dataclass(frozen=True)
+class GpuDevice:
+    """One NVIDIA GPU as ``arbiter hardware`` reports it (memory as NVML reports it now)."""
+
+    index: int
+    name: str
+    memory_total_mb: int
+    memory_used_mb: int
+
+    def as_json(self) -> dict[str, int | str]:
+        return asdict(self)
+
+
+def gpu_devices() -> list[GpuDevice]:
+    """Every NVIDIA GPU with its memory; empty when there are none."""
+    import pynvml
+
+    devices = []
+    for index, (handle, name) in enumerate(zip(gpu_handles(), gpu_names(), strict=True)):
+        memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        devices.append(GpuDevice(index, name, memory.total // (1024 * 1024), memory.used // (1024 * 1024)))
+    return devices
+
+
+def gpu_driver() -> dict[str, str] | None:
+    """The NVIDIA driver's version and the newest CUDA it supports (``"12.4"``), or ``None``
+    without a GPU: a llama.cpp CUDA build needs a driver at least as new as its CUDA."""
+    if not gpu_handles():
+        return None
+    import pynvml
+
+    driver = pynvml.nvmlSystemGetDriverVersion()
+    cuda = pynvml.nvmlSystemGetCudaDriverVersion()  # e.g. 12040
+    return {
+        "driver_version": driver.decode() if isinstance(driver, bytes) else str(driver),
+        "cuda_version": f"{cuda // 1000}.{cuda % 1000 // 10}",
+    }
 
 
 def gpu_names() -> list[str]:

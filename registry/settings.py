@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     n_threads: int = Field(default_factory=lambda: default_threads(), ge=1)
     n_ctx: int = Field(default=2048, ge=256, description="Context size given to llama.cpp (capped by the model's).")
     seed: int = 0
+    n_gpu_layers: int | None = Field(
+        default=None, ge=-1,
+        description="Layers llama.cpp puts on the GPU (-1 all, 0 none); unset: all when the build and a GPU allow.",
+    )
 
     # --- gateway (``arbiter serve``) ---------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Bind address; anything but loopback needs admin_token.")

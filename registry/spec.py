@@ -14,7 +14,15 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from registry.errors import UserError
 
@@ -96,13 +104,79 @@ def remote_identity(kind: str, source: str, base_url: str | None) -> str:
     return f"{kind}:{source}@{base_url or 'default'}"
 
 
+# CPU features that decide whether (and how fast) a build of an inference engine runs, named as
+# Linux's /proc/cpuinfo names them (macOS's sysctl names are mapped onto these). A spec may require
+# some; ``arbiter hardware`` reports which of them this machine has.
+KNOWN_CPU_FLAGS = frozenset({
+    # x86
+    "sse3", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx_vnni",
+    "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512vbmi", "avx512_vnni",
+    "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16",
+    # ARM (``neon`` is also set wherever 64-bit ARM's ``asimd`` is)
+    "neon", "asimd", "asimdhp", "asimddp", "fphp", "i8mm", "bf16", "sve", "sve2",
+})
+
+
+# Where a model can run: ``remote`` is another server (this machine's hardware does not matter),
+# ``ane`` the Apple Neural Engine (CoreML). ``registry.hardware.ACCELERATOR_NEEDS`` says what each needs.
+KNOWN_ACCELERATORS = frozenset({"cpu", "cuda", "metal", "ane", "remote"})
+
+
 class Hardware(BaseModel):
-    """What the model can run on and how much memory it needs to load."""
+    """What the model can run on and what it needs there.
+
+    ``accelerators`` are alternatives (any one present is enough; ``remote``: another server runs
+    it, so this machine's hardware does not matter). ``cpu_flags`` must all be present — a build
+    compiled for AVX-512 dies with an illegal instruction elsewhere. ``min_gpu_memory_mb`` is the
+    memory the largest GPU must have when only a GPU accelerator (``cuda``) can run it. The later
+    fields have defaults, so specs written before they existed load unchanged.
+
+    Example::
+
+        Hardware(accelerators=("cuda",), min_memory_mb=2048, min_gpu_memory_mb=6000)
+        Hardware(min_memory_mb=400, cpu_flags=("avx2", "fma"))
+    """
 
     model_config = ConfigDict(frozen=True)
 
     accelerators: tuple[str, ...] = ("cpu",)
     min_memory_mb: int = Field(ge=0)
+    cpu_flags: tuple[str, ...] = ()
+    min_gpu_memory_mb: int = Field(default=0, ge=0)
+
+    @field_validator("cpu_flags")
+    @classmethod
+    def _cpu_flags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        flags = {flag.strip().lower() for flag in value}
+        unknown = sorted(flags - KNOWN_CPU_FLAGS)
+        if unknown:
+            raise ValueError(
+                f"unknown CPU flag {', '.join(unknown)}; known (as /proc/cpuinfo names them): "
+                f"{', '.join(sorted(KNOWN_CPU_FLAGS))}"
+            )
+        return tuple(sorted(flags))
+
+    def declared(self, needs: dict[str, Any] | None) -> Hardware:
+        """These needs raised by what a person declares at registration (``cpu_flags``,
+        ``min_gpu_memory_mb``, ``accelerators``, ``min_memory_mb``). A declared memory below
+        this one is ignored: the figure from the file is a floor, not a guess to overrule.
+        Bad input raises a one-line :class:`UserError`."""
+        if not needs:
+            return self
+        unknown = sorted(set(needs) - set(Hardware.model_fields))
+        if unknown:
+            raise UserError(f"unknown hardware need {', '.join(unknown)}; use {', '.join(Hardware.model_fields)}")
+        strange = sorted(set(needs.get("accelerators", ())) - KNOWN_ACCELERATORS)
+        if strange:
+            raise UserError(f"unknown accelerator {', '.join(strange)}; use {', '.join(sorted(KNOWN_ACCELERATORS))}")
+        try:
+            merged = Hardware(**{**self.model_dump(), **needs})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors()
+            )
+            raise UserError(f"invalid hardware needs: {problems}") from None
+        return merged.model_copy(update={"min_memory_mb": max(self.min_memory_mb, merged.min_memory_mb)})
 
 
 class ModelSpec(BaseModel):

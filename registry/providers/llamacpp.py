@@ -4,6 +4,9 @@ A ``Llama`` object is not thread-safe (concurrent calls segfault, see shared/STA
 provider holds one lock around every use; parallelism comes from replicas, not threads.
 The file's sha256 is checked on load: a version is immutable, and a file that changed since
 registration is refused rather than silently served under the old version's name.
+
+GPU offload (``n_gpu_layers``) is decided at load by :func:`plan_offload`: every layer when this
+llama.cpp build can offload and a GPU is here, none otherwise, ``ARBITER_N_GPU_LAYERS`` to choose.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import functools
 import threading
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import asdict, dataclass
+from importlib import metadata
 from typing import Any
 
 from registry.errors import ContextOverflowError, ProviderError, UserError
@@ -30,9 +35,13 @@ class LlamaCppProvider:
         provider.generate(GenerationRequest(messages=({"role": "user", "content": "Hi"},)))
     """
 
-    def __init__(self, spec: ModelSpec, *, n_threads: int, n_ctx: int, seed: int = 0) -> None:
+    def __init__(
+        self, spec: ModelSpec, *, n_threads: int, n_ctx: int, seed: int = 0, n_gpu_layers: int | None = None
+    ) -> None:
         self.spec = spec
         self.load_ms: float | None = None
+        self._n_gpu_layers = n_gpu_layers  # None: the setting, else all or none (see plan_offload)
+        self.offload: Offload | None = None  # what load() decided
         self._n_threads = n_threads
         self._n_ctx = min(n_ctx, spec.context_window)
         self._seed = seed
@@ -53,12 +62,14 @@ class LlamaCppProvider:
             )
             from llama_cpp._utils import suppress_stdout_stderr
 
+            offload = offload_here(self._n_gpu_layers)
             started = time.perf_counter()
             try:
                 # llama.cpp prints some context notes straight to stderr, past verbose=False.
                 with suppress_stdout_stderr(disable=False):
                     self._llm = Llama(
                         model_path=str(path),
+                        n_gpu_layers=offload.n_gpu_layers,
                         n_ctx=self._n_ctx,
                         n_threads=self._n_threads,
                         n_threads_batch=self._n_threads,  # else prompt processing takes every core
@@ -70,6 +81,7 @@ class LlamaCppProvider:
             except (ValueError, RuntimeError) as exc:
                 raise ProviderError(f"{self.spec.name}: llama.cpp could not load {path}: {exc}") from exc
             self.load_ms = (time.perf_counter() - started) * 1000
+            self.offload = offload
 
     def generate(self, request: GenerationRequest) -> Generation:
         return run_to_end(self.stream(request))
@@ -113,7 +125,10 @@ class LlamaCppProvider:
     def health(self) -> Health:
         if self._llm is None:
             return Health(ok=False, detail="not loaded")
-        return Health(ok=True, detail="loaded", extra={"n_ctx": str(self._n_ctx)})
+        extra = {"n_ctx": str(self._n_ctx)}
+        if self.offload is not None:
+            extra["n_gpu_layers"] = str(self.offload.n_gpu_layers)
+        return Health(ok=True, detail="loaded", extra=extra)
 
     def unload(self) -> None:
         with self._lock:
@@ -197,3 +212,95 @@ def _grammar(json_schema: str) -> Any:
     except (ValueError, KeyError, TypeError, AssertionError, RecursionError) as exc:  # llama.cpp asserts on some
         raise UserError(f"the JSON schema cannot be turned into a grammar: {exc}; "
                         "use a JSON Schema of objects, arrays, strings, numbers, booleans and enums") from None
+
+
+@dataclass(frozen=True)
+class LlamaBuild:
+    """What the installed llama.cpp was built with: its backends and their flags (parsed from
+    ``llama_print_system_info``), and whether it can offload layers to a GPU at all — a CPU-only
+    wheel silently ignores ``n_gpu_layers``, so this is the only way to know."""
+
+    version: str
+    gpu_offload: bool
+    max_devices: int
+    mmap: bool
+    mlock: bool
+    backends: dict[str, dict[str, str]]
+    system_info: str
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@functools.cache
+def llama_build() -> LlamaBuild:
+    """This process's llama.cpp build (it cannot change under a running process)."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+    return LlamaBuild(
+        version=metadata.version("llama-cpp-python"),
+        gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
+        max_devices=int(llama_cpp.llama_max_devices()),
+        mmap=bool(llama_cpp.llama_supports_mmap()),
+        mlock=bool(llama_cpp.llama_supports_mlock()),
+        backends=parse_system_info(info),
+        system_info=info,
+    )
+
+
+def parse_system_info(info: str) -> dict[str, dict[str, str]]:
+    """``"CUDA : ARCHS = 890 | USE_GRAPHS = 1 | CPU : SSE3 = 1 | AVX2 = 1 |"`` →
+    ``{"CUDA": {"ARCHS": "890", "USE_GRAPHS": "1"}, "CPU": {"SSE3": "1", "AVX2": "1"}}``.
+
+    A backend name is the word before ``:``; it opens the pair it is written in front of."""
+    backends: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for part in filter(None, (p.strip() for p in info.split("|"))):
+        if ":" in part:
+            name, _, part = part.partition(":")
+            current = backends.setdefault(name.strip(), {})
+            part = part.strip()
+        key, _, value = part.partition("=")
+        if current is not None and key.strip():
+            current[key.strip()] = value.strip()
+    return backends
+
+
+@dataclass(frozen=True)
+class Offload:
+    """How many layers llama.cpp is asked to put on the GPU (-1: all, 0: none), and why."""
+
+    n_gpu_layers: int
+    why: str
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_offload(requested: int | None, *, build_offloads: bool, gpus: list[str]) -> Offload:
+    """The offload decision, from what was asked (``None``: decide), whether the llama.cpp build
+    has a GPU backend and which GPUs are here (NVIDIA, or ``"Apple GPU"`` for Metal).
+
+    Without a GPU backend the build ignores ``n_gpu_layers``, so 0 is recorded whatever was
+    asked, with the reason: a figure that claims offload must mean the GPU did the work."""
+    if not build_offloads:
+        asked = f"; n_gpu_layers={requested} was asked for and has no effect" if requested else ""
+        return Offload(0, f"none: this llama.cpp build has no GPU backend (a CPU-only build){asked}")
+    if requested is not None:
+        return Offload(requested, f"as asked: n_gpu_layers={requested} (ARBITER_N_GPU_LAYERS or the caller)")
+    if not gpus:
+        return Offload(0, "none: the build can offload but no GPU is here")
+    return Offload(-1, f"all layers: the build offloads and {', '.join(gpus)} is here")
+
+
+def offload_here(requested: int | None = None) -> Offload:
+    """:func:`plan_offload` for this machine, ``requested`` defaulting to the setting."""
+    from registry.gpu import gpu_names
+    from registry.hardware import accelerators_available
+    from registry.settings import get_settings
+
+    if requested is None:
+        requested = get_settings().n_gpu_layers
+    gpus = gpu_names() + (["Apple GPU"] if "metal" in accelerators_available() else [])
+    return plan_offload(requested, build_offloads=llama_build().gpu_offload, gpus=gpus)
