@@ -115,7 +115,9 @@ class ModelBasedJudge:
             # Stale: answer with what we have and re-read in the background, so no judgement waits
             # for MLflow (a judgement takes seconds; a synchronous re-read would hit every other one).
             self._refreshing.set()
-            threading.Thread(target=self._refresh, name="arbiter-judge-version", daemon=True).start()
+            # Not a daemon: Python joins it before finalizing. A daemon caught mid-read at exit is
+            # torn down inside native code, and the process aborted ("FATAL: exception not rethrown").
+            threading.Thread(target=self._refresh, name="arbiter-judge-version").start()
         return cached[0]
 
     def _lookup(self) -> VersionRecord:
