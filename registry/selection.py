@@ -6,8 +6,9 @@ once when several apply, never silently):
 - ``deprecated`` — its status says not to use it;
 - ``missing capability json`` — a capability the criteria ask for;
 - ``needs ane (macOS on Apple Silicon); this machine has cpu`` — none of the accelerators its spec
-  runs on is here (:func:`registry.hardware.accelerators_available`); a model another server serves
-  (accelerator ``remote``) runs anywhere;
+  runs on is here; likewise CPU flags it needs that this CPU lacks, or GPU memory over the largest
+  GPU's (:func:`registry.hardware.shortfalls`, the rule ``arbiter hardware`` reports too); a model
+  another server serves (accelerator ``remote``) runs anywhere;
 - ``needs 391 MB (measured peak RSS), over the 256 MB budget`` — the measured peak RSS on the task
   (else the spec's ``min_memory_mb``) over ``max_memory_mb``; and the spec's ``min_memory_mb`` over
   the memory available now (a warm version is already loaded, so it is not held to that);
@@ -53,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from registry.catalog import VersionRecord
 from registry.errors import SelectionError, UserError
-from registry.hardware import ACCELERATOR_NEEDS, accelerators_available, available_memory_mb
+from registry.hardware import available_memory_mb, shortfalls, this_machine
 from registry.profiles import Profile, ProfileCache, ProfileTable
 from registry.spec import KNOWN_CAPABILITIES, NAME_PATTERN, Status
 
@@ -66,7 +67,6 @@ UNKNOWN_PART = 0.5
 PREFER_SHIFT = 0.2
 MAX_SWAP_PENALTY = 0.02
 FULL_PENALTY_LOAD_MS = 5000.0
-RUNS_ANYWHERE = "remote"  # served by another server: this machine's hardware does not matter
 PREFERENCES = ("fast", "quality", "low-memory")
 _PREFERRED_PART = {"fast": "latency", "quality": "quality", "low-memory": "memory"}
 Prefer = Literal["fast", "quality", "low-memory"]
@@ -245,9 +245,7 @@ class Exclusion(NamedTuple):
 _REASON_TEXT: dict[str, Callable[..., str]] = {
     "deprecated": lambda ref: f"deprecated; `arbiter models activate {ref}` to consider it",
     "capability": lambda missing: f"missing capability {', '.join(sorted(missing))}",
-    "hardware": lambda accelerators, here: "needs " + " or ".join(
-        f"{a} ({ACCELERATOR_NEEDS.get(a, 'hardware arbiter does not detect')})" for a in accelerators
-    ) + f"; this machine has {', '.join(sorted(here))}",
+    "hardware": lambda shortfall: shortfall,  # worded by registry.hardware.shortfalls
     "budget": lambda need, measured, budget: (
         f"needs {need:.0f} MB ({'measured peak RSS' if measured else 'spec min_memory_mb'}), "
         f"over the {budget} MB budget"
@@ -389,19 +387,19 @@ class _Columns:
     """
 
     def __init__(self, records: list[VersionRecord], profiles: dict[str, Profile]) -> None:
-        here = accelerators_available()
-        self.here = here
+        machine = this_machine()
         self.records = records
         self.profiles = found = [profiles.get(r.ref) for r in records]
         self.capabilities = [frozenset(r.spec.capabilities) for r in records]
-        self.accelerators = [tuple(r.spec.hardware.accelerators) for r in records]
+        # RAM is the "free" rule's, against the memory available now (never more than the total)
+        self.unfit = [shortfalls(r.spec.hardware, machine, memory=False) for r in records]
         self.min_memory_mb = [r.spec.hardware.min_memory_mb for r in records]
         self.memory_mb = [  # measured peak RSS, else the spec's need
             p.memory_mb if p is not None and p.memory_mb is not None else m
             for p, m in zip(found, self.min_memory_mb, strict=True)
         ]
         self.deprecated = np.array([r.status == Status.DEPRECATED.value for r in records], dtype=bool)
-        self.foreign = np.array([RUNS_ANYWHERE not in a and here.isdisjoint(a) for a in self.accelerators], dtype=bool)
+        self.foreign = np.array([bool(unfit) for unfit in self.unfit], dtype=bool)
         self.min_memory = np.array(self.min_memory_mb, dtype=float)
         self.memory = np.array(self.memory_mb, dtype=float)
         self.unmeasured = np.array([p is None or p.p50_ms is None for p in found], dtype=bool)
@@ -482,14 +480,17 @@ class _Verdicts:
         figures = {
             "deprecated": lambda: (columns.records[i].ref,),
             "capability": lambda: (frozenset(criteria.capabilities) - columns.capabilities[i],),
-            "hardware": lambda: (columns.accelerators[i], columns.here),
             "budget": lambda: (columns.memory_mb[i], profile is not None and profile.memory_mb is not None,
                                criteria.max_memory_mb),
             "free": lambda: (columns.min_memory_mb[i], self._free_mb),
             "slow": lambda: (profile.p50_ms, criteria.max_latency_ms),  # only a measured p50 is too slow
             "samples": lambda: (profile.samples if profile is not None else 0, criteria.task, criteria.min_samples),
         }
-        return [(kind, figures[kind]()) for kind, mask in self._masks if mask[i]]
+        reasons: list[_RawReason] = []
+        for kind, mask in self._masks:
+            if mask[i]:  # a version short of several hardware needs gets a reason for each
+                reasons += [(kind, (s,)) for s in columns.unfit[i]] if kind == "hardware" else [(kind, figures[kind]())]
+        return reasons
 
 
 def _short_of_memory(
