@@ -125,9 +125,11 @@ class Catalog:
         chat_format: str | None = None,
         family: str | None = None,
         provenance: dict[str, str] | None = None,
+        needs: dict[str, Any] | None = None,
     ) -> tuple[VersionRecord, bool]:
         """Register a GGUF file; returns ``(record, created)`` — ``created`` is False when the
-        same file was already registered under ``name``."""
+        same file was already registered under ``name``. ``needs`` declares hardware needs beyond
+        the memory the file implies (e.g. ``{"cpu_flags": ["avx2"]}``, see ``spec.Hardware``)."""
         validate_model_name(name)
         path = path.expanduser().resolve()
         info = inspect_gguf(path)
@@ -150,7 +152,7 @@ class Catalog:
             quantization=info.quantization,
             family=family or name,  # a catalog model is a family; the architecture has its own field
             chat_format=chat_format,
-            hardware=Hardware(min_memory_mb=size // (1024 * 1024) + _RUNTIME_OVERHEAD_MB),
+            hardware=Hardware(min_memory_mb=size // (1024 * 1024) + _RUNTIME_OVERHEAD_MB).declared(needs),
             provenance={"gguf_name": info.model_name or "", **(provenance or {})},
         )
         if chat_format is None and not info.has_chat_template and "chat" in spec.capabilities:

@@ -17,12 +17,16 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from registry.errors import UserError
 from registry.gpu import gpu_devices, gpu_names
 from registry.spec import KNOWN_CPU_FLAGS, Hardware
+
+if TYPE_CHECKING:
+    from registry.catalog import VersionRecord
 
 
 @dataclass(frozen=True)
@@ -285,3 +289,59 @@ def shortfalls(needs: Hardware, machine: Machine, *, memory: bool = True) -> tup
     if memory and ram is not None and needs.min_memory_mb > ram:
         found.append(f"needs {needs.min_memory_mb} MB (spec min_memory_mb); {machine.label} has {ram} MB total")
     return tuple(found)
+
+
+# --- the report of ``arbiter hardware`` ---------------------------------------------------------
+
+
+def machine_report() -> dict[str, Any]:
+    """Everything ``arbiter hardware`` says about this machine (the JSON contract, docs/hardware.md)."""
+    from registry.gpu import gpu_driver
+    from registry.providers.llamacpp import llama_build, offload_here
+
+    here = fingerprint()
+    return {
+        "hardware_id": here.hardware_id,
+        "hardware_class": here.hardware_class,
+        "os": here.os,
+        "cpu": {
+            "model": here.cpu_model,
+            "architecture": platform.machine(),
+            "physical_cores": psutil.cpu_count(logical=False),
+            "logical_cores": here.cpu_cores,
+            "flags": sorted(cpu_flags()),
+        },
+        "memory": {"total_mb": here.ram_mb, "available_mb": available_memory_mb()},
+        "gpus": [device.as_json() for device in gpu_devices()],
+        "gpu_driver": gpu_driver(),
+        "apple": apple_silicon(),
+        "accelerators": sorted(accelerators_available()),
+        "llama_cpp": llama_build().as_json(),
+        "gpu_offload": offload_here().as_json(),
+        "fingerprint": here.as_row(),
+    }
+
+
+def version_verdicts(
+    records: list[VersionRecord], machine: Machine, free_mb: int | None = None
+) -> list[dict[str, Any]]:
+    """Per version: can it run on ``machine``, on what, and every reason why not.
+
+    Given the memory free now (``free_mb``, for this machine), ``fits_now`` says whether a
+    version that can run here would also load now (the selector's load rule); else ``None``."""
+    verdicts = []
+    for record in records:
+        needs = record.spec.hardware
+        reasons = shortfalls(needs, machine)
+        remote = RUNS_ANYWHERE in needs.accelerators
+        verdicts.append({
+            "ref": record.ref,
+            "kind": record.spec.kind,
+            "status": record.status,
+            "can_run": not reasons,
+            "runs_on": [RUNS_ANYWHERE] if remote else sorted(machine.accelerators.intersection(needs.accelerators)),
+            "reasons": list(reasons),
+            "fits_now": None if free_mb is None or reasons else (remote or needs.min_memory_mb <= free_mb),
+            "needs": needs.model_dump(mode="json"),
+        })
+    return verdicts

@@ -43,6 +43,7 @@ def _register_commands() -> None:
         demo,
         export,
         generate,
+        hardware,
         judge,
         learnings,
         models,
@@ -63,6 +64,7 @@ def _register_commands() -> None:
     cli.add_command(learnings.learnings)
     cli.add_command(judge.judge)
     cli.add_command(export.export)
+    cli.add_command(hardware.hardware)
 
 
 _register_commands()
