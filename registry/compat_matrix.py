@@ -1,0 +1,161 @@
+"""The compatibility matrix: which version runs on which runtime and hardware class, and how well.
+
+Benchmarks deployed on one Prefect work pool per hardware class (registry/deploy.py) leave their
+``calls`` and ``runs`` rows, each with the machine's fingerprint, in the results store. This
+module reads them back as one DuckDB view, ``compat_matrix``, one row per version × runtime ×
+hardware class:
+
+- ``works``: at least one generation succeeded there (a failure is a row too, so a version that
+  never loads on a class reads ``false`` with its ``last_error``);
+- ``quality`` and ``tokens_per_s``: the mean over tasks of each task's *latest* run there, so an
+  old measurement does not dilute a new one (``tasks`` says which tasks that mean covers);
+- ``last_measured``: the newest row of either table.
+
+The runtime is how the version ran: ``llama.cpp <version>`` for a GGUF file (the llama.cpp build
+recorded on the row, since an upgrade can break or speed up a model), otherwise the provider kind
+(``ollama``, ``openai``, ``coreml``). The kind is not on the rows, so it comes from the catalog.
+
+The same rows, per class, become the version's ``arbiter.compatibility`` tag in MLflow, so a
+person browsing the registry sees where a version works without running SQL. The tag is a
+measurement summary rewritten after each benchmark, not part of the immutable spec.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from registry.catalog import Catalog
+from registry.errors import UserError
+from registry.mlflow_client import retry_locked
+from registry.store import ResultsStore
+
+TAG_COMPATIBILITY = "arbiter.compatibility"
+
+# How a row ran: the GGUF kind runs in llama.cpp, whose build is on every row; other kinds are
+# named by their provider. A version the catalog does not know (deleted since) reads 'unknown'.
+_RUNTIME = """
+    case when k.kind is null then 'unknown'
+         when k.kind = 'gguf' then 'llama.cpp ' || coalesce(t.llama_cpp_version, 'unknown')
+         else k.kind end
+"""
+
+_VIEW = f"""
+create or replace view compat_matrix as
+with call_rows as (
+    select t.model, t.version, {_RUNTIME} as runtime, coalesce(t.hardware_class, 'unknown') as hardware_class,
+           t.ok, t.error, t.tokens_per_s, t.ts, t.hardware_id
+    from calls t left join arbiter_versions k on k.model = t.model and k.version = t.version
+),
+run_rows as (
+    select t.model, t.version, {_RUNTIME} as runtime, coalesce(t.hardware_class, 'unknown') as hardware_class,
+           t.task, t.quality, t.tokens_per_s, t.ts, t.n_ok
+    from runs t left join arbiter_versions k on k.model = t.model and k.version = t.version
+),
+latest_runs as (
+    select * from (
+        select *, row_number() over (
+            partition by model, version, runtime, hardware_class, task order by ts desc) as rank
+        from run_rows)
+    where rank = 1
+),
+by_calls as (
+    select model, version, runtime, hardware_class,
+           count(*) as n_calls, count(*) filter (where ok) as n_ok,
+           median(tokens_per_s) filter (where ok) as call_tokens_per_s,
+           arg_max(error, ts) filter (where not ok) as last_error,
+           count(distinct hardware_id) as machines, max(ts) as last_call
+    from call_rows group by all
+),
+by_runs as (
+    select model, version, runtime, hardware_class,
+           avg(quality) as quality, avg(tokens_per_s) as run_tokens_per_s,
+           string_agg(task, ',' order by task) as tasks, max(ts) as last_run, sum(n_ok) as run_ok
+    from latest_runs group by all
+)
+select model, version, runtime, hardware_class,
+       coalesce(c.n_ok, 0) > 0 or coalesce(r.run_ok, 0) > 0 as works,
+       r.quality, coalesce(r.run_tokens_per_s, c.call_tokens_per_s) as tokens_per_s, r.tasks,
+       coalesce(c.n_calls, 0) as n_calls, coalesce(c.n_ok, 0) as n_ok, coalesce(c.machines, 0) as machines,
+       c.last_error, greatest(c.last_call, r.last_run) as last_measured
+from by_calls c full outer join by_runs r using (model, version, runtime, hardware_class)
+order by model, version, hardware_class, runtime
+"""
+
+COLUMNS = ("model", "version", "runtime", "hardware_class", "works", "quality", "tokens_per_s", "tasks",
+           "n_calls", "n_ok", "machines", "last_error", "last_measured")
+
+
+def connect(store: ResultsStore, kinds: Mapping[tuple[str, int], str]) -> duckdb.DuckDBPyConnection:
+    """The store's views plus ``compat_matrix``; ``kinds`` maps (model, version) to its spec kind."""
+    connection = store.connect()
+    connection.execute("set TimeZone = 'UTC'")  # last_measured reads the same on every machine
+    versions = pa.table(
+        {
+            "model": [model for model, _ in kinds],
+            "version": pa.array([version for _, version in kinds], type=pa.int32()),
+            "kind": list(kinds.values()),
+        }
+    )
+    connection.register("arbiter_versions", versions)
+    connection.execute(_VIEW)
+    return connection
+
+
+def version_kinds(catalog: Catalog) -> dict[tuple[str, int], str]:
+    """Every registered version's kind (``gguf``, ``ollama``, …): the runtime half of the matrix."""
+    return {(r.name, r.version): str(r.spec.kind) for r in catalog.list_versions()}
+
+
+def matrix(store: ResultsStore, kinds: Mapping[tuple[str, int], str], model: str | None = None) -> list[dict[str, Any]]:
+    """The matrix rows (of ``model`` only, when given), timestamps as ISO text for JSON."""
+    connection = connect(store, kinds)
+    try:
+        cursor = connection.execute("select * from compat_matrix where $1 is null or model = $1", [model])
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    except duckdb.Error as exc:
+        raise UserError(f"compatibility matrix query failed: {str(exc).splitlines()[0]}") from exc
+    finally:
+        connection.close()
+    for row in rows:
+        row["last_measured"] = row["last_measured"].isoformat() if row["last_measured"] is not None else None
+    return rows
+
+
+def compatibility_tag(rows: Iterable[Mapping[str, Any]]) -> str:
+    """One version's rows as compact JSON per hardware class, newest runtime first, e.g.
+    ``{"cpu":[{"runtime":"llama.cpp 0.3.36","works":true,"quality":0.6,"tokens_per_s":112.4,…}]}``."""
+    per_class: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: r["last_measured"] or "", reverse=True):
+        per_class.setdefault(row["hardware_class"], []).append(
+            {
+                "runtime": row["runtime"],
+                "works": bool(row["works"]),
+                "quality": None if row["quality"] is None else round(row["quality"], 3),
+                "tokens_per_s": None if row["tokens_per_s"] is None else round(row["tokens_per_s"], 1),
+                "tasks": row["tasks"],
+                "last_measured": row["last_measured"],
+            }
+        )
+    return json.dumps(dict(sorted(per_class.items())), separators=(",", ":"))
+
+
+def tag_versions(catalog: Catalog, refs: Iterable[tuple[str, int]]) -> dict[str, str]:
+    """Write ``arbiter.compatibility`` on each version from the matrix as it is now; returns the
+    tags written by ``NAME/VERSION``. A version with no rows yet gets no tag."""
+    kinds = version_kinds(catalog)
+    rows = matrix(catalog.store, kinds)
+    written = {}
+    for name, version in dict.fromkeys(refs):
+        mine = [r for r in rows if r["model"] == name and r["version"] == version]
+        if not mine:
+            continue
+        value = compatibility_tag(mine)
+        retry_locked(lambda n=name, v=version, t=value: catalog.client.set_model_version_tag(n, str(v), TAG_COMPATIBILITY, t))
+        written[f"{name}/{version}"] = value
+    return written
