@@ -90,7 +90,9 @@ def summarize(
 ) -> dict[str, Any]:
     """The ``runs`` row: quality over all scored items (a failure scores 0), latency over successful
     calls, ``tokens_per_s`` the decode rate pooled over calls (see ``Generation.tokens_per_s``);
-    ``quality_source`` says where quality came from (``reference`` or ``judge:NAME/VERSION``)."""
+    ``quality_source`` says where quality came from (``reference`` or ``judge:NAME/VERSION``).
+    Costs are over successful calls: CPU and energy per generated token (energy per 1,000, with the
+    sources its calls used, e.g. ``estimate``), the mean of the calls' average RSS."""
     scored = [c.row["quality"] for c in calls if c.row["quality"] is not None]
     ok = [c for c in calls if c.ok]
     walls = sorted(c.cost.wall_ms for c in ok)
@@ -100,6 +102,8 @@ def summarize(
     decode_tokens = sum(g.decode_steps for g in decoded)
     decode_s = sum(g.decode_ms for g in decoded if g.decode_ms) / 1000
     ttfts = [c.generation.time_to_first_token_ms for c in ok if c.generation and c.generation.time_to_first_token_ms]
+    energies = [c.cost.energy for c in ok if c.cost.energy is not None]
+    energy_mwh = sum(e.mwh for e in energies) if energies else None
     return {
         "run_id": run_id,
         "ts": now_utc(),
@@ -120,6 +124,10 @@ def summarize(
         "peak_rss_mb": max((c.cost.peak_rss_mb for c in calls), default=None),
         "load_ms": load_ms,
         "warmup_ms": warmup_ms,
+        "avg_rss_mb": statistics.fmean(c.cost.avg_rss_mb for c in ok) if ok else None,
+        "energy_mwh": energy_mwh,
+        "energy_mwh_per_1k_tokens": energy_mwh * 1000 / tokens if energy_mwh is not None and tokens else None,
+        "energy_source": ",".join(sorted({e.source for e in energies})) or None,
         **fingerprint().as_row(),
     }
 
@@ -170,13 +178,15 @@ def log_to_mlflow(catalog: Catalog, run: dict[str, Any]) -> str:
         "arbiter.hardware_id": run["hardware_id"],
         "arbiter.cpu_model": run["cpu_model"],
         "arbiter.gpu": run["gpu"],
+        "arbiter.energy_source": run.get("energy_source") or "none",
         "arbiter.dataset_sha256": run["dataset_sha256"],
         "arbiter.run_id": run["run_id"],
     }
     mlflow_run = retry_locked(
         lambda: client.create_run(exp, run_name=f"{run['model']}-v{run['version']}-{run['task']}", tags=tags)
     )
-    metrics = ("quality", "p50_ms", "p95_ms", "ttft_p50_ms", "tokens_per_s", "cpu_ms_per_token", "peak_rss_mb", "load_ms", "n", "n_ok")
+    metrics = ("quality", "p50_ms", "p95_ms", "ttft_p50_ms", "tokens_per_s", "cpu_ms_per_token", "peak_rss_mb", "load_ms",
+               "avg_rss_mb", "energy_mwh_per_1k_tokens", "n", "n_ok")
     from mlflow.entities import Metric
 
     stamp = int(time.time() * 1000)

@@ -62,7 +62,8 @@ def call_row(
     **context: Any,
 ) -> dict[str, Any]:
     """The ``calls`` row of one generation (or failed attempt); ``context`` fills the other columns
-    (route, task, api, requested, queue_ms, overhead_ms, run_id, item_id)."""
+    (route, task, api, requested, queue_ms, overhead_ms, run_id, item_id). A row that was never
+    measured (no instance could take it) has zero times and null energy. Columns: docs/costs.md."""
     return {
         "call_id": new_id(),
         "ts": now_utc(),
@@ -75,9 +76,16 @@ def call_row(
         "ttft_ms": generation.time_to_first_token_ms if generation else None,
         "tokens_per_s": generation.tokens_per_s if generation else None,
         "cpu_ms": cost.cpu_ms,
+        "cpu_thread_ms": cost.cpu_thread_ms,
+        "cpu_overlapped": cost.cpu_overlapped,
         "peak_rss_mb": cost.peak_rss_mb,
+        "avg_rss_mb": cost.avg_rss_mb,
         "gpu_memory_mb": cost.gpu_memory_mb,
         "gpu_utilization_pct": cost.gpu_utilization_pct,
+        "gpu_ms": cost.gpu_ms,
+        "energy_mwh": cost.energy.mwh if cost.energy else None,
+        "energy_source": cost.energy.source if cost.energy else None,
+        "energy_model": cost.energy.model if cost.energy else None,
         "ok": generation is not None and error is None,
         "error": error,
         "quality": None,

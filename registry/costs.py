@@ -1,25 +1,38 @@
-"""Measure one operation: wall time, process CPU time, peak RSS and GPU figures.
+"""Measure one operation: wall time, CPU time, RSS, GPU figures and energy with its source.
 
 Wraps any provider call from the outside (never inside a provider), so every backend is
-measured the same way. Peak RSS is sampled during the call (by one shared thread) because the
-kernel's own peak (``ru_maxrss``) is a lifetime maximum and would blur one model into the next.
-CPU time is the whole process's: with concurrent calls (the gateway) each call's figure also
-counts its neighbours' work.
+measured the same way.
+
+- **CPU**: ``cpu_ms`` is the process's CPU time from the OS (``CLOCK_PROCESS_CPUTIME_ID``: every
+  thread, llama.cpp's OpenMP workers included — with 2 threads the calling thread alone does only
+  half the work). When another measured block runs at the same time (the gateway serves calls at
+  once) the process figure also holds the neighbours' work: the block is marked
+  ``cpu_overlapped`` and ``cpu_thread_ms`` (the calling thread's own CPU time) is the figure no
+  neighbour can inflate — a lower bound. The truth lies between the two (docs/costs.md).
+- **RSS**: sampled during the call (by one shared thread) for the peak and the average, because
+  the kernel's own peak (``ru_maxrss``) is a lifetime maximum and would blur one model into the next.
+- **GPU**: NVML, device-wide; utilisation averaged over samples taken during the call, and
+  ``gpu_ms`` = wall time × that average (the GPU's busy time). ``None`` without a GPU.
+- **Energy**: :mod:`registry.energy` (RAPL, NVML, or the stated estimate).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 
 import psutil
 
-from registry.gpu import GpuSample, sample_gpu
+from registry.energy import Energy, EnergyMeter
+from registry.gpu import GpuSample, gpu_handles, sample_gpu
 
 _SAMPLE_INTERVAL_S = 0.01
+_GPU_EVERY = 10  # GPU utilisation every 10th RSS sample (~100 ms): NVML averages over ~1/6 s anyway
 _LINGER_S = 2.0  # keep sampling this long after the last measured block
 _MB = 1024 * 1024
 
@@ -30,23 +43,45 @@ class Cost:
 
     wall_ms: float = 0.0
     cpu_ms: float = 0.0
+    cpu_thread_ms: float | None = None  # None when the block ended in another thread than it began
+    cpu_overlapped: bool = False
     peak_rss_mb: float = 0.0
+    avg_rss_mb: float = 0.0
     gpu_memory_mb: float | None = None
     gpu_utilization_pct: float | None = None
+    gpu_ms: float | None = None
+    energy: Energy | None = None
 
 
-class _RssSampler:
-    """One process-wide thread that samples RSS while measured blocks are open.
+@dataclass
+class _Window:
+    """What the sampler collects for one open block."""
 
-    Each open block is a *window* that keeps only its own peak. Shared, so a gateway serving
-    many calls at once does not start a thread per call. It keeps sampling for a short while
-    after the last window closes, so back-to-back calls neither wake it each time nor read
-    ``/proc`` twice each: a sample younger than one interval stands in for a fresh read.
+    peak: int
+    rss_sum: int
+    rss_n: int = 1
+    gpu_util_sum: float = 0.0
+    gpu_n: int = 0
+    overlapped: bool = False
+
+    def add_rss(self, rss: int) -> None:
+        self.peak = max(self.peak, rss)
+        self.rss_sum += rss
+        self.rss_n += 1
+
+
+class _Sampler:
+    """One process-wide thread that samples RSS (and GPU utilisation) while measured blocks are open.
+
+    Each open block is a *window* that keeps only its own figures, and learns whether another
+    window was open at any moment of its life (``overlapped``). Shared, so a gateway serving many
+    calls at once does not start a thread per call. It keeps sampling for a short while after the
+    last window closes, so back-to-back calls neither wake it each time nor read ``/proc`` twice
+    each: a sample younger than one interval stands in for a fresh read.
     """
 
     def __init__(self) -> None:
-        self._process = psutil.Process()
-        self._windows: dict[int, int] = {}
+        self._windows: dict[int, _Window] = {}
         self._next_id = 0
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -58,7 +93,12 @@ class _RssSampler:
         rss = self._fresh_rss()
         with self._wake:
             self._next_id += 1
-            self._windows[self._next_id] = rss
+            window = _Window(peak=rss, rss_sum=rss)
+            if self._windows:
+                window.overlapped = True
+                for other in self._windows.values():
+                    other.overlapped = True
+            self._windows[self._next_id] = window
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="arbiter-rss-sampler", daemon=True)
                 self._thread.start()
@@ -66,19 +106,23 @@ class _RssSampler:
                 self._wake.notify()
             return self._next_id
 
-    def close(self, window: int) -> int:
-        """The window's peak, the end of the block included."""
+    def close(self, window_id: int) -> _Window:
+        """The window's figures, the end of the block included."""
         rss = self._fresh_rss()
         with self._wake:
-            return max(self._windows.pop(window), rss)
+            window = self._windows.pop(window_id)
+        window.add_rss(rss)
+        return window
 
     def _fresh_rss(self) -> int:
         if time.perf_counter() - self._latest_at < _SAMPLE_INTERVAL_S:
             return self._latest
-        return self._process.memory_info().rss
+        return _rss_reader(os.getpid())()
 
     def _run(self) -> None:
         last_busy = time.perf_counter()
+        has_gpu = bool(gpu_handles())
+        tick = 0
         while True:
             with self._wake:
                 while not self._windows and time.perf_counter() - last_busy > _LINGER_S:
@@ -86,33 +130,62 @@ class _RssSampler:
                     self._wake.wait()
                     last_busy = time.perf_counter()
                 self._sleeping = False
-            rss = self._process.memory_info().rss
+            rss = _rss_reader(os.getpid())()
+            tick += 1
+            gpu = sample_gpu() if has_gpu and tick % _GPU_EVERY == 0 else None
             now = time.perf_counter()
             with self._wake:
                 self._latest, self._latest_at = rss, now
                 if self._windows:
                     last_busy = now
-                for window, peak in self._windows.items():
-                    if rss > peak:
-                        self._windows[window] = rss
+                for window in self._windows.values():
+                    window.add_rss(rss)
+                    if gpu is not None:
+                        window.gpu_util_sum += gpu.utilization_pct
+                        window.gpu_n += 1
             time.sleep(_SAMPLE_INTERVAL_S)
 
 
-_SAMPLER = _RssSampler()
+@cache
+def _rss_reader(pid: int) -> Callable[[], int]:
+    """Process ``pid``'s RSS in bytes, as cheaply as the OS allows: on Linux one ``pread`` of its
+    ``/proc/PID/statm`` kept open (~2 µs; ``psutil.Process().memory_info()`` opens the file each
+    time, ~40 µs, and the sampler reads it 100 times a second), else psutil. Keyed by pid, so a
+    forked child never reads its parent's file."""
+    try:
+        fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
+    except OSError:
+        process = psutil.Process(pid)
+        return lambda: process.memory_info().rss
+    page = os.sysconf("SC_PAGE_SIZE")
+    return lambda: int(os.pread(fd, 128, 0).split()[1]) * page
+
+
+_SAMPLER = _Sampler()
+
+
+@cache
+def default_meter() -> EnergyMeter:
+    """This process's energy meter (the real ``/sys`` and GPUs), made on the first measured call."""
+    return EnergyMeter()
 
 
 @contextmanager
-def measure() -> Iterator[Cost]:
-    """Measure the block; read the ``Cost`` after it exits.
+def measure(meter: EnergyMeter | None = None) -> Iterator[Cost]:
+    """Measure the block; read the ``Cost`` after it exits. ``meter`` defaults to this machine's.
 
     Example::
 
         with measure() as cost:
             provider.generate(request)
-        cost.wall_ms, cost.cpu_ms, cost.peak_rss_mb
+        cost.wall_ms, cost.cpu_ms, cost.peak_rss_mb, cost.energy
     """
+    meter = meter or default_meter()
     cost = Cost()
-    window = _SAMPLER.open()
+    window_id = _SAMPLER.open()
+    energy_start = meter.start()
+    thread = threading.get_ident()
+    thread_start = time.thread_time()
     cpu_start = time.process_time()
     wall_start = time.perf_counter()
     try:
@@ -120,8 +193,21 @@ def measure() -> Iterator[Cost]:
     finally:
         cost.wall_ms = (time.perf_counter() - wall_start) * 1000
         cost.cpu_ms = (time.process_time() - cpu_start) * 1000
-        cost.peak_rss_mb = _SAMPLER.close(window) / _MB
-        gpu: GpuSample | None = sample_gpu()
-        if gpu is not None:
-            cost.gpu_memory_mb = gpu.memory_used_mb
-            cost.gpu_utilization_pct = gpu.utilization_pct
+        if threading.get_ident() == thread:
+            cost.cpu_thread_ms = (time.thread_time() - thread_start) * 1000
+        cost.energy = meter.finish(energy_start, cost.cpu_ms)
+        window = _SAMPLER.close(window_id)
+        cost.cpu_overlapped = window.overlapped
+        cost.peak_rss_mb = window.peak / _MB
+        cost.avg_rss_mb = window.rss_sum / window.rss_n / _MB
+        _gpu_figures(cost, window, sample_gpu())
+
+
+def _gpu_figures(cost: Cost, window: _Window, last: GpuSample | None) -> None:
+    """Memory as the call ends; utilisation averaged over the call's samples and this last one."""
+    if last is None:
+        return
+    cost.gpu_memory_mb = last.memory_used_mb
+    utilization = (window.gpu_util_sum + last.utilization_pct) / (window.gpu_n + 1)
+    cost.gpu_utilization_pct = utilization
+    cost.gpu_ms = cost.wall_ms * utilization / 100

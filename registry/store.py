@@ -25,7 +25,9 @@ from registry.errors import StoreError, UserError
 SCHEMA_VERSION = 4  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
 # 3: calls gained features and metadata (JSON text: what an application reports through the tracker);
 #    runs gained quality_source ("reference" or "judge:NAME/VERSION") and n_unscored
-# 4: every table with the machine's fingerprint gained hardware_class (cpu, cuda, apple: the work pool)
+# 4: every table with the machine's fingerprint gained hardware_class (cpu, cuda, apple: the work pool);
+#    calls gained cpu_thread_ms, cpu_overlapped, avg_rss_mb, gpu_ms, energy_mwh, energy_source, energy_model;
+#    runs gained avg_rss_mb, energy_mwh, energy_mwh_per_1k_tokens, energy_source (docs/costs.md)
 
 _HARDWARE = [
     ("hardware_id", pa.string()),
@@ -59,6 +61,13 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("peak_rss_mb", pa.float64()),
             ("gpu_memory_mb", pa.float64()),
             ("gpu_utilization_pct", pa.float64()),
+            ("cpu_thread_ms", pa.float64()),
+            ("cpu_overlapped", pa.bool_()),
+            ("avg_rss_mb", pa.float64()),
+            ("gpu_ms", pa.float64()),
+            ("energy_mwh", pa.float64()),
+            ("energy_source", pa.string()),
+            ("energy_model", pa.string()),
             ("ok", pa.bool_()),
             ("error", pa.string()),
             ("quality", pa.float64()),
@@ -94,6 +103,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("peak_rss_mb", pa.float64()),
             ("load_ms", pa.float64()),
             ("warmup_ms", pa.float64()),
+            ("avg_rss_mb", pa.float64()),
+            ("energy_mwh", pa.float64()),
+            ("energy_mwh_per_1k_tokens", pa.float64()),
+            ("energy_source", pa.string()),
             *_HARDWARE,
             ("schema_version", pa.int32()),
         ]
