@@ -18,7 +18,7 @@ from registry.hardware import (
     version_verdicts,
 )
 
-VERSION_COLUMNS = ("ref", "kind", "status", "can_run", "runs_on", "fits_now", "why_not")
+VERSION_COLUMNS = ("ref", "kind", "status", "can_run", "runs_on", "fits_now")
 
 
 @click.command("hardware")
@@ -61,7 +61,9 @@ def _print(report: dict[str, Any]) -> None:
                f"GPU offload {'built in' if build['gpu_offload'] else 'not built in'}; "
                f"n_gpu_layers {offload['n_gpu_layers']} ({offload['why']})")
     judged = report["judged"]
-    rows = [{**v, "why_not": "; ".join(v["reasons"])} for v in report["versions"]]
-    print_table(f"versions on {judged['machine']}", rows, VERSION_COLUMNS)
+    print_table(f"versions on {judged['machine']}", report["versions"], VERSION_COLUMNS)
+    for verdict in report["versions"]:
+        if verdict["reasons"]:
+            click.echo(f"  cannot run {verdict['ref']}: {'; '.join(verdict['reasons'])}")
     if judged["not_judged"]:
         click.echo(f"not judged for {judged['machine']}: {', '.join(judged['not_judged'])} (they depend on the machine)")
