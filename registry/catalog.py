@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from registry.coreml_package import inspect_mlpackage, package_sha256
 from registry.errors import NotFoundError, ProviderError, UserError
 from registry.gguf_file import inspect_gguf, sha256_of
 from registry.mlflow_client import experiment_id, make_client, registered_model_or_none, retry_locked
@@ -224,6 +225,55 @@ class Catalog:
             family=family or name,
             hardware=Hardware(accelerators=("remote",), min_memory_mb=0),  # the memory is the server's
             provenance={"served_by": base_url or "OLLAMA_HOST", **(provenance or {})},
+        )
+        return self._create_version(spec), True
+
+    def register_coreml(
+        self,
+        path: Path,
+        *,
+        name: str,
+        capabilities: list[str] | None = None,
+        context_window: int | None = None,
+        family: str | None = None,
+        provenance: dict[str, str] | None = None,
+    ) -> tuple[VersionRecord, bool]:
+        """Register a CoreML package (a ``.mlpackage`` directory); ``(record, created)`` as for a
+        GGUF file, its identity the sha256 over the package's files (``coreml_package``).
+
+        It is validated here (manifest, spec, referenced weights) so a damaged copy registers
+        nothing, and it needs macOS on Apple Silicon (accelerator ``ane``): the selector excludes
+        it elsewhere, saying so. Its context window is its ``input_ids`` input's length, else
+        ``context_window`` must be given. Example::
+
+            catalog.register_coreml(Path("smollm2.mlpackage"), name="smollm2-coreml")
+        """
+        validate_model_name(name)
+        path = path.expanduser().resolve()
+        info = inspect_mlpackage(path)
+        sha = package_sha256(path)
+        existing = self._find_by_identity(name, sha)
+        if existing is not None:
+            return existing, False
+        window = context_window or info.context_window
+        if window is None:
+            raise UserError(
+                f"{path} has no input_ids input of bounded length (its inputs: {'; '.join(info.inputs)}), so its "
+                "context window is unknown; pass --context-window N (the most tokens the model takes)"
+            )
+        spec = _build_spec(
+            name=name,
+            kind=ModelKind.COREML,
+            source=str(path),
+            sha256=sha,
+            size_bytes=info.size_bytes,
+            capabilities=tuple(capabilities or ("text-generation",)),  # chat needs a template a package lacks
+            context_window=window,
+            architecture=info.model_type,
+            quantization=info.weight_dtype,
+            family=family or name,
+            hardware=info.hardware(),
+            provenance={**info.provenance(), **(provenance or {})},
         )
         return self._create_version(spec), True
 

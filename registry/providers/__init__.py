@@ -33,12 +33,16 @@ def provider_for(spec: ModelSpec, *, n_threads: int, n_ctx: int, seed: int = 0) 
         from registry.providers.llamacpp import LlamaCppProvider
 
         return LlamaCppProvider(spec, n_threads=n_threads, n_ctx=n_ctx, seed=seed)
+    if spec.kind == "coreml":  # runs on macOS on Apple Silicon only; elsewhere it says so (providers/coreml.py)
+        from registry.providers.coreml import CoreMLProvider
+
+        return CoreMLProvider(spec, seed=seed)
     if spec.kind in _REMOTE:
         module, cls = _REMOTE[spec.kind]
         return getattr(importlib.import_module(module), cls)(spec, seed=seed)
     raise UserError(
-        f"no provider for kind {spec.kind!r} yet; this build serves 'gguf' files through llama.cpp "
-        f"and models served over HTTP: {', '.join(sorted(_REMOTE))}"
+        f"no provider for kind {spec.kind!r} yet; this build serves 'gguf' files through llama.cpp, "
+        f"'coreml' packages on macOS, and models served over HTTP: {', '.join(sorted(_REMOTE))}"
     )
 
 
