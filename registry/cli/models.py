@@ -9,6 +9,7 @@ import click
 from registry.catalog import parse_ref
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
+from registry.coreml_package import is_mlpackage
 from registry.errors import UserError
 from registry.spec import REMOTE_KINDS, Status
 
@@ -23,24 +24,36 @@ def models() -> None:
 @models.command("register")
 @click.argument("source")
 @click.option("--name", required=True, help="Catalog model (family) name, e.g. smollm2-135m.")
-@click.option("--kind", type=click.Choice(["gguf", *sorted(k.value for k in REMOTE_KINDS)]), default="gguf",
-              show_default=True,
-              help="gguf: SOURCE is a file run in-process; ollama / openai: SOURCE is the model's name on a server.")
+@click.option("--kind", type=click.Choice(["gguf", "coreml", *sorted(k.value for k in REMOTE_KINDS)]), default=None,
+              help="gguf: SOURCE is a file run in-process; coreml: SOURCE is a .mlpackage directory (runs on macOS "
+                   "on Apple Silicon); ollama / openai: SOURCE is the model's name on a server. "
+                   "Default: coreml for a .mlpackage, else gguf.")
 @click.option("--base-url", default=None,
               help="ollama: the host (default: OLLAMA_HOST); openai: the API root, e.g. http://127.0.0.1:8000/v1.")
 @click.option("--context-window", type=click.IntRange(min=1), default=None,
-              help="Served models: the server's context size (required for openai; Ollama reports its own).")
+              help="Served models: the server's context size (required for openai; Ollama reports its own). "
+                   "coreml: the most tokens the model takes, when it has no input_ids input saying so.")
 @click.option("--capability", "capabilities", multiple=True, help="Repeatable: chat, text-generation, json, …")
 @click.option("--chat-format", default=None, help="llama.cpp chat format for files without a chat template (e.g. gemma).")
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 def register(
-    source: str, name: str, kind: str, base_url: str | None, context_window: int | None,
+    source: str, name: str, kind: str | None, base_url: str | None, context_window: int | None,
     capabilities: tuple[str, ...], chat_format: str | None, as_json: bool,
 ) -> None:
-    """Register SOURCE as a new immutable version of NAME: a GGUF file's path, or with --kind
-    ollama|openai the name of a model a server serves (arbiter checks the server knows it)."""
+    """Register SOURCE as a new immutable version of NAME: a GGUF file's path, a CoreML .mlpackage
+    directory, or with --kind ollama|openai the name of a model a server serves (arbiter checks the
+    server knows it)."""
     catalog = context.catalog()
-    if kind == "gguf":
+    kind = kind or ("coreml" if is_mlpackage(source) else "gguf")
+    if kind == "coreml":
+        if base_url is not None or chat_format is not None:
+            raise UserError("--base-url and --chat-format are not for CoreML packages: a .mlpackage runs in-process "
+                            "on macOS and has no chat template")
+        record, created = catalog.register_coreml(
+            Path(source), name=name, capabilities=list(capabilities) or None, context_window=context_window
+        )
+        where = f"sha256 {record.spec.sha256}, needs macOS on Apple Silicon"
+    elif kind == "gguf":
         if base_url is not None or context_window is not None:
             raise UserError("--base-url and --context-window are for served models (--kind ollama|openai); "
                             "a GGUF file runs in-process and carries its own context window")
