@@ -258,7 +258,8 @@ def this_machine() -> Machine:
 def class_machine(name: str) -> Machine:
     """Any machine of hardware class ``name``: only its accelerators are known."""
     name = parse_hardware_class(name)
-    return Machine(label=f"a {name} machine", hardware_class=name, accelerators=CLASS_ACCELERATORS[name])
+    article = "an" if name[0] in "aeiou" else "a"
+    return Machine(label=f"{article} {name} machine", hardware_class=name, accelerators=CLASS_ACCELERATORS[name])
 
 
 def shortfalls(needs: Hardware, machine: Machine, *, memory: bool = True) -> tuple[str, ...]:

@@ -65,7 +65,7 @@ def test_a_class_is_judged_on_its_accelerators_only(with_huge: int) -> None:
     code, out, _ = run("hardware", "--class", "apple", "--json")
     report = json.loads(out)
     assert code == 0
-    assert report["judged"] == {"machine": "a apple machine", "hardware_class": "apple",
+    assert report["judged"] == {"machine": "an apple machine", "hardware_class": "apple",
                                 "accelerators": ["ane", "cpu", "metal"],
                                 "not_judged": ["cpu_flags", "min_memory_mb", "min_gpu_memory_mb"]}
     assert all(v["can_run"] and v["fits_now"] is None for v in report["versions"])  # RAM depends on the machine
