@@ -326,7 +326,8 @@ def machine_report() -> dict[str, Any]:
 def version_verdicts(
     records: list[VersionRecord], machine: Machine, free_mb: int | None = None
 ) -> list[dict[str, Any]]:
-    """Per version: can it run on ``machine``, on what, and every reason why not.
+    """Per version: can it run on ``machine``, on what (``runs_on``, empty when it cannot), and
+    every reason why not.
 
     Given the memory free now (``free_mb``, for this machine), ``fits_now`` says whether a
     version that can run here would also load now (the selector's load rule); else ``None``."""
@@ -340,7 +341,8 @@ def version_verdicts(
             "kind": record.spec.kind,
             "status": record.status,
             "can_run": not reasons,
-            "runs_on": [RUNS_ANYWHERE] if remote else sorted(machine.accelerators.intersection(needs.accelerators)),
+            "runs_on": [] if reasons else [RUNS_ANYWHERE] if remote else sorted(
+                machine.accelerators.intersection(needs.accelerators)),
             "reasons": list(reasons),
             "fits_now": None if free_mb is None or reasons else (remote or needs.min_memory_mb <= free_mb),
             "needs": needs.model_dump(mode="json"),

@@ -42,6 +42,7 @@ def test_a_version_needing_more_memory_than_the_machine_cannot_run_here_and_says
     assert verdicts["smollm2-135m/1"]["can_run"] and verdicts["smollm2-135m/1"]["runs_on"] == ["cpu"]
     assert verdicts["smollm2-135m/1"]["fits_now"] is True and verdicts["smollm2-135m/1"]["reasons"] == []
     assert verdicts["smollm2-huge/1"]["can_run"] is False and verdicts["smollm2-huge/1"]["fits_now"] is None
+    assert verdicts["smollm2-huge/1"]["runs_on"] == []
     assert verdicts["smollm2-huge/1"]["reasons"] == [
         f"needs {total + 1} MB (spec min_memory_mb); this machine has {total} MB total"]
     assert verdicts["smollm2-flagged/1"]["reasons"] == [f"needs CPU flags {absent}; this machine's CPU lacks them"]
