@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test bench bench-gateway bench-swap bench-rollout bench-judge bench-selection clean llama-wheel
+.PHONY: install demo test bench bench-gateway bench-swap bench-rollout bench-judge bench-selection clean llama-wheel workers
 
 install: $(STAMP)
 
@@ -60,6 +60,12 @@ bench-judge: install
 
 bench-selection: install
 	$(BIN)/python benchmarks/selection_latency.py
+
+# A real Prefect server on 127.0.0.1:4200 and a process worker on this machine's pool (arbiter-cpu,
+# -cuda or -apple); state in ./.prefect, results in ARBITER_HOME (default: here). Ctrl-C stops all.
+# Then, in another shell: export PREFECT_API_URL=http://127.0.0.1:4200/api; arbiter deploy  (docs/deploy.md)
+workers: install
+	$(BIN)/python -m registry.workers $(if $(CLASSES),--class $(CLASSES))
 
 clean:
 	rm -rf $(VENV) results models .prefect mlruns/mlflow.db mlruns/artifacts

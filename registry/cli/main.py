@@ -41,6 +41,7 @@ def _register_commands() -> None:
     from registry.cli import (
         benchmark,
         demo,
+        deploy,
         export,
         generate,
         hardware,
@@ -57,6 +58,7 @@ def _register_commands() -> None:
     cli.add_command(routes.routes)
     cli.add_command(results.results)
     cli.add_command(benchmark.benchmark)
+    cli.add_command(deploy.deploy)
     cli.add_command(generate.generate)
     cli.add_command(demo.demo)
     cli.add_command(serve.serve)

@@ -1,0 +1,222 @@
+"""Benchmarks where the hardware is: one Prefect work pool per hardware class, one deployment each.
+
+``arbiter deploy --class cpu,cuda`` makes (idempotently) the process work pools ``arbiter-cpu``
+and ``arbiter-cuda`` and a deployment of ``flows/scheduled.py`` on each, on a cron schedule
+(nightly by default). A worker on each machine (``make workers`` here; one per machine elsewhere,
+docs/deploy.md) polls its class's pool, so a ``cuda`` benchmark runs only on an NVIDIA machine,
+and every row it writes carries that machine's fingerprint.
+
+Why these choices:
+
+- The entrypoint is a **module path** (``flows.scheduled.scheduled_benchmark_flow``), with no
+  pull steps: any machine with arbiter installed imports the flow; no code is copied and no
+  checkout path is baked into the deployment.
+- A deployment names *what to measure*, resolved when it runs: a route's champion and challenger
+  (``--route``: the nightly figures follow promotions without redeploying), fixed versions
+  (``--models``), or every version not deprecated.
+- Deployments need a **real server** (``PREFECT_API_URL``): on Prefect's temporary server they
+  would vanish with the process that made them (shared/STACK.md), so that is refused with how to
+  start one.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from registry.catalog import Catalog, VersionRecord
+from registry.errors import ConfigError, NotFoundError, UserError
+from registry.mlflow_client import retry_locked
+from registry.routes import Routes
+from registry.spec import Status
+from registry.tasks import ALL_TASKS, TASKS
+
+FLOW_NAME = "scheduled-benchmark"
+ENTRYPOINT = "flows.scheduled.scheduled_benchmark_flow"
+DEFAULT_CRON = "0 2 * * *"
+POOL_PREFIX = "arbiter-"
+START_SERVER = (
+    "start one with `make workers` (or `prefect server start --host 127.0.0.1`) and set "
+    "PREFECT_API_URL=http://127.0.0.1:4200/api"
+)
+
+
+def pool_name(hardware_class: str) -> str:
+    """The work pool of a hardware class: prefixed, so arbiter's pools stand apart on a shared server."""
+    return POOL_PREFIX + hardware_class
+
+
+@dataclass(frozen=True)
+class BenchmarkTarget:
+    """What a deployed benchmark measures; ``models`` and ``route`` are exclusive, neither = all."""
+
+    models: tuple[str, ...] = ()
+    route: str | None = None
+    tasks: tuple[str, ...] = ()
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.models and self.route:
+            raise UserError("pass either --models or --route, not both: a route's versions are its champion and challenger")
+        unknown = [t for t in self.tasks if t not in ALL_TASKS]
+        if unknown:
+            raise UserError(f"unknown task {unknown[0]!r}: use one of {', '.join(ALL_TASKS)}")
+
+    def parameters(self) -> dict[str, Any]:
+        """The deployment's flow parameters (``flows.scheduled.scheduled_benchmark_flow``)."""
+        return {"models": list(self.models) or None, "route": self.route, "tasks": list(self.tasks) or None,
+                "limit": self.limit}
+
+    def check(self, catalog: Catalog) -> None:
+        """Refuse at deploy time what would fail every night: unknown versions or route."""
+        for ref in self.models:
+            catalog.get_ref(ref)
+        if self.route:
+            Routes(catalog).show(self.route)
+
+
+def resolve_versions(catalog: Catalog, models: Sequence[str] | None, route: str | None) -> list[VersionRecord]:
+    """The versions a deployed run measures, read when it runs (so they follow the registry)."""
+    if models:
+        return [catalog.get_ref(ref) for ref in models]
+    if route:
+        state = Routes(catalog).show(route)
+        targets = dict.fromkeys((t.model, t.version) for t in (state.champion, state.challenger) if t)
+        if not targets:
+            raise NotFoundError(f"route {route!r} has no champion or challenger to benchmark; "
+                                f"promote one with `arbiter routes promote {route} --model NAME --version N`")
+        return [catalog.get(name, version) for name, version in targets]
+    records = [r for r in catalog.list_versions() if r.status != Status.DEPRECATED.value]
+    if not records:
+        raise NotFoundError("no model versions to benchmark; register one with `arbiter models register PATH --name NAME`")
+    return records
+
+
+def default_tasks(route: str | None) -> list[str]:
+    """A route's own task when it is one (route ``qa`` → task ``qa``), else every reference-scored task."""
+    return [route] if route in ALL_TASKS else list(TASKS)
+
+
+def validate_cron(cron: str, timezone: str) -> Any:
+    """The Prefect schedule for ``cron``, or a one-line error with an example."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    try:
+        return CronSchedule(cron=cron, timezone=timezone)
+    except (ValidationError, ValueError) as exc:
+        reason = (exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)).removeprefix("Value error, ")
+        raise UserError(f"invalid schedule {cron!r} ({timezone}): {reason}; use five cron fields such as "
+                        f"{DEFAULT_CRON!r} and an IANA time zone such as 'UTC'") from None
+
+
+def require_server() -> str:
+    """The configured Prefect API URL, checked to answer; else a :class:`ConfigError` with the fix."""
+    import httpx
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        raise ConfigError(f"no Prefect server configured (PREFECT_API_URL is unset): deployments on a temporary "
+                          f"server vanish with it; {START_SERVER}")
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"no Prefect server answers at PREFECT_API_URL={url} ({type(exc).__name__}); "
+                          f"{START_SERVER}") from None
+    return str(url)
+
+
+def deploy(classes: Sequence[str], target: BenchmarkTarget, *, cron: str = DEFAULT_CRON, timezone: str = "UTC",
+           name: str = "nightly") -> list[dict[str, Any]]:
+    """Create or update one pool and one deployment per class; returns one row per class.
+
+    Idempotent: the server upserts a deployment by (flow, name), replacing its schedule and
+    parameters, and an existing pool is reused as it is.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+
+    from flows.scheduled import scheduled_benchmark_flow
+
+    schedule = validate_cron(cron, timezone)
+    url = require_server()
+    rows = []
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name(FLOW_NAME)
+        for hardware_class in classes:
+            pool = _ensure_process_pool(client, pool_name(hardware_class), hardware_class)
+            deployment_id = client.create_deployment(
+                flow_id=flow_id,
+                name=f"{name}-{hardware_class}",
+                work_pool_name=pool,
+                entrypoint=ENTRYPOINT,
+                pull_steps=[],
+                parameters=target.parameters(),
+                parameter_openapi_schema=scheduled_benchmark_flow.parameters.model_dump(exclude_unset=True),
+                schedules=[DeploymentScheduleCreate(schedule=schedule)],
+                tags=["arbiter", f"hardware:{hardware_class}"],
+                description=f"arbiter benchmark on the {hardware_class} hardware class (made by `arbiter deploy`)",
+            )
+            online = [w.name for w in client.read_workers_for_work_pool(pool) if str(w.status).endswith("ONLINE")]
+            rows.append({
+                "hardware_class": hardware_class,
+                "work_pool": pool,
+                "deployment": f"{FLOW_NAME}/{name}-{hardware_class}",
+                "deployment_id": str(deployment_id),
+                "cron": cron,
+                "timezone": timezone,
+                "parameters": target.parameters(),
+                "workers_online": online,
+                "api_url": url,
+            })
+    return rows
+
+
+def _ensure_process_pool(client: Any, pool: str, hardware_class: str) -> str:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    try:
+        existing = client.read_work_pool(pool)
+    except ObjectNotFound:
+        client.create_work_pool(WorkPoolCreate(
+            name=pool, type=ProcessWorker.type,
+            base_job_template=ProcessWorker.get_default_base_job_template(),
+            description=f"arbiter benchmarks on {hardware_class} machines: one worker per machine of this class",
+        ))
+        return pool
+    if existing.type != ProcessWorker.type:
+        raise UserError(f"work pool {pool!r} exists with type {existing.type!r}, but arbiter's pools are process pools; "
+                        f"delete it with `prefect work-pool delete {pool}` and deploy again")
+    return pool
+
+
+def run_origin() -> dict[str, str]:
+    """Where a deployed run ran, as MLflow run tags: the Prefect flow run and deployment, the
+    work pool it was taken from, and the worker's host (rows carry the hardware fingerprint)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import deployment, flow_run
+
+    tags = {"arbiter.worker_host": socket.gethostname()}
+    run_id = flow_run.get_id()
+    if run_id:
+        tags["arbiter.prefect_flow_run_id"] = str(run_id)
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(run_id)
+        if run.work_pool_name:
+            tags["arbiter.prefect_work_pool"] = run.work_pool_name
+    if deployment.get_name():
+        tags["arbiter.prefect_deployment"] = f"{FLOW_NAME}/{deployment.get_name()}"
+    return tags
+
+
+def tag_runs(catalog: Catalog, mlflow_run_ids: Sequence[str], tags: dict[str, str]) -> None:
+    """Add ``tags`` to each benchmark run in MLflow, so a figure leads back to its flow run and worker."""
+    client = catalog.client
+    for run_id in mlflow_run_ids:
+        for key, value in tags.items():
+            retry_locked(lambda r=run_id, k=key, v=value: client.set_tag(r, k, v))
