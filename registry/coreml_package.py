@@ -91,14 +91,22 @@ def is_mlpackage(source: str | Path) -> bool:
 @functools.cache
 def import_coremltools() -> ModuleType:
     """coremltools, its import-time warnings and log lines silenced here and only here: the
-    logger's level and the warning filters are restored after, so later messages still show."""
+    logger's level is restored after, and the warning filters are what a plain import leaves
+    (the filters sympy and scipy install on import are kept; ours is not), so later messages show."""
     logger = logging.getLogger("coremltools")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
+            before = list(warnings.filters)
             warnings.simplefilter("ignore")
+            ours = warnings.filters[0]
             import coremltools
+
+            installed = [f for f in warnings.filters if f is not ours and f not in before]
+        for action, message, category, module, lineno in reversed(installed):
+            warnings.filterwarnings(action, message.pattern if message else "", category,
+                                    module.pattern if module else "", lineno)
     except ImportError as exc:
         raise ConfigError(
             f"coremltools is not importable ({exc}); install it with pip install 'coremltools==9.0'"
