@@ -1,0 +1,110 @@
+"""Energy figures and their sources: RAPL counters (read, summed, wrapped), the stated estimate, no GPU.
+
+This machine has no RAPL (``/sys/class/powercap`` is absent), so the RAPL paths read
+``fake_powercap``: a named fake of the kernel's sysfs tree, laid out as the kernel lays it out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from registry.energy import (
+    EnergyMeter,
+    nvml_energy_mj,
+    rapl_delta_uj,
+    rapl_packages,
+    watts_per_core,
+)
+from registry.errors import ConfigError
+from registry.gpu import gpu_handles
+
+pytestmark = pytest.mark.unit
+
+MAX_RANGE_UJ = 262_143_328_850  # a real package's max_energy_range_uj
+
+
+def _domain(root: Path, folder: str, name: str, energy_uj: int) -> Path:
+    domain = root / folder
+    domain.mkdir(parents=True)
+    (domain / "name").write_text(name + "\n")
+    (domain / "energy_uj").write_text(f"{energy_uj}\n")
+    (domain / "max_energy_range_uj").write_text(f"{MAX_RANGE_UJ}\n")
+    return domain / "energy_uj"
+
+
+@pytest.fixture
+def fake_powercap(tmp_path: Path) -> Path:
+    """Fake sysfs: two packages, a core sub-domain (part of package 0) and a psys domain."""
+    root = tmp_path / "powercap"
+    _domain(root, "intel-rapl:0", "package-0", 1_000_000)
+    _domain(root, "intel-rapl:0:0", "core", 500_000)
+    _domain(root, "intel-rapl:1", "package-1", MAX_RANGE_UJ - 1_000_000)
+    _domain(root, "intel-rapl:2", "psys", 9_000_000)
+    return root
+
+
+def test_only_package_domains_are_counted(fake_powercap: Path) -> None:
+    packages = rapl_packages(fake_powercap)
+    assert [p.energy_file.parent.name for p in packages] == ["intel-rapl:0", "intel-rapl:1"]
+    assert all(p.max_range_uj == MAX_RANGE_UJ for p in packages)
+
+
+def test_rapl_energy_is_the_counters_delta_with_the_wrap_handled(fake_powercap: Path) -> None:
+    meter = EnergyMeter(fake_powercap, gpus=())
+    start = meter.start()
+    (fake_powercap / "intel-rapl:0" / "energy_uj").write_text(f"{1_000_000 + 3_600_000}\n")  # +1 mWh
+    (fake_powercap / "intel-rapl:1" / "energy_uj").write_text("2600000\n")  # wrapped: +1,000,000 +2,600,000 µJ
+    (fake_powercap / "intel-rapl:0:0" / "energy_uj").write_text("99999999\n")  # a sub-domain: never added
+    energy = meter.finish(start, cpu_ms=5000)
+    assert energy.source == "rapl"
+    assert energy.mwh == pytest.approx(2.0)
+    assert "whole package" in energy.model
+
+
+def test_delta_without_and_with_a_wrap() -> None:
+    assert rapl_delta_uj(100, 350, 1000) == 250
+    assert rapl_delta_uj(900, 50, 1000) == 150
+
+
+def test_an_unreadable_counter_gives_the_flagged_estimate(fake_powercap: Path) -> None:
+    # Kernels >= 5.10 make energy_uj root-only (EACCES). These tests run as root here, for whom a
+    # chmod changes nothing, so the unreadable file is a directory in its place: open() fails as well.
+    counter = fake_powercap / "intel-rapl:1" / "energy_uj"
+    counter.unlink()
+    counter.mkdir()
+    assert rapl_packages(fake_powercap) == ()  # one unreadable package: a partial sum would understate
+    meter = EnergyMeter(fake_powercap, gpus=(), watts=12)
+    energy = meter.finish(meter.start(), cpu_ms=1234.5)
+    assert energy.source == "estimate"
+    assert energy.model == "estimate: cpu_ms x 12 W per busy core (ARBITER_CPU_WATTS_PER_CORE)"
+    assert energy.mwh == 4.1  # 1234.5 ms x 12 W = 14.8 J = 4.115 mWh, kept to two significant digits
+
+
+def test_no_powercap_tree_gives_the_estimate(tmp_path: Path) -> None:
+    meter = EnergyMeter(tmp_path / "absent", gpus=(), watts=20)
+    assert meter.packages == ()
+    energy = meter.finish(meter.start(), cpu_ms=360)
+    assert (energy.source, energy.mwh) == ("estimate", 2.0)
+    assert "20 W" in energy.model
+
+
+def test_the_watts_setting_is_read_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARBITER_CPU_WATTS_PER_CORE", raising=False)
+    assert watts_per_core() == 12.0
+    monkeypatch.setenv("ARBITER_CPU_WATTS_PER_CORE", "7.5")
+    assert watts_per_core() == 7.5
+    for bad in ("zero", "0", "-3", "inf", "nan"):
+        monkeypatch.setenv("ARBITER_CPU_WATTS_PER_CORE", bad)
+        with pytest.raises(ConfigError, match=r"ARBITER_CPU_WATTS_PER_CORE must be a positive number .* e\.g\. 12"):
+            watts_per_core()
+
+
+@pytest.mark.skipif(bool(gpu_handles()), reason="this machine has an NVIDIA GPU: the no-GPU path cannot be seen here")
+def test_without_a_gpu_there_is_no_gpu_part() -> None:
+    assert nvml_energy_mj(gpu_handles()) is None
+    meter = EnergyMeter(Path("/nonexistent"))  # this machine's real GPUs: none
+    assert meter.nvml is False
+    energy = meter.finish(meter.start(), cpu_ms=100)
+    assert energy.source == "estimate" and "GPU" not in energy.model
