@@ -1,4 +1,4 @@
-"""``arbiter results leaderboard|sql``: the Parquet results through DuckDB."""
+"""``arbiter results leaderboard|matrix|sql``: the Parquet results through DuckDB."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from registry.store import ResultsStore
 
 # One table per task, titled with it, so the task itself is not a column.
 LEADERBOARD_COLUMNS = ("model", "version", "quality", "p50_ms", "p95_ms", "tokens_per_s", "n")
+MATRIX_COLUMNS = ("model", "version", "runtime", "hardware_class", "works", "quality", "tokens_per_s", "tasks",
+                  "last_measured")
 
 
 @click.group()
@@ -41,6 +43,25 @@ def print_leaderboard(rows: list[dict[str, Any]]) -> None:
         # Where quality came from is in the title: a judge's scores are not a reference's.
         scored_by = "" if sources == {"reference"} else f" (quality by {', '.join(sorted(sources))})"
         print_table(f"leaderboard: {name}{scored_by}", task_rows, LEADERBOARD_COLUMNS)
+
+
+@results.command("matrix")
+@click.option("--model", default=None, help="Only this model's versions.")
+@click.option("--json", "as_json", is_flag=True)
+def matrix(model: str | None, as_json: bool) -> None:
+    """Where each version works: version × runtime × hardware class → works, quality, tokens/s."""
+    from registry.cli import context
+    from registry.compat_matrix import matrix as compat_matrix
+    from registry.compat_matrix import version_kinds
+
+    catalog = context.catalog()
+    rows = compat_matrix(catalog.store, version_kinds(catalog), model)
+    if as_json:
+        emit_json(rows)
+    elif not rows:
+        click.echo("no measurements yet; run `arbiter benchmark`, or `arbiter deploy` with a worker (docs/deploy.md)")
+    else:
+        print_table("compatibility", rows, MATRIX_COLUMNS)
 
 
 @results.command("sql")
