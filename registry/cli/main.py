@@ -40,6 +40,7 @@ def cli() -> None:
 def _register_commands() -> None:
     from registry.cli import (
         benchmark,
+        costs,
         demo,
         deploy,
         export,
@@ -57,6 +58,7 @@ def _register_commands() -> None:
     cli.add_command(models.models)
     cli.add_command(routes.routes)
     cli.add_command(results.results)
+    cli.add_command(costs.costs)
     cli.add_command(benchmark.benchmark)
     cli.add_command(deploy.deploy)
     cli.add_command(generate.generate)

@@ -1,0 +1,70 @@
+"""``arbiter costs profile``: what each version costs per task and machine, and where hardware sits idle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from registry.catalog import parse_ref
+from registry.cli import context
+from registry.cli.output import emit_json, print_table
+from registry.cost_profile import cost_profiles, tasks_with_calls
+from registry.errors import UserError
+from registry.settings import get_settings
+from registry.store import ResultsStore
+from registry.tasks import ALL_TASKS
+
+TABLE_COLUMNS = ("model", "version", "task", "hardware_class", "calls", "wall_ms", "wall_p95", "cpu_ms", "cpu_util",
+                 "avg_rss_mb", "peak_rss_mb", "tokens_per_s", "mwh_per_1k_tok", "energy_source")
+
+
+@click.group()
+def costs() -> None:
+    """Measured compute costs of the calls (CPU, GPU, memory, energy)."""
+
+
+@costs.command("profile")
+@click.option("--model", default=None, help="Only this model: NAME or NAME/VERSION.")
+@click.option("--task", default=None, help="Only this task (or the route the gateway served).")
+@click.option("--json", "as_json", is_flag=True)
+def profile(model: str | None, task: str | None, as_json: bool) -> None:
+    """Per version × task × hardware: mean and p95 of each figure, energy per 1,000 tokens with its
+    source, and hints where the hardware was under-used."""
+    name, version = parse_ref(model) if model else (None, None)
+    store = ResultsStore(get_settings().results_dir)
+    rows = cost_profiles(store, model=name, version=version, task=task)
+    if not rows:
+        _explain_empty(store, name, version, task)
+    if as_json:
+        emit_json(rows)
+    elif not rows:
+        which = " for " + " on ".join(filter(None, (model, task))) if model or task else ""
+        click.echo(f"no calls recorded yet{which}; run `arbiter benchmark`, `arbiter generate` or serve requests first")
+    else:
+        print_table("costs per version × task × hardware", [_flat(r) for r in rows], TABLE_COLUMNS)
+        for row in rows:
+            for hint in row["hints"]:
+                click.echo(f"hint: {row['model']}/{row['version']} on {row['task']} ({row['hardware_class']}): {hint}")
+
+
+def _explain_empty(store: ResultsStore, name: str | None, version: int | None, task: str | None) -> None:
+    """No rows: a filter naming something that does not exist is the user's mistake, said with the fix;
+    one that exists but has no calls yet is simply empty."""
+    if name is not None:
+        context.catalog().get(name, version)  # unknown model or version: NotFoundError with the known ones
+    if task is not None:
+        known = sorted({*ALL_TASKS, *tasks_with_calls(store)})
+        if task not in known:
+            raise UserError(f"unknown task {task!r}; use one of: {', '.join(known)}")
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """One table line: the means, plus wall p95 and the energy source(s)."""
+    return {
+        **{key: row[key] for key in ("model", "version", "task", "hardware_class", "calls")},
+        "wall_ms": row["wall_ms"]["avg"], "wall_p95": row["wall_ms"]["p95"], "cpu_ms": row["cpu_ms"]["avg"],
+        "cpu_util": row["cpu_utilization"], "avg_rss_mb": row["avg_rss_mb"]["avg"],
+        "peak_rss_mb": row["peak_rss_mb"]["avg"], "tokens_per_s": row["tokens_per_s"]["avg"],
+        "mwh_per_1k_tok": row["energy_mwh_per_1k_tokens"], "energy_source": ",".join(row["energy_sources"]),
+    }
