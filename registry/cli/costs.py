@@ -15,8 +15,8 @@ from registry.settings import get_settings
 from registry.store import ResultsStore
 from registry.tasks import ALL_TASKS
 
-TABLE_COLUMNS = ("model", "version", "task", "hardware_class", "calls", "wall_ms", "wall_p95", "cpu_ms", "cpu_util",
-                 "avg_rss_mb", "peak_rss_mb", "tokens_per_s", "mwh_per_1k_tok", "energy_source")
+# One table per task × hardware (titled with both and the energy sources); --json has every figure.
+TABLE_COLUMNS = ("version", "calls", "wall_ms", "cpu_ms", "rss_mb", "tok_per_s", "mWh_per_1k_tok")
 
 
 @click.group()
@@ -42,7 +42,7 @@ def profile(model: str | None, task: str | None, as_json: bool) -> None:
         which = " for " + " on ".join(filter(None, (model, task))) if model or task else ""
         click.echo(f"no calls recorded yet{which}; run `arbiter benchmark`, `arbiter generate` or serve requests first")
     else:
-        print_table("costs per version × task × hardware", [_flat(r) for r in rows], TABLE_COLUMNS)
+        print_tables(rows)
         for row in rows:
             for hint in row["hints"]:
                 click.echo(f"hint: {row['model']}/{row['version']} on {row['task']} ({row['hardware_class']}): {hint}")
@@ -59,12 +59,20 @@ def _explain_empty(store: ResultsStore, name: str | None, version: int | None, t
             raise UserError(f"unknown task {task!r}; use one of: {', '.join(known)}")
 
 
-def _flat(row: dict[str, Any]) -> dict[str, Any]:
-    """One table line: the means, plus wall p95 and the energy source(s)."""
+def print_tables(rows: list[dict[str, Any]]) -> None:
+    """Means per version, one table per task × hardware."""
+    groups: dict[tuple[str, str | None, str | None], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["hardware_class"], row["hardware_id"]), []).append(row)
+    for (task, hardware_class, hardware_id), group in groups.items():
+        sources = sorted({s for r in group for s in r["energy_sources"]})
+        title = f"costs: {task} on {hardware_class} ({hardware_id}), energy by {', '.join(sources) or 'nothing'}"
+        print_table(title, [_line(r) for r in group], TABLE_COLUMNS)
+
+
+def _line(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        **{key: row[key] for key in ("model", "version", "task", "hardware_class", "calls")},
-        "wall_ms": row["wall_ms"]["avg"], "wall_p95": row["wall_ms"]["p95"], "cpu_ms": row["cpu_ms"]["avg"],
-        "cpu_util": row["cpu_utilization"], "avg_rss_mb": row["avg_rss_mb"]["avg"],
-        "peak_rss_mb": row["peak_rss_mb"]["avg"], "tokens_per_s": row["tokens_per_s"]["avg"],
-        "mwh_per_1k_tok": row["energy_mwh_per_1k_tokens"], "energy_source": ",".join(row["energy_sources"]),
+        "version": f"{row['model']}/{row['version']}", "calls": row["calls"], "wall_ms": row["wall_ms"]["avg"],
+        "cpu_ms": row["cpu_ms"]["avg"], "rss_mb": row["avg_rss_mb"]["avg"], "tok_per_s": row["tokens_per_s"]["avg"],
+        "mWh_per_1k_tok": row["energy_mwh_per_1k_tokens"],
     }
