@@ -13,6 +13,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 from registry.deploy import pool_name
 from registry.errors import UserError
@@ -71,7 +73,13 @@ def _group(command: list[str], env: Mapping[str, str], log: Path | None) -> Iter
 
 
 def stop_group(process: subprocess.Popen, grace_s: float = 20) -> None:
-    """SIGTERM to the process group, then SIGKILL to whatever is left after ``grace_s``."""
+    """SIGTERM to the process group, then SIGKILL to whatever is left after ``grace_s`` — the
+    group and every descendant seen at the start, since a worker runs each flow run in a session
+    of its own (outside the group) that a killed worker would otherwise leave behind."""
+    try:
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
     try:
         os.killpg(process.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -84,6 +92,9 @@ def stop_group(process: subprocess.Popen, grace_s: float = 20) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # children that outlived their parent
     except ProcessLookupError:
         pass
+    for child in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
     process.wait(timeout=10)
 
 

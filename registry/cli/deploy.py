@@ -47,7 +47,7 @@ def deploy(classes: str | None, cron: str, timezone: str, models: str | None, ro
     if as_json:
         emit_json(rows)
         return
-    print_table("deployments", rows, COLUMNS)
+    print_table("deployments", [{**r, "workers_online": len(r["workers_online"])} for r in rows], COLUMNS)
     for row in rows:
         if not row["workers_online"]:
             click.echo(f"no worker polls {row['work_pool']} yet: on a {row['hardware_class']} machine run "

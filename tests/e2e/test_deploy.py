@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from support import ARBITER, free_port
 
@@ -39,8 +40,9 @@ def test_deployment_runs_on_the_worker_and_results_carry_its_fingerprint(
     pool = pool_name(machine.hardware_class)
     env = {**os.environ, "ARBITER_HOME": str(catalog.settings.home), "PREFECT_HOME": str(tmp_path / "prefect"),
            "PREFECT_WORKER_QUERY_SECONDS": "2"}
-    with prefect_server(free_port(), env, log=tmp_path / "server.log") as url, \
-            prefect_worker(pool, url, env, log=tmp_path / "worker.log", name="test-worker"):
+    port = free_port()
+    with prefect_server(port, env, log=tmp_path / "server.log") as url, \
+            prefect_worker(pool, url, env, log=tmp_path / "worker.log", name="test-worker") as worker:
         env["PREFECT_API_URL"] = url
         deploy_args = (ARBITER, "deploy", "--class", machine.hardware_class, "--models", record.ref,
                        "--tasks", "qa", "--limit", "2", "--json")
@@ -81,6 +83,10 @@ def test_deployment_runs_on_the_worker_and_results_carry_its_fingerprint(
         assert tags["arbiter.prefect_deployment"] == row["deployment"]
         flow_run = httpx.get(f"{url}/flow_runs/{tags['arbiter.prefect_flow_run_id']}").json()
         assert flow_run["deployment_id"] == row["deployment_id"] and flow_run["state_type"] == "COMPLETED"
+
+    # Stopped with the block: the server, the worker and anything they started.
+    assert worker.poll() is not None
+    assert not [p.pid for p in psutil.process_iter(["cmdline"]) if f"--port {port}" in " ".join(p.info["cmdline"] or [])]
 
     # The matrix row and the version's tag say it works here, with the run's figures.
     [cell] = matrix(catalog.store, version_kinds(catalog))
