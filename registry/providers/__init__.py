@@ -36,7 +36,7 @@ def provider_for(spec: ModelSpec, *, n_threads: int, n_ctx: int, seed: int = 0) 
     if spec.kind == "coreml":  # runs on macOS on Apple Silicon only; elsewhere it says so (providers/coreml.py)
         from registry.providers.coreml import CoreMLProvider
 
-        return CoreMLProvider(spec, seed=seed)
+        return CoreMLProvider(spec)
     if spec.kind in _REMOTE:
         module, cls = _REMOTE[spec.kind]
         return getattr(importlib.import_module(module), cls)(spec, seed=seed)

@@ -39,10 +39,9 @@ class CoreMLProvider:
         provider.load()    # UserError on Linux; on a Mac: sha256 checked, MLModel loaded
     """
 
-    def __init__(self, spec: ModelSpec, *, seed: int = 0) -> None:
+    def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.load_ms: float | None = None
-        self._seed = seed
         self._lock = threading.Lock()
         self._model: Any = None
 
