@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test bench bench-gateway bench-swap bench-rollout bench-judge bench-selection clean llama-wheel workers
+.PHONY: install demo test bench bench-gateway bench-swap bench-rollout bench-judge bench-selection bench-costs clean llama-wheel workers
 
 install: $(STAMP)
 
@@ -60,6 +60,9 @@ bench-judge: install
 
 bench-selection: install
 	$(BIN)/python benchmarks/selection_latency.py
+
+bench-costs: install
+	$(BIN)/python benchmarks/cost_overhead.py
 
 # A real Prefect server on 127.0.0.1:4200 and a process worker on this machine's pool (arbiter-cpu,
 # -cuda or -apple); state in ./.prefect, results in ARBITER_HOME (default: here). Ctrl-C stops all.
