@@ -108,3 +108,45 @@ def test_without_a_gpu_there_is_no_gpu_part() -> None:
     assert meter.nvml is False
     energy = meter.finish(meter.start(), cpu_ms=100)
     assert energy.source == "estimate" and "GPU" not in energy.model
+
+
+class FakeGpuEnergyCounter:
+    """A named fake of NVML's total energy counter (this machine has no NVIDIA GPU): mJ per handle,
+    or NotSupported for a GPU without the counter (pre-Volta)."""
+
+    def __init__(self, counters: dict[str, int | None]) -> None:
+        self.counters = counters
+
+    def __call__(self, handle: str) -> int:
+        import pynvml
+
+        value = self.counters[handle]
+        if value is None:
+            raise pynvml.NVMLError_NotSupported()
+        return value
+
+
+def test_gpu_energy_counters_are_added_to_the_cpu_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pynvml
+
+    counter = FakeGpuEnergyCounter({"gpu0": 1_000, "gpu1": 50_000})
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetTotalEnergyConsumption", counter)
+    meter = EnergyMeter(tmp_path / "absent", gpus=("gpu0", "gpu1"), watts=12)
+    assert meter.nvml is True
+    start = meter.start()
+    counter.counters = {"gpu0": 1_000 + 3_600, "gpu1": 50_000 + 7_200}  # +1 mWh, +2 mWh
+    energy = meter.finish(start, cpu_ms=300)  # estimate: 300 ms x 12 W = 1 mWh
+    assert energy.source == "estimate+nvml"
+    assert energy.mwh == pytest.approx(4.0)
+    assert energy.model.endswith("; nvml: GPU energy counter, whole device(s)")
+
+
+def test_a_gpu_without_an_energy_counter_is_named_not_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pynvml
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetTotalEnergyConsumption", FakeGpuEnergyCounter({"gpu0": None}))
+    meter = EnergyMeter(tmp_path / "absent", gpus=("gpu0",), watts=12)
+    assert meter.nvml is False
+    energy = meter.finish(meter.start(), cpu_ms=300)
+    assert energy.source == "estimate" and energy.mwh == 1.0
+    assert energy.model.endswith("GPU energy not counted: NVML has no energy counter for this GPU")
