@@ -20,22 +20,28 @@ _LOCK_RETRIES = 6
 
 
 def make_client(settings: Settings):  # -> mlflow.MlflowClient (imported lazily: mlflow is slow to import)
-    """A client on the settings' sqlite store, creating the store's folders on first use."""
+    """A client on the settings' registry: the sqlite store under ``home`` (its folders created on
+    first use) or the shared one ``ARBITER_MLFLOW_TRACKING_URI`` names."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Against an MLflow server, ending a run prints "View run … at: URL" on stdout: that would
+    # break every `--json` answer (and costs a get_run per run).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no INFO lines about creating tables
-    settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
-    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    if settings.local_registry:
+        settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
+        settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
 def experiment_id(client, settings: Settings, name: str) -> str:
-    """Id of the named experiment, created with its artifacts under ``mlruns/artifacts/``."""
+    """Id of the named experiment, created with its artifacts under ``mlruns/artifacts/`` — or, on
+    a shared registry, where its server keeps artifacts (a local path would exist on one machine only)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = (settings.artifacts_dir / name).as_uri()
+    location = (settings.artifacts_dir / name).as_uri() if settings.local_registry else None
     return retry_locked(lambda: client.create_experiment(name, artifact_location=location))
 
 

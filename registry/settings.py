@@ -8,11 +8,14 @@ so a clone is self-contained: ``mlruns/`` holds the MLflow store, ``results/`` t
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REGISTRY_URI = re.compile(r"^(https?|sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|mssql(\+\w+)?)://\S+$")
 
 
 def default_threads() -> int:
@@ -45,6 +48,11 @@ class Settings(BaseSettings):
     n_threads: int = Field(default_factory=lambda: default_threads(), ge=1)
     n_ctx: int = Field(default=2048, ge=256, description="Context size given to llama.cpp (capped by the model's).")
     seed: int = 0
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="A registry shared by several machines: an MLflow server (http://host:5000) or its SQL database "
+                    "(postgresql://…). Unset: the sqlite store under home/mlruns.",
+    )
     n_gpu_layers: int | None = Field(
         default=None, ge=-1,
         description="Layers llama.cpp puts on the GPU (-1 all, 0 none); unset: all when the build and a GPU allow.",
@@ -75,6 +83,14 @@ class Settings(BaseSettings):
     auto_swap_quality_factor: float = Field(default=0.9, gt=0, le=1, description="× the route's quality threshold.")
     auto_swap_window_s: float = Field(default=300.0, gt=0, description="How far back the champion's calls are read.")
 
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _registry_uri(cls, value: str | None) -> str | None:
+        if value is not None and not _REGISTRY_URI.match(value):
+            raise ValueError("must be an MLflow server URL (http://host:5000) or a SQL database URI "
+                             "(postgresql://user@host/db, mysql://…, sqlite:////abs/path/mlflow.db)")
+        return value
+
     @cached_property
     def mlruns_dir(self) -> Path:
         return self.home / "mlruns"
@@ -99,7 +115,13 @@ class Settings(BaseSettings):
 
     @cached_property
     def tracking_uri(self) -> str:
-        return f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
+        return self.mlflow_tracking_uri or f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
+
+    @property
+    def local_registry(self) -> bool:
+        """True for the default sqlite store under ``home``: artifacts then live beside it, in
+        ``mlruns/artifacts``; a shared registry keeps them where its server says."""
+        return self.mlflow_tracking_uri is None
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -75,12 +75,14 @@ def gateway_process(
 
 
 @contextmanager
-def mlflow_server(tracking_uri: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """A lean real ``mlflow server`` on the test's store (the UI's and REST API's server)."""
+def mlflow_server(tracking_uri: str, env: dict[str, str] | None = None, artifacts: Path | None = None) -> Iterator[str]:
+    """A lean real ``mlflow server`` on the test's store (the UI's and REST API's server); with
+    ``artifacts``, it also stores and serves the artifacts clients upload through it."""
     port = free_port()
+    served = ["--artifacts-destination", str(artifacts)] if artifacts is not None else []
     process = subprocess.Popen(
         [MLFLOW, "server", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
+         "--workers", "1", *served],
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
