@@ -371,7 +371,8 @@ class WarmPool:
 
     def _new_instance(self, record: VersionRecord, replica: int) -> Instance:
         settings = self._settings
-        provider = provider_for(record.spec, n_threads=settings.n_threads, n_ctx=settings.n_ctx, seed=settings.seed)
+        provider = provider_for(record.spec, n_threads=settings.n_threads, n_ctx=settings.n_ctx, seed=settings.seed,
+                                n_gpu_layers=settings.n_gpu_layers)
 
         def breaker_moved(old: BreakerState, new: BreakerState) -> None:
             self._emit(f"breaker.{new.value}", record, {"replica": replica, "from": old.value})

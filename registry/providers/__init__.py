@@ -25,14 +25,16 @@ _REMOTE = {
 }
 
 
-def provider_for(spec: ModelSpec, *, n_threads: int, n_ctx: int, seed: int = 0) -> Provider:
-    """A provider for ``spec`` (not yet loaded). ``n_threads`` and ``n_ctx`` shape an in-process
-    model only; a served model runs as its server is configured. ``seed`` is used when a request
-    gives none."""
+def provider_for(
+    spec: ModelSpec, *, n_threads: int, n_ctx: int, seed: int = 0, n_gpu_layers: int | None = None
+) -> Provider:
+    """A provider for ``spec`` (not yet loaded). ``n_threads``, ``n_ctx`` and ``n_gpu_layers`` (None:
+    all layers when the build and a GPU allow) shape an in-process model only; a served model runs
+    as its server is configured. ``seed`` is used when a request gives none."""
     if spec.kind == "gguf":
         from registry.providers.llamacpp import LlamaCppProvider
 
-        return LlamaCppProvider(spec, n_threads=n_threads, n_ctx=n_ctx, seed=seed)
+        return LlamaCppProvider(spec, n_threads=n_threads, n_ctx=n_ctx, seed=seed, n_gpu_layers=n_gpu_layers)
     if spec.kind == "coreml":  # runs on macOS on Apple Silicon only; elsewhere it says so (providers/coreml.py)
         from registry.providers.coreml import CoreMLProvider
 
