@@ -35,16 +35,31 @@ def models() -> None:
                    "coreml: the most tokens the model takes, when it has no input_ids input saying so.")
 @click.option("--capability", "capabilities", multiple=True, help="Repeatable: chat, text-generation, json, …")
 @click.option("--chat-format", default=None, help="llama.cpp chat format for files without a chat template (e.g. gemma).")
+@click.option("--needs-cpu-flag", "cpu_flags", multiple=True,
+              help="GGUF: a CPU flag the build needs (repeatable, /proc/cpuinfo names: avx2, avx512f, …).")
+@click.option("--needs-accelerator", "accelerators", multiple=True,
+              help="GGUF: what it runs on (repeatable: cpu, cuda, metal). Default: cpu.")
+@click.option("--min-memory-mb", type=click.IntRange(min=0), default=None,
+              help="GGUF: RAM it needs to load, when more than the file's size + runtime says.")
+@click.option("--min-gpu-memory-mb", type=click.IntRange(min=0), default=None,
+              help="GGUF: GPU memory it needs when it runs on cuda only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 def register(
     source: str, name: str, kind: str | None, base_url: str | None, context_window: int | None,
-    capabilities: tuple[str, ...], chat_format: str | None, as_json: bool,
+    capabilities: tuple[str, ...], chat_format: str | None, cpu_flags: tuple[str, ...],
+    accelerators: tuple[str, ...], min_memory_mb: int | None, min_gpu_memory_mb: int | None, as_json: bool,
 ) -> None:
     """Register SOURCE as a new immutable version of NAME: a GGUF file's path, a CoreML .mlpackage
     directory, or with --kind ollama|openai the name of a model a server serves (arbiter checks the
     server knows it)."""
     catalog = context.catalog()
     kind = kind or ("coreml" if is_mlpackage(source) else "gguf")
+    needs = {key: value for key, value in (
+        ("cpu_flags", cpu_flags), ("accelerators", accelerators), ("min_memory_mb", min_memory_mb),
+        ("min_gpu_memory_mb", min_gpu_memory_mb)) if value}  # (docs/hardware.md: declaring needs)
+    if needs and kind != "gguf":
+        raise UserError(f"--needs-* and --min-*-memory-mb declare what a GGUF file needs; a {kind} model's needs "
+                        "come from its package or its server")
     if kind == "coreml":
         if base_url is not None or chat_format is not None:
             raise UserError("--base-url and --chat-format are not for CoreML packages: a .mlpackage runs in-process "
@@ -58,7 +73,7 @@ def register(
             raise UserError("--base-url and --context-window are for served models (--kind ollama|openai); "
                             "a GGUF file runs in-process and carries its own context window")
         record, created = catalog.register(
-            Path(source), name=name, capabilities=list(capabilities) or None, chat_format=chat_format
+            Path(source), name=name, capabilities=list(capabilities) or None, chat_format=chat_format, needs=needs
         )
         where = f"sha256 {record.spec.sha256}"
     else:

@@ -89,3 +89,19 @@ def test_bad_input_is_one_line_with_the_fix(
     code, out, err = run(*args)
     assert code == 2 and out == ""
     assert err.startswith(expected) and err.count("\n") == 1
+
+
+def test_needs_declared_at_the_command_line_decide_where_a_version_runs(smollm2) -> None:
+    absent = sorted({"avx512f", "avx512_vnni", "amx_tile", "asimd"} - cpu_flags())[0]
+    code, out, _ = run("models", "register", str(smollm2.path), "--name", "smollm2-wide", "--needs-cpu-flag", absent,
+                       "--min-memory-mb", "1024", "--json")
+    assert code == 0 and json.loads(out)["min_memory_mb"] == 1024
+    versions = json.loads(run("hardware", "--json")[1])["versions"]
+    wide = next(v for v in versions if v["ref"] == "smollm2-wide/1")
+    assert wide["can_run"] is False and any(absent in reason for reason in wide["reasons"])
+
+    code, _, err = run("models", "register", str(smollm2.path), "--name", "smollm2-typo", "--needs-cpu-flag", "avx-2")
+    assert code == 2 and "unknown CPU flag avx-2" in err and err.count("\n") == 1
+    code, _, err = run("models", "register", "llama3", "--kind", "ollama", "--name", "remote", "--min-memory-mb", "9")
+    assert code == 2 and "declare what a GGUF file needs" in err
+    assert [m["name"] for m in json.loads(run("models", "list", "--json")[1])] == ["smollm2-wide"]  # nothing else kept
