@@ -15,6 +15,7 @@ from typing import Any
 from registry.calls import MeasuredCall, measured_call
 from registry.catalog import Catalog, VersionRecord
 from registry.datasets import ValidationSet
+from registry.energy import as_precise_as
 from registry.errors import JudgeError, UserError
 from registry.hardware import fingerprint
 from registry.judge import ModelBasedJudge
@@ -103,6 +104,7 @@ def summarize(
     decode_s = sum(g.decode_ms for g in decoded if g.decode_ms) / 1000
     ttfts = [c.generation.time_to_first_token_ms for c in ok if c.generation and c.generation.time_to_first_token_ms]
     energies = [c.cost.energy for c in ok if c.cost.energy is not None]
+    sources = sorted({e.source for e in energies})
     energy_mwh = sum(e.mwh for e in energies) if energies else None
     return {
         "run_id": run_id,
@@ -125,9 +127,10 @@ def summarize(
         "load_ms": load_ms,
         "warmup_ms": warmup_ms,
         "avg_rss_mb": statistics.fmean(c.cost.avg_rss_mb for c in ok) if ok else None,
-        "energy_mwh": energy_mwh,
-        "energy_mwh_per_1k_tokens": energy_mwh * 1000 / tokens if energy_mwh is not None and tokens else None,
-        "energy_source": ",".join(sorted({e.source for e in energies})) or None,
+        "energy_mwh": as_precise_as(energy_mwh, sources),
+        "energy_mwh_per_1k_tokens": as_precise_as(energy_mwh * 1000 / tokens, sources)
+        if energy_mwh is not None and tokens else None,
+        "energy_source": ",".join(sources) or None,
         **fingerprint().as_row(),
     }
 

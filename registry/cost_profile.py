@@ -8,7 +8,8 @@ successful calls. Each figure gets its mean and p95 (nearest rank, as the benchm
 - **CPU utilisation** = Σ cpu_ms / Σ (wall_ms × cores) over the same calls: the share of the
   machine's cores the calls kept busy.
 - **Energy per 1,000 tokens** = Σ energy_mwh / Σ completion_tokens × 1000, with the sources and
-  models the rows name (``estimate`` is a model, ``rapl``/``nvml`` counters).
+  models the rows name (``estimate`` is a model, ``rapl``/``nvml`` counters); any estimate in it
+  keeps the energy figures to two significant digits.
 - **Hints**: CPU utilisation under 50 % of a multi-core machine → more llama.cpp threads; a GPU on
   the machine that the version left (nearly) idle → offload layers.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from registry.energy import as_precise_as
 from registry.store import ResultsStore
 
 FIGURES = ("wall_ms", "cpu_ms", "cpu_thread_ms", "gpu_ms", "gpu_utilization_pct", "peak_rss_mb", "avg_rss_mb",
@@ -88,8 +90,10 @@ def _profile(row: dict[str, Any]) -> dict[str, Any]:
         profile[figure] = {"avg": row[f"{figure}__avg"], "p95": row[f"{figure}__p95"]}
     profile["cpu_basis"] = "alone" if row["cpu_alone"] else "overlapped"
     profile["cpu_utilization"] = row["cpu_utilization"]
-    profile["energy_mwh_per_1k_tokens"] = row["energy_mwh_per_1k_tokens"]
-    profile["energy_sources"] = row["energy_sources"] or []
+    sources = row["energy_sources"] or []
+    profile["energy_mwh"] = {k: as_precise_as(v, sources) for k, v in profile["energy_mwh"].items()}
+    profile["energy_mwh_per_1k_tokens"] = as_precise_as(row["energy_mwh_per_1k_tokens"], sources)
+    profile["energy_sources"] = sources
     profile["energy_models"] = row["energy_models"] or []
     profile["hints"] = hints(profile)
     return profile

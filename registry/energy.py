@@ -166,10 +166,17 @@ class EnergyMeter:
                                                                              strict=True))
             return Energy(round(uj / _UJ_PER_MWH, 6), "rapl",
                           "rapl: CPU package energy counter, whole package (all processes) during the call")
-        return Energy(_two_digits(cpu_ms * self.watts / 3600), "estimate",
+        return Energy(two_digits(cpu_ms * self.watts / 3600), "estimate",
                       f"estimate: cpu_ms x {self.watts:g} W per busy core ({WATTS_ENV})")
 
 
-def _two_digits(value: float) -> float:
+def two_digits(value: float) -> float:
     """Two significant digits: an estimate must not look like a measurement."""
     return float(f"{value:.2g}")
+
+
+def as_precise_as(value: float | None, sources: list[str]) -> float | None:
+    """A sum or ratio of energies kept to two significant digits when any part came from the estimate."""
+    if value is None or not any("estimate" in source for source in sources):
+        return value
+    return two_digits(value)

@@ -16,7 +16,7 @@ from registry.store import ResultsStore
 from registry.tasks import ALL_TASKS
 
 # One table per task × hardware (titled with both and the energy sources); --json has every figure.
-TABLE_COLUMNS = ("version", "calls", "wall_ms", "cpu_ms", "rss_mb", "tok_per_s", "mWh_per_1k_tok")
+TABLE_COLUMNS = ("version", "calls", "wall_ms", "cpu_ms", "rss_mb", "tok/s", "mWh/1k_tok")
 
 
 @click.group()
@@ -73,6 +73,6 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
 def _line(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "version": f"{row['model']}/{row['version']}", "calls": row["calls"], "wall_ms": row["wall_ms"]["avg"],
-        "cpu_ms": row["cpu_ms"]["avg"], "rss_mb": row["avg_rss_mb"]["avg"], "tok_per_s": row["tokens_per_s"]["avg"],
-        "mWh_per_1k_tok": row["energy_mwh_per_1k_tokens"],
+        "cpu_ms": row["cpu_ms"]["avg"], "rss_mb": row["avg_rss_mb"]["avg"], "tok/s": row["tokens_per_s"]["avg"],
+        "mWh/1k_tok": row["energy_mwh_per_1k_tokens"],
     }

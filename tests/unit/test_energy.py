@@ -12,6 +12,7 @@ import pytest
 
 from registry.energy import (
     EnergyMeter,
+    as_precise_as,
     nvml_energy_mj,
     rapl_delta_uj,
     rapl_packages,
@@ -150,3 +151,10 @@ def test_a_gpu_without_an_energy_counter_is_named_not_counted(tmp_path: Path, mo
     energy = meter.finish(meter.start(), cpu_ms=300)
     assert energy.source == "estimate" and energy.mwh == 1.0
     assert energy.model.endswith("GPU energy not counted: NVML has no energy counter for this GPU")
+
+
+def test_sums_with_an_estimate_in_them_keep_two_significant_digits() -> None:
+    assert as_precise_as(312.50000000000006, ["estimate"]) == 310.0
+    assert as_precise_as(0.123456, ["estimate+nvml"]) == 0.12
+    assert as_precise_as(312.50000000000006, ["rapl"]) == 312.50000000000006
+    assert as_precise_as(None, ["estimate"]) is None
