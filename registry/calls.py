@@ -86,6 +86,8 @@ def call_row(
         "energy_mwh": cost.energy.mwh if cost.energy else None,
         "energy_source": cost.energy.source if cost.energy else None,
         "energy_model": cost.energy.model if cost.energy else None,
+        "n_threads": generation.n_threads if generation else None,
+        "n_gpu_layers": generation.n_gpu_layers if generation else None,
         "ok": generation is not None and error is None,
         "error": error,
         "quality": None,

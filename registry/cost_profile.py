@@ -10,8 +10,9 @@ successful calls. Each figure gets its mean and p95 (nearest rank, as the benchm
 - **Energy per 1,000 tokens** = Σ energy_mwh / Σ completion_tokens × 1000, with the sources and
   models the rows name (``estimate`` is a model, ``rapl``/``nvml`` counters); any estimate in it
   keeps the energy figures to two significant digits.
-- **Hints**: CPU utilisation under 50 % of a multi-core machine → more llama.cpp threads; a GPU on
-  the machine that the version left (nearly) idle → offload layers.
+- **Hints**: CPU utilisation under 50 % of the cores while llama.cpp ran fewer threads than cores →
+  more threads; a GPU on the machine that llama.cpp put no layers on (``n_gpu_layers`` 0), or left
+  (nearly) idle → offload layers. A served model gets neither: its hardware is its server's.
 
 Example::
 
@@ -55,6 +56,7 @@ select model, version, profile_task as task, hardware_id,
        count(*) as calls,
        count(*) filter (where coalesce(cpu_overlapped, false)) as cpu_overlapped_calls,
        any_value(clean) > 0 as cpu_alone,
+       max(n_threads) as n_threads, max(n_gpu_layers) as n_gpu_layers,
        {', '.join(_stat(f) for f in FIGURES if f != 'cpu_ms')},
        {_stat('cpu_ms', _CPU_ROWS)},
        sum(cpu_ms) filter (where {_CPU_ROWS})
@@ -85,7 +87,7 @@ def tasks_with_calls(store: ResultsStore) -> list[str]:
 
 def _profile(row: dict[str, Any]) -> dict[str, Any]:
     profile = {key: row[key] for key in ("model", "version", "task", "hardware_id", "hardware_class", "cpu_cores",
-                                         "gpu", "calls", "cpu_overlapped_calls")}
+                                         "gpu", "calls", "cpu_overlapped_calls", "n_threads", "n_gpu_layers")}
     for figure in FIGURES:
         profile[figure] = {"avg": row[f"{figure}__avg"], "p95": row[f"{figure}__p95"]}
     profile["cpu_basis"] = "alone" if row["cpu_alone"] else "overlapped"
@@ -103,15 +105,21 @@ def hints(profile: dict[str, Any]) -> list[str]:
     """Where the hardware sat idle while this version ran, and what to change."""
     found = []
     cores = profile["cpu_cores"] or 1
+    threads = profile["n_threads"]  # None: a served model, whose CPU is its server's (not ours to tune)
     utilization = profile["cpu_utilization"]
-    if utilization is not None and cores > 1 and utilization < LOW_CPU_UTILIZATION:
+    if threads is not None and utilization is not None and threads < cores and utilization < LOW_CPU_UTILIZATION:
         found.append(
-            f"CPU busy {utilization:.0%} of {cores} cores during calls: more llama.cpp threads may be faster "
-            f"(ARBITER_N_THREADS, default cores - 1 = {cores - 1}; leave one free if other work shares the machine)")
+            f"CPU busy {utilization:.0%} of {cores} cores during calls, llama.cpp ran {threads} thread(s): more "
+            f"threads may be faster (ARBITER_N_THREADS, default cores - 1 = {cores - 1}; leave one free if other "
+            "work shares the machine)")
     gpu = profile["gpu"]
     has_gpu = profile["hardware_class"] == "cuda" or (gpu not in (None, "", "none"))
     gpu_pct = profile["gpu_utilization_pct"]["avg"]
-    if has_gpu and (gpu_pct is None or gpu_pct < IDLE_GPU_PCT):
+    if has_gpu and profile["n_gpu_layers"] == 0:
+        found.append(
+            f"a GPU ({gpu}) is here but llama.cpp put no layers on it (n_gpu_layers 0): offload them with "
+            f"ARBITER_N_GPU_LAYERS=-1 (needs a llama.cpp build with CUDA; `arbiter hardware` says whether this one has it)")
+    elif has_gpu and threads is not None and (gpu_pct is None or gpu_pct < IDLE_GPU_PCT):
         used = "no GPU figure recorded" if gpu_pct is None else f"GPU {gpu_pct:.0f}% busy"
         found.append(
             f"a GPU ({gpu}) is here but this version left it idle ({used}): offload layers with "

@@ -26,7 +26,8 @@ SCHEMA_VERSION = 4  # 2: calls gained api, requested, queue_ms, overhead_ms (the
 # 3: calls gained features and metadata (JSON text: what an application reports through the tracker);
 #    runs gained quality_source ("reference" or "judge:NAME/VERSION") and n_unscored
 # 4: every table with the machine's fingerprint gained hardware_class (cpu, cuda, apple: the work pool);
-#    calls gained cpu_thread_ms, cpu_overlapped, avg_rss_mb, gpu_ms, energy_mwh, energy_source, energy_model;
+#    calls gained cpu_thread_ms, cpu_overlapped, avg_rss_mb, gpu_ms, energy_mwh, energy_source, energy_model,
+#    n_threads, n_gpu_layers;
 #    runs gained avg_rss_mb, energy_mwh, energy_mwh_per_1k_tokens, energy_source (docs/costs.md)
 
 _HARDWARE = [
@@ -68,6 +69,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("energy_mwh", pa.float64()),
             ("energy_source", pa.string()),
             ("energy_model", pa.string()),
+            ("n_threads", pa.int32()),  # what llama.cpp ran with (null for a served model)
+            ("n_gpu_layers", pa.int32()),
             ("ok", pa.bool_()),
             ("error", pa.string()),
             ("quality", pa.float64()),

@@ -55,6 +55,10 @@ class Generation:
     time_to_first_token_ms: float | None
     generation_ms: float
     finish_reason: str | None = None
+    # How an in-process runtime ran it (None for a served model: that is its server's business).
+    # The cost profile needs them: CPU utilisation means little without the threads it had.
+    n_threads: int | None = None
+    n_gpu_layers: int | None = None
 
     @property
     def decode_steps(self) -> int:
@@ -110,7 +114,8 @@ class StreamTimer:
             self._first_at = time.perf_counter()
         self._parts.append(text)
 
-    def generation(self, *, prompt_tokens: int, completion_tokens: int, finish_reason: str | None) -> Generation:
+    def generation(self, *, prompt_tokens: int, completion_tokens: int, finish_reason: str | None,
+                   n_threads: int | None = None, n_gpu_layers: int | None = None) -> Generation:
         ended = time.perf_counter()
         return Generation(
             text="".join(self._parts),
@@ -119,6 +124,8 @@ class StreamTimer:
             time_to_first_token_ms=None if self._first_at is None else (self._first_at - self._started) * 1000,
             generation_ms=(ended - self._started) * 1000,
             finish_reason=finish_reason,
+            n_threads=n_threads,
+            n_gpu_layers=n_gpu_layers,
         )
 
 

@@ -101,7 +101,8 @@ class LlamaCppProvider:
                     yield fragment
             prompt_tokens, completion_tokens = _tokens_evaluated(llm, finish_reason)
         return timer.generation(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                finish_reason=finish_reason)
+                                finish_reason=finish_reason, n_threads=self._n_threads,
+                                n_gpu_layers=self.offload.n_gpu_layers if self.offload else None)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """One mean-pooled vector per text (versions registered with the ``embedding`` capability)."""

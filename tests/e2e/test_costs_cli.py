@@ -79,7 +79,9 @@ def test_profile_groups_version_task_hardware_with_means_p95_energy_and_hints(ca
     utilization = sum(r["cpu_ms"] for r in alone) / sum(r["wall_ms"] * r["cpu_cores"] for r in alone)
     assert qa["cpu_utilization"] == pytest.approx(utilization)
     cores = rows[0]["cpu_cores"]
-    assert any(h.startswith("CPU busy") for h in qa["hints"]) == (cores > 1 and utilization < 0.5)
+    assert qa["n_threads"] == 1 and {r["n_threads"] for r in rows} == {1}  # what llama.cpp ran with
+    assert qa["n_gpu_layers"] == rows[0]["n_gpu_layers"] is not None
+    assert any(h.startswith("CPU busy") for h in qa["hints"]) == (1 < cores and utilization < 0.5)
     assert any("offload layers" in h for h in qa["hints"]) == (rows[0]["gpu"] != "none")
 
     code, out, _ = run("--model", "smollm2-135m/1", "--task", "extract", "--json")
