@@ -31,7 +31,9 @@ def generate(prompt: str, route: str, max_tokens: int, as_json: bool) -> None:
     if call.generation is None:
         raise ProviderError(call.row["error"])
     figures = {k: call.row[k] for k in ("model", "version", "prompt_tokens", "completion_tokens", "wall_ms",
-                                        "ttft_ms", "tokens_per_s", "cpu_ms", "peak_rss_mb", "gpu_memory_mb")}
+                                        "ttft_ms", "tokens_per_s", "cpu_ms", "cpu_thread_ms", "peak_rss_mb",
+                                        "avg_rss_mb", "gpu_memory_mb", "gpu_utilization_pct", "gpu_ms", "energy_mwh",
+                                        "energy_source", "energy_model", "n_threads", "n_gpu_layers")}
     gpu = "none" if figures["gpu_memory_mb"] is None else f"{figures['gpu_memory_mb']:.0f} MB"
     if as_json:
         emit_json({"route": route, "text": call.generation.text, **figures, "load_ms": provider.load_ms})
@@ -41,5 +43,5 @@ def generate(prompt: str, route: str, max_tokens: int, as_json: bool) -> None:
             f"— {record.ref} via route {route}: {figures['completion_tokens']} tokens in {figures['wall_ms']:.0f} ms "
             f"(first token {figures['ttft_ms'] or 0:.0f} ms, {figures['tokens_per_s'] or 0:.0f} tok/s), "
             f"CPU {figures['cpu_ms']:.0f} ms, peak RSS {figures['peak_rss_mb']:.0f} MB, "
-            f"GPU {gpu}"
+            f"GPU {gpu}, energy {figures['energy_mwh']:.2g} mWh ({figures['energy_source']})"
         )

@@ -111,6 +111,8 @@ def test_promote_show_rollback_and_generate(home: Path, catalog: Catalog, regist
     answer = json.loads(out)
     assert code == 0 and answer["text"].strip() and answer["version"] == 1
     assert answer["completion_tokens"] > 0 and answer["wall_ms"] > 0
+    assert answer["energy_mwh"] > 0 and answer["energy_source"] in ("estimate", "rapl") and answer["energy_model"]
+    assert answer["n_threads"] >= 1 and answer["avg_rss_mb"] <= answer["peak_rss_mb"]
     calls = catalog.store.query("select source, route, model, version, ok, hardware_id from calls")
     assert len(calls) == 1 and calls[0]["source"] == "cli" and calls[0]["route"] == "qa" and calls[0]["ok"]
     code, _, err = run("generate", "--route", "qa", "   ")

@@ -17,7 +17,7 @@ from registry.calls import call_row, measured_call
 from registry.catalog import Catalog
 from registry.costs import measure
 from registry.datasets import load_validation_set
-from registry.energy import EnergyMeter, as_precise_as, watts_per_core
+from registry.energy import EnergyMeter, as_precise_as, rapl_packages, watts_per_core
 from registry.gpu import gpu_handles
 from registry.pool import WarmPool
 from registry.providers import GenerationRequest
@@ -45,7 +45,11 @@ def test_a_generations_row_has_every_cost_figure_with_its_source(record, session
     assert 0 < row["avg_rss_mb"] <= row["peak_rss_mb"]
     # No GPU: no GPU figure at all, rather than a zero that would read as "measured idle".
     assert (row["gpu_ms"], row["gpu_utilization_pct"], row["gpu_memory_mb"]) == (None, None, None)
-    # No RAPL here: the estimate, with its model named and two significant digits.
+    if rapl_packages():  # a machine whose RAPL counters this process can read measures instead
+        assert row["energy_source"] == "rapl" and row["energy_model"].startswith("rapl: CPU package energy counter")
+        assert row["energy_mwh"] > 0
+        return
+    # No readable RAPL (this development machine): the estimate, with its model named and two significant digits.
     assert row["energy_source"] == "estimate"
     assert row["energy_model"] == f"estimate: cpu_ms x {watts_per_core():g} W per busy core (ARBITER_CPU_WATTS_PER_CORE)"
     assert row["energy_mwh"] == float(f"{row['cpu_ms'] * watts_per_core() / 3600:.2g}")
