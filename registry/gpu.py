@@ -36,8 +36,8 @@ class GpuDevice:
 
     index: int
     name: str
-    memory_total_mb: int
-    memory_used_mb: int
+    memory_total_mb: int | None  # None: NVML would not say (e.g. a MIG slice), never a made-up 0
+    memory_used_mb: int | None
 
     def as_json(self) -> dict[str, int | str]:
         return asdict(self)
@@ -49,7 +49,11 @@ def gpu_devices() -> list[GpuDevice]:
 
     devices = []
     for index, (handle, name) in enumerate(zip(gpu_handles(), gpu_names(), strict=True)):
-        memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        try:
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        except pynvml.NVMLError:  # NotSupported on MIG slices, GPU lost: report the GPU, not a crash
+            devices.append(GpuDevice(index, name, None, None))
+            continue
         devices.append(GpuDevice(index, name, memory.total // (1024 * 1024), memory.used // (1024 * 1024)))
     return devices
 
@@ -61,8 +65,11 @@ def gpu_driver() -> dict[str, str] | None:
         return None
     import pynvml
 
-    driver = pynvml.nvmlSystemGetDriverVersion()
-    cuda = pynvml.nvmlSystemGetCudaDriverVersion()  # e.g. 12040
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion()  # e.g. 12040
+    except pynvml.NVMLError:
+        return None
     return {
         "driver_version": driver.decode() if isinstance(driver, bytes) else str(driver),
         "cuda_version": f"{cuda // 1000}.{cuda % 1000 // 10}",
@@ -74,8 +81,11 @@ def gpu_names() -> list[str]:
     import pynvml
 
     names = []
-    for handle in gpu_handles():
-        name = pynvml.nvmlDeviceGetName(handle)
+    for index, handle in enumerate(gpu_handles()):
+        try:
+            name = pynvml.nvmlDeviceGetName(handle)
+        except pynvml.NVMLError:
+            name = f"NVIDIA GPU {index}"
         names.append(name.decode() if isinstance(name, bytes) else str(name))
     return names
 

@@ -251,7 +251,7 @@ def this_machine() -> Machine:
         accelerators=accelerators_available(),
         cpu_flags=cpu_flags(),
         ram_total_mb=fingerprint().ram_mb,
-        gpu_memory_mb=max((g.memory_total_mb for g in gpus), default=0),
+        gpu_memory_mb=max((g.memory_total_mb for g in gpus if g.memory_total_mb is not None), default=0),
     )
 
 

@@ -48,7 +48,9 @@ def _print(report: dict[str, Any]) -> None:
                f"flags {' '.join(cpu['flags']) or 'none detected'}")
     click.echo(f"memory  {memory['total_mb']} MB total, {memory['available_mb']} MB available")
     for gpu in report["gpus"]:
-        click.echo(f"gpu {gpu['index']}   {gpu['name']}: {gpu['memory_used_mb']} / {gpu['memory_total_mb']} MB used")
+        memory = ("memory unknown (NVML would not say)" if gpu["memory_total_mb"] is None
+                  else f"{gpu['memory_used_mb']} / {gpu['memory_total_mb']} MB used")
+        click.echo(f"gpu {gpu['index']}   {gpu['name']}: {memory}")
     if report["gpu_driver"]:
         driver = report["gpu_driver"]
         click.echo(f"driver  NVIDIA {driver['driver_version']} (CUDA {driver['cuda_version']})")
