@@ -135,10 +135,17 @@ class Catalog:
         path = path.expanduser().resolve()
         info = inspect_gguf(path)
         sha = sha256_of(path)
+        size = path.stat().st_size
+        hardware = Hardware(min_memory_mb=size // (1024 * 1024) + _RUNTIME_OVERHEAD_MB).declared(needs)  # checked first
         existing = self._find_by_identity(name, sha)
         if existing is not None:
+            if needs and existing.spec.hardware != hardware:  # silently keeping the old needs would mislead
+                raise UserError(
+                    f"{existing.ref} is this file already, registered with other hardware needs "
+                    f"({_needs_text(existing.spec.hardware)}); a version is immutable: register it under another "
+                    "name to declare different needs"
+                )
             return existing, False
-        size = path.stat().st_size
         if chat_format is not None:
             _check_chat_format(chat_format)
         spec = _build_spec(
@@ -153,7 +160,7 @@ class Catalog:
             quantization=info.quantization,
             family=family or name,  # a catalog model is a family; the architecture has its own field
             chat_format=chat_format,
-            hardware=Hardware(min_memory_mb=size // (1024 * 1024) + _RUNTIME_OVERHEAD_MB).declared(needs),
+            hardware=hardware,
             provenance={"gguf_name": info.model_name or "", **(provenance or {})},
         )
         if chat_format is None and not info.has_chat_template and "chat" in spec.capabilities:
@@ -420,3 +427,8 @@ def _check_chat_format(chat_format: str) -> None:
     known = sorted(LlamaChatCompletionHandlerRegistry()._chat_handlers)
     if chat_format not in known:
         raise UserError(f"unknown chat format {chat_format!r}; llama.cpp knows: {', '.join(known)}")
+
+
+def _needs_text(hardware: Hardware) -> str:
+    """A version's hardware needs in one line, for messages."""
+    return ", ".join(f"{key} {value}" for key, value in hardware.model_dump().items() if value not in ((), 0, None))

@@ -100,6 +100,11 @@ def test_needs_declared_at_the_command_line_decide_where_a_version_runs(smollm2)
     wide = next(v for v in versions if v["ref"] == "smollm2-wide/1")
     assert wide["can_run"] is False and any(absent in reason for reason in wide["reasons"])
 
+    again = ("models", "register", str(smollm2.path), "--name", "smollm2-wide", "--json")
+    assert json.loads(run(*again)[1])["created"] is False  # the same file, nothing declared: the same version
+    assert json.loads(run(*again, "--needs-cpu-flag", absent, "--min-memory-mb", "1024")[1])["created"] is False
+    code, _, err = run(*again, "--needs-cpu-flag", "sse3")  # other needs cannot be slipped onto a version
+    assert code == 2 and "smollm2-wide/1 is this file already" in err and absent in err and err.count("\n") == 1
     code, _, err = run("models", "register", str(smollm2.path), "--name", "smollm2-typo", "--needs-cpu-flag", "avx-2")
     assert code == 2 and "unknown CPU flag avx-2" in err and err.count("\n") == 1
     code, _, err = run("models", "register", "llama3", "--kind", "ollama", "--name", "remote", "--min-memory-mb", "9")
