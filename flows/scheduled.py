@@ -1,8 +1,9 @@
 """The deployed benchmark: what ``arbiter deploy`` schedules on each hardware class's work pool.
 
 A worker runs it on its own machine, so every row carries that machine's fingerprint. It reads
-*what* to measure when it runs (a route's champion and challenger follow promotions), runs the
-benchmark flow as a subflow, leads each MLflow run back to its Prefect flow run and worker, and
+*what* to measure when it runs (a route's champion and challenger follow promotions), checks each
+version's declared hardware needs against this machine, runs the benchmark flow's tasks on the
+versions that can run here, leads each MLflow run back to its Prefect flow run and worker, and
 rewrites the measured versions' ``arbiter.compatibility`` tags. The logic is in
 ``registry/deploy.py`` and ``registry/compat_matrix.py``; this file only orchestrates.
 """
@@ -15,13 +16,14 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.benchmark import benchmark_flow
-from registry.calls import call_row
+from flows.benchmark import benchmark_on_task, validate_datasets
 from registry.catalog import Catalog, VersionRecord
 from registry.compat_matrix import tag_versions
 from registry.costs import measure
-from registry.deploy import default_tasks, resolve_versions, run_origin, tag_runs
+from registry.datasets import ValidationSet
+from registry.deploy import default_tasks, record_not_working, record_shortfalls, resolve_versions, run_origin, tag_runs
 from registry.errors import ArbiterError, ConfigError
+from registry.hardware import this_machine
 from registry.pool import WarmPool
 from registry.settings import Settings, get_settings
 
@@ -41,21 +43,40 @@ def resolve(catalog: Catalog, models: list[str] | None, route: str | None) -> li
     return resolve_versions(catalog, models, route)
 
 
-@task(name="check-loads-here", cache_policy=NO_CACHE)
-def loads_here(catalog: Catalog, record: VersionRecord) -> str | None:
-    """Load the version once on this machine; a version that cannot load here is a failed
-    ``calls`` row (with the attempt's measured cost and the reason), so the compatibility matrix
-    says it does not work on this hardware class instead of leaving it out."""
-    with WarmPool(catalog.settings) as pool:
-        with measure() as cost:
-            try:
-                pool.get(record)
-                error = None
-            except ArbiterError as exc:
-                error = str(exc)
-    if error is not None:
-        catalog.store.append("calls", [call_row(record, None, cost, error=error, source="deployment")])
-    return error
+@task(name="check-hardware-needs", cache_policy=NO_CACHE)
+def needs_met_here(catalog: Catalog, record: VersionRecord) -> str | None:
+    """The version's declared needs against this machine, before anything loads it; a shortfall
+    is the failed row (``registry.deploy.record_shortfalls``)."""
+    return record_shortfalls(catalog, record, this_machine())
+
+
+def benchmark_here(
+    catalog: Catalog, record: VersionRecord, validation_sets: list[ValidationSet], limit: int | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Benchmark one version on every set, loading it once (the first task loads it, the others
+    reuse the warm instance). Returns the runs, and the reason when it could not load here: then
+    the failed row is written (with the attempt's measured cost) and nothing else runs. Any other
+    failure propagates."""
+    load_failures: list[str] = []
+
+    def on_event(kind: str, loaded: VersionRecord, detail: dict[str, Any]) -> None:
+        if kind == "pool.load_failed" and loaded.ref == record.ref:  # not a judge that failed to load
+            load_failures.append(str(detail.get("error")))
+
+    runs: list[dict[str, Any]] = []
+    with WarmPool(catalog.settings, on_event=on_event) as pool:
+        for validation_set in validation_sets:
+            with measure() as cost:
+                try:
+                    run = benchmark_on_task(catalog, pool, record, validation_set, limit)
+                except ArbiterError:
+                    if not load_failures:
+                        raise
+                    run = None
+            if run is None:
+                return runs, record_not_working(catalog, record, load_failures[0], cost)
+            runs.append(run)
+    return runs, None
 
 
 @task(name="record-origin-and-compatibility", cache_policy=NO_CACHE)
@@ -76,15 +97,16 @@ def scheduled_benchmark_flow(
     logger = get_run_logger()
     catalog = Catalog(worker_settings())
     records = resolve(catalog, models, route)
-    chosen = tasks or default_tasks(route)
+    validation_sets = validate_datasets(tasks or default_tasks(route), catalog.settings)
     runs: list[dict[str, Any]] = []
-    not_loadable: dict[str, str] = {}
+    not_working: dict[str, str] = {}
     for record in records:
-        error = loads_here(catalog, record)
+        error = needs_met_here(catalog, record)
+        if error is None:
+            measured, error = benchmark_here(catalog, record, validation_sets, limit)
+            runs += measured
         if error is not None:
             logger.warning("%s cannot run on this machine: %s", record.ref, error)
-            not_loadable[record.ref] = error
-            continue
-        runs += benchmark_flow(models=[record.ref], tasks=chosen, limit=limit, home=str(catalog.settings.home))
+            not_working[record.ref] = error
     compatibility = record_origin_and_compatibility(catalog, runs, records)
-    return {"runs": runs, "not_loadable": not_loadable, "compatibility": compatibility}
+    return {"runs": runs, "not_loadable": not_working, "compatibility": compatibility}

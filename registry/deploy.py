@@ -21,13 +21,15 @@ Why these choices:
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from registry.catalog import Catalog, VersionRecord
-from registry.errors import ConfigError, NotFoundError, UserError
+from registry.errors import ArbiterError, ConfigError, NotFoundError, UserError
+from registry.hardware import Machine, shortfalls
 from registry.mlflow_client import retry_locked
 from registry.routes import Routes
 from registry.spec import Status
@@ -130,69 +132,119 @@ def require_server() -> str:
 
 
 def deploy(classes: Sequence[str], target: BenchmarkTarget, *, cron: str = DEFAULT_CRON, timezone: str = "UTC",
-           name: str = "nightly") -> list[dict[str, Any]]:
+           name: str = "nightly", client: Any = None) -> list[dict[str, Any]]:
     """Create or update one pool and one deployment per class; returns one row per class.
 
     Idempotent: the server upserts a deployment by (flow, name), replacing its schedule and
-    parameters, and an existing pool is reused as it is.
+    parameters, and an existing pool is reused as it is. Everything that can be checked is
+    checked before the first write (the schedule, the server, every class's pool), so a refusal
+    leaves the server as it was; a write that fails midway says which classes were written.
+    ``client``: a synchronous Prefect client (default: one for ``PREFECT_API_URL``).
     """
-    from prefect.client.orchestration import get_client
+    schedule = validate_cron(cron, timezone)
+    url = require_server()
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            from prefect.client.orchestration import get_client
+
+            client = stack.enter_context(get_client(sync_client=True))
+        missing = [c for c in classes if not _pool_exists(client, pool_name(c))]  # raises for a foreign pool
+        written: list[str] = []
+        rows = []
+        for hardware_class in classes:
+            try:
+                rows.append(_deploy_class(client, hardware_class, hardware_class in missing, target, schedule,
+                                          cron=cron, timezone=timezone, name=name, url=url))
+            except Exception as exc:  # the server's errors, mapped here: say what is half done
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
+                done = (f"already written: {', '.join(f'{pool_name(c)} and {FLOW_NAME}/{name}-{c}' for c in written)}"
+                        if written else "nothing was written")
+                raise ArbiterError(f"deploying the {hardware_class} class failed ({type(exc).__name__}: {reason}); "
+                                   f"{done}; run the same command again once the server answers "
+                                   f"(it updates what exists)") from None
+            written.append(hardware_class)
+    return rows
+
+
+def _deploy_class(client: Any, hardware_class: str, create_pool: bool, target: BenchmarkTarget, schedule: Any, *,
+                  cron: str, timezone: str, name: str, url: str) -> dict[str, Any]:
     from prefect.client.schemas.actions import DeploymentScheduleCreate
 
     from flows.scheduled import scheduled_benchmark_flow
 
-    schedule = validate_cron(cron, timezone)
-    url = require_server()
-    rows = []
-    with get_client(sync_client=True) as client:
-        flow_id = client.create_flow_from_name(FLOW_NAME)
-        for hardware_class in classes:
-            pool = _ensure_process_pool(client, pool_name(hardware_class), hardware_class)
-            deployment_id = client.create_deployment(
-                flow_id=flow_id,
-                name=f"{name}-{hardware_class}",
-                work_pool_name=pool,
-                entrypoint=ENTRYPOINT,
-                pull_steps=[],
-                parameters=target.parameters(),
-                parameter_openapi_schema=scheduled_benchmark_flow.parameters.model_dump(exclude_unset=True),
-                schedules=[DeploymentScheduleCreate(schedule=schedule)],
-                tags=["arbiter", f"hardware:{hardware_class}"],
-                description=f"arbiter benchmark on the {hardware_class} hardware class (made by `arbiter deploy`)",
-            )
-            online = [w.name for w in client.read_workers_for_work_pool(pool) if str(w.status).endswith("ONLINE")]
-            rows.append({
-                "hardware_class": hardware_class,
-                "work_pool": pool,
-                "deployment": f"{FLOW_NAME}/{name}-{hardware_class}",
-                "deployment_id": str(deployment_id),
-                "cron": cron,
-                "timezone": timezone,
-                "parameters": target.parameters(),
-                "workers_online": online,
-                "api_url": url,
-            })
-    return rows
+    pool = pool_name(hardware_class)
+    if create_pool:
+        _create_process_pool(client, pool, hardware_class)
+    deployment_id = client.create_deployment(
+        flow_id=client.create_flow_from_name(FLOW_NAME),
+        name=f"{name}-{hardware_class}",
+        work_pool_name=pool,
+        entrypoint=ENTRYPOINT,
+        pull_steps=[],
+        parameters=target.parameters(),
+        parameter_openapi_schema=scheduled_benchmark_flow.parameters.model_dump(exclude_unset=True),
+        schedules=[DeploymentScheduleCreate(schedule=schedule)],
+        tags=["arbiter", f"hardware:{hardware_class}"],
+        description=f"arbiter benchmark on the {hardware_class} hardware class (made by `arbiter deploy`)",
+    )
+    online = [w.name for w in client.read_workers_for_work_pool(pool) if str(w.status).endswith("ONLINE")]
+    return {
+        "hardware_class": hardware_class,
+        "work_pool": pool,
+        "deployment": f"{FLOW_NAME}/{name}-{hardware_class}",
+        "deployment_id": str(deployment_id),
+        "cron": cron,
+        "timezone": timezone,
+        "parameters": target.parameters(),
+        "workers_online": online,
+        "api_url": url,
+    }
 
 
-def _ensure_process_pool(client: Any, pool: str, hardware_class: str) -> str:
-    from prefect.client.schemas.actions import WorkPoolCreate
+def _pool_exists(client: Any, pool: str) -> bool:
+    """Whether ``pool`` exists (as a process pool); one of another type is refused with the fix."""
     from prefect.exceptions import ObjectNotFound
     from prefect.workers.process import ProcessWorker
 
     try:
         existing = client.read_work_pool(pool)
     except ObjectNotFound:
-        client.create_work_pool(WorkPoolCreate(
-            name=pool, type=ProcessWorker.type,
-            base_job_template=ProcessWorker.get_default_base_job_template(),
-            description=f"arbiter benchmarks on {hardware_class} machines: one worker per machine of this class",
-        ))
-        return pool
+        return False
     if existing.type != ProcessWorker.type:
         raise UserError(f"work pool {pool!r} exists with type {existing.type!r}, but arbiter's pools are process pools; "
-                        f"delete it with `prefect work-pool delete {pool}` and deploy again")
-    return pool
+                        f"delete it with `prefect work-pool delete {pool}` and deploy again (nothing was written)")
+    return True
+
+
+def _create_process_pool(client: Any, pool: str, hardware_class: str) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
+
+    client.create_work_pool(WorkPoolCreate(
+        name=pool, type=ProcessWorker.type,
+        base_job_template=ProcessWorker.get_default_base_job_template(),
+        description=f"arbiter benchmarks on {hardware_class} machines: one worker per machine of this class",
+    ))
+
+
+def record_not_working(catalog: Catalog, record: VersionRecord, error: str, cost: Any = None) -> str:
+    """A version that cannot run on this machine as a failed ``calls`` row (``source =
+    'deployment'``, the reason in ``error``, the attempt's measured cost if there was one), so the
+    compatibility matrix says it does not work on this hardware class instead of leaving it out."""
+    from registry.calls import call_row
+    from registry.costs import Cost
+
+    catalog.store.append("calls", [call_row(record, None, cost or Cost(), error=error, source="deployment")])
+    return error
+
+
+def record_shortfalls(catalog: Catalog, record: VersionRecord, machine: Machine) -> str | None:
+    """Why ``machine`` cannot run ``record`` by its declared hardware needs (an accelerator, a CPU
+    flag, GPU memory or RAM it lacks: :func:`registry.hardware.shortfalls`), recorded as the failed
+    row *without loading it* — a build for a CPU flag this one lacks would die of an illegal
+    instruction and leave no row at all. ``None`` when the needs are met."""
+    reasons = shortfalls(record.spec.hardware, machine)
+    return record_not_working(catalog, record, "; ".join(reasons)) if reasons else None
 
 
 def run_origin() -> dict[str, str]:

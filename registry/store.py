@@ -228,15 +228,7 @@ class ResultsStore:
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """Run SQL over the views; rows come back as dicts."""
-        connection = self.connect()
-        try:
-            cursor = connection.execute(sql, params or [])
-            names = [d[0] for d in cursor.description] if cursor.description else []
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        except duckdb.Error as exc:
-            raise UserError(f"query failed: {str(exc).splitlines()[0]}; tables are: {', '.join(SCHEMAS)}") from exc
-        finally:
-            connection.close()
+        return query_on(self.connect(), sql, params)
 
     def leaderboard(self, task: str | None = None) -> list[dict[str, Any]]:
         """The latest benchmark run of each version per task and hardware, best quality first."""
@@ -267,6 +259,20 @@ class ResultsStore:
             [task, model, version, hardware_id],
         )
         return rows[0] if rows else None
+
+
+def query_on(connection: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None, *,
+             views: Sequence[str] = tuple(SCHEMAS)) -> list[dict[str, Any]]:
+    """Run SQL on ``connection`` (closed after), rows as dicts; a failed query is a one-line
+    :class:`UserError` naming ``views``, what the connection has to query."""
+    try:
+        cursor = connection.execute(sql, params or [])
+        names = [d[0] for d in cursor.description] if cursor.description else []
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    except duckdb.Error as exc:
+        raise UserError(f"query failed: {str(exc).splitlines()[0]}; tables are: {', '.join(views)}") from exc
+    finally:
+        connection.close()
 
 
 def _schema(table: str) -> pa.Schema:

@@ -68,8 +68,24 @@ def matrix(model: str | None, as_json: bool) -> None:
 @click.argument("query")
 @click.option("--json", "as_json", is_flag=True)
 def sql(query: str, as_json: bool) -> None:
-    """Run QUERY over the views calls, runs and events."""
-    rows = ResultsStore(get_settings().results_dir).query(query)
+    """Run QUERY over the views calls, runs, events, learnings, judge_calibration and compat_matrix."""
+    from registry.compat_matrix import add_view
+    from registry.store import SCHEMAS, query_on
+
+    store = ResultsStore(get_settings().results_dir)
+    connection = store.connect()
+    if "compat_matrix" in query.lower():
+        # The view's runtime column needs each version's kind from the registry; opening the
+        # registry costs seconds (MLflow), so only a query that names the view pays for it.
+        from registry.cli import context
+        from registry.compat_matrix import version_kinds
+
+        try:
+            add_view(connection, version_kinds(context.catalog()))
+        except BaseException:
+            connection.close()
+            raise
+    rows = query_on(connection, query, views=(*SCHEMAS, "compat_matrix"))
     if as_json:
         emit_json(rows)
     elif rows:

@@ -102,3 +102,53 @@ def test_tag_is_compact_json_per_class_newest_runtime_first(store: ResultsStore)
     assert [e["runtime"] for e in decoded["cpu"]] == ["llama.cpp 0.3.40", "llama.cpp 0.3.36"]
     assert decoded["cuda"] == [{"runtime": "llama.cpp 0.3.36", "works": True, "quality": 0.6, "tokens_per_s": 400.0,
                                 "tasks": "qa", "last_measured": (T0 + timedelta(minutes=2)).isoformat()}]
+
+
+def test_works_follows_the_newest_attempt_and_ever_worked_remembers(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results")
+    store.append("calls", [
+        # Worked at first (a benchmark run and its calls), then the deployed flow could not load it.
+        {**call("broke", 1, CPU, ok=True, minutes=0, tokens_per_s=100.0), "run_id": "r0"},
+        call("broke", 1, CPU, ok=False, minutes=5, error="sha256 mismatch"),
+        # Failed once, then worked again after a fix: the newest run says it works.
+        call("fixed", 1, CPU, ok=False, minutes=0, error="file missing"),
+        {**call("fixed", 1, CPU, ok=True, minutes=5, tokens_per_s=90.0), "run_id": "r1"},
+        # One item of the newest run failed (its last call): the run answered, so it works.
+        {**call("flaky", 1, CPU, ok=True, minutes=4, tokens_per_s=80.0), "run_id": "r2"},
+        {**call("flaky", 1, CPU, ok=False, minutes=5, error="timed out"), "run_id": "r2"},
+    ])
+    store.append("runs", [
+        {**run("broke", 1, CPU, task="qa", quality=0.5, tokens_per_s=100.0, minutes=0), "run_id": "r0"},
+        {**run("fixed", 1, CPU, task="qa", quality=0.4, tokens_per_s=90.0, minutes=5), "run_id": "r1"},
+        {**run("flaky", 1, CPU, task="qa", quality=0.3, tokens_per_s=80.0, minutes=5), "run_id": "r2"},
+    ])
+    kinds = {("broke", 1): "gguf", ("fixed", 1): "gguf", ("flaky", 1): "gguf"}
+    cells = {r["model"]: r for r in matrix(store, kinds)}
+    assert (cells["broke"]["works"], cells["broke"]["ever_worked"]) == (False, True)
+    assert cells["broke"]["last_error"] == "sha256 mismatch"
+    assert (cells["fixed"]["works"], cells["fixed"]["ever_worked"]) == (True, True)
+    assert cells["flaky"]["works"] is True
+
+    # A newer run where nothing answered: it no longer works, though it once did.
+    store.append("runs", [{**run("fixed", 1, CPU, task="qa", quality=0.0, tokens_per_s=0.0, minutes=9), "n_ok": 0}])
+    cell = next(r for r in matrix(store, kinds) if r["model"] == "fixed")
+    assert (cell["works"], cell["ever_worked"]) == (False, True)
+
+
+def test_tag_keeps_the_newest_runtimes_per_class_and_fits_mlflow() -> None:
+    rows = [
+        {"model": "m", "version": 1, "runtime": f"llama.cpp 0.3.{n}", "hardware_class": "cpu", "works": True,
+         "quality": 0.5, "tokens_per_s": 100.0, "tasks": "classify,extract,qa,summarize",
+         "last_measured": (T0 + timedelta(days=n)).isoformat()}
+        for n in range(80)
+    ]
+    tag = compatibility_tag(rows)
+    decoded = json.loads(tag)
+    assert [e["runtime"] for e in decoded["cpu"]] == [f"llama.cpp 0.3.{n}" for n in (79, 78, 77, 76, 75)]
+    assert decoded["_note"].startswith("75 older runtime(s) left out")
+    # A tighter limit drops more of the oldest, and the value always fits.
+    small = compatibility_tag(rows, max_chars=600)
+    assert len(small) <= 600 and json.loads(small)["cpu"][0]["runtime"] == "llama.cpp 0.3.79"
+    assert len(compatibility_tag(rows, per_class=1000)) <= 5000
+    # Even one runtime too long for the limit gives valid JSON with a note, not a failed write.
+    assert "too long" in json.loads(compatibility_tag(rows[:1], max_chars=50))["_note"]
