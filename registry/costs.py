@@ -12,7 +12,8 @@ measured the same way.
 - **RSS**: sampled during the call (by one shared thread) for the peak and the average, because
   the kernel's own peak (``ru_maxrss``) is a lifetime maximum and would blur one model into the next.
 - **GPU**: NVML, device-wide; utilisation averaged over samples taken during the call, and
-  ``gpu_ms`` = wall time × that average (the GPU's busy time). ``None`` without a GPU.
+  ``gpu_ms`` = wall time × that average (the GPU's busy time). ``None`` without a GPU; on a machine
+  with one, set on every call, even one that put nothing on it (another process's work counts too).
 - **Energy**: :mod:`registry.energy` (RAPL, NVML, or the stated estimate).
 """
 
@@ -107,11 +108,11 @@ class _Sampler:
             return self._next_id
 
     def close(self, window_id: int) -> _Window:
-        """The window's figures, the end of the block included."""
-        rss = self._fresh_rss()
+        """The window's figures, the end of the block included. Removed before anything that can
+        fail, so an error here cannot leave it open (and flag every later call overlapped)."""
         with self._wake:
             window = self._windows.pop(window_id)
-        window.add_rss(rss)
+        window.add_rss(self._fresh_rss())
         return window
 
     def _fresh_rss(self) -> int:
@@ -195,8 +196,10 @@ def measure(meter: EnergyMeter | None = None) -> Iterator[Cost]:
         cost.cpu_ms = (time.process_time() - cpu_start) * 1000
         if threading.get_ident() == thread:
             cost.cpu_thread_ms = (time.thread_time() - thread_start) * 1000
-        cost.energy = meter.finish(energy_start, cost.cpu_ms)
-        window = _SAMPLER.close(window_id)
+        try:
+            cost.energy = meter.finish(energy_start, cost.cpu_ms)
+        finally:  # a meter that fails must not leave the window open: every later call would read as overlapped
+            window = _SAMPLER.close(window_id)
         cost.cpu_overlapped = window.overlapped
         cost.peak_rss_mb = window.peak / _MB
         cost.avg_rss_mb = window.rss_sum / window.rss_n / _MB

@@ -6,12 +6,18 @@ Three sources, best first; the CPU part and the GPU part are added and ``source`
   per package, in µJ, wrapping at ``max_energy_range_uj``). They count the whole package — every
   process and the idle floor — during the call, not this process alone. Since Linux 5.10 the file is
   readable by root only (a side channel); unreadable means no RAPL, never a crash.
-- ``estimate``: when RAPL cannot be read, ``cpu_ms × W per busy core`` with W from
-  ``ARBITER_CPU_WATTS_PER_CORE`` (default 12 W). A model, not a measurement: the row says so in
-  ``energy_model`` and the figure is rounded to two significant digits, so it never looks precise.
+- ``estimate``: when RAPL cannot be read, ``cpu_ms × W per busy core`` with W from the setting
+  ``cpu_watts_per_core`` (``ARBITER_CPU_WATTS_PER_CORE``, default 12 W; checked when settings are
+  built, so a bad value stops ``arbiter serve`` at start, not at the first request). A model, not a
+  measurement: the row says so in ``energy_model`` and the figure is rounded to two significant
+  digits, so it never looks precise — and so is any sum that contains it (``estimate+nvml``).
 - ``nvml``: each NVIDIA GPU's total energy counter (``nvmlDeviceGetTotalEnergyConsumption``, mJ
   since the driver loaded; Volta and newer), whole device. Added to the CPU part as ``rapl+nvml``
   or ``estimate+nvml``; a GPU without the counter is named in ``energy_model`` as not counted.
+
+Every counter is machine-wide (package, device) and the estimate uses the process's CPU time, so a
+call that overlapped another records roughly both calls' energy: an upper bound (the ``calls`` row
+keeps ``cpu_overlapped``; ``registry.cost_profile`` uses the calls that ran alone).
 
 The powercap root is an argument so tests can point it at a tree of their own (this machine has no
 RAPL); everything else reads the real ``/sys``.
@@ -19,15 +25,13 @@ RAPL); everything else reads the real ``/sys``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.errors import ConfigError
 from registry.gpu import gpu_handles
+from registry.settings import get_settings
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
-DEFAULT_WATTS_PER_CORE = 12.0
 WATTS_ENV = "ARBITER_CPU_WATTS_PER_CORE"
 _UJ_PER_MWH = 3.6e6  # 1 mWh = 3.6 J
 _MJ_PER_MWH = 3.6e3
@@ -82,18 +86,9 @@ def rapl_delta_uj(start: int, end: int, max_range_uj: int) -> int:
 
 
 def watts_per_core() -> float:
-    """The estimate's watts per busy core: ``ARBITER_CPU_WATTS_PER_CORE``, else 12 W (a laptop or
-    desktop core under llama.cpp's load draws roughly 5–20 W)."""
-    raw = os.environ.get(WATTS_ENV)
-    if raw is None:
-        return DEFAULT_WATTS_PER_CORE
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(f"{WATTS_ENV} must be a positive number of watts per busy core, e.g. 12; got {raw!r}")
-    return value
+    """The estimate's watts per busy core: the ``cpu_watts_per_core`` setting (``ARBITER_CPU_WATTS_PER_CORE``,
+    default 12 W). A bad value raises ``get_settings()``'s one-line ``ConfigError``."""
+    return get_settings().cpu_watts_per_core
 
 
 def nvml_energy_mj(handles: tuple[object, ...]) -> float | None:
@@ -145,7 +140,8 @@ class EnergyMeter:
         gpu_note = ""
         if start.nvml_mj is not None and (end_mj := nvml_energy_mj(self._gpus)) is not None:
             gpu_mwh = (end_mj - start.nvml_mj) / _MJ_PER_MWH
-            return Energy(round(cpu.mwh + gpu_mwh, 6), f"{cpu.source}+nvml",
+            total = cpu.mwh + gpu_mwh  # an estimate in the sum keeps it to two significant digits
+            return Energy(two_digits(total) if cpu.source == "estimate" else round(total, 6), f"{cpu.source}+nvml",
                           f"{cpu.model}; nvml: GPU energy counter, whole device(s)")
         if self._gpus:
             gpu_note = "; GPU energy not counted: NVML has no energy counter for this GPU"

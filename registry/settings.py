@@ -57,6 +57,11 @@ class Settings(BaseSettings):
         default=None, ge=-1,
         description="Layers llama.cpp puts on the GPU (-1 all, 0 none); unset: all when the build and a GPU allow.",
     )
+    cpu_watts_per_core: float = Field(
+        default=12.0, gt=0, allow_inf_nan=False,
+        description="Watts one busy core draws, for the energy estimate when RAPL cannot be read (cpu_ms x W); "
+                    "a laptop or desktop core under llama.cpp's load draws roughly 5-20 W.",
+    )
 
     # --- gateway (``arbiter serve``) ---------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Bind address; anything but loopback needs admin_token.")

@@ -2,6 +2,8 @@
 
 This machine has no RAPL (``/sys/class/powercap`` is absent), so the RAPL paths read
 ``fake_powercap``: a named fake of the kernel's sysfs tree, laid out as the kernel lays it out.
+NVML's energy counter is ``FakeGpuEnergyCounter`` (no NVIDIA GPU here), and a meter that fails
+is ``FailingEnergyMeter`` (a fault the real counters cannot be made to raise on demand).
 """
 
 from __future__ import annotations
@@ -9,9 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from registry.cli.main import cli
+from registry.costs import measure
 from registry.energy import (
+    Energy,
     EnergyMeter,
+    EnergyReading,
     as_precise_as,
     nvml_energy_mj,
     rapl_delta_uj,
@@ -20,6 +27,7 @@ from registry.energy import (
 )
 from registry.errors import ConfigError
 from registry.gpu import gpu_handles
+from registry.settings import get_settings
 
 pytestmark = pytest.mark.unit
 
@@ -91,15 +99,29 @@ def test_no_powercap_tree_gives_the_estimate(tmp_path: Path) -> None:
     assert "20 W" in energy.model
 
 
-def test_the_watts_setting_is_read_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_watts_setting_is_read_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ARBITER_CPU_WATTS_PER_CORE", raising=False)
-    assert watts_per_core() == 12.0
+    assert watts_per_core() == get_settings().cpu_watts_per_core == 12.0
     monkeypatch.setenv("ARBITER_CPU_WATTS_PER_CORE", "7.5")
     assert watts_per_core() == 7.5
-    for bad in ("zero", "0", "-3", "inf", "nan"):
-        monkeypatch.setenv("ARBITER_CPU_WATTS_PER_CORE", bad)
-        with pytest.raises(ConfigError, match=r"ARBITER_CPU_WATTS_PER_CORE must be a positive number .* e\.g\. 12"):
-            watts_per_core()
+    meter = EnergyMeter(tmp_path / "absent", gpus=())
+    energy = meter.finish(meter.start(), cpu_ms=480)  # 480 ms x 7.5 W = 3.6 J = 1 mWh
+    assert (energy.mwh, energy.model) == (1.0, "estimate: cpu_ms x 7.5 W per busy core (ARBITER_CPU_WATTS_PER_CORE)")
+
+
+@pytest.mark.parametrize("bad", ["zero", "0", "-3", "inf", "nan"])
+def test_a_bad_watts_value_fails_when_settings_are_built_not_at_the_first_call(
+        bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `arbiter serve` builds its settings before anything else, so it stops at start with this line
+    # instead of answering every request with a 400 that blames the client.
+    monkeypatch.setenv("ARBITER_CPU_WATTS_PER_CORE", bad)
+    with pytest.raises(ConfigError, match=rf"^invalid setting: ARBITER_CPU_WATTS_PER_CORE='{bad}': ") as error:
+        get_settings()
+    assert "\n" not in str(error.value)
+    result = CliRunner().invoke(cli, ["costs", "profile"])  # any command: the settings come first
+    assert result.exit_code != 0 and result.stdout == ""
+    assert result.stderr.startswith("error: invalid setting: ARBITER_CPU_WATTS_PER_CORE=")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.skipif(bool(gpu_handles()), reason="this machine has an NVIDIA GPU: the no-GPU path cannot be seen here")
@@ -140,6 +162,44 @@ def test_gpu_energy_counters_are_added_to_the_cpu_part(tmp_path: Path, monkeypat
     assert energy.source == "estimate+nvml"
     assert energy.mwh == pytest.approx(4.0)
     assert energy.model.endswith("; nvml: GPU energy counter, whole device(s)")
+
+
+def test_a_sum_with_an_estimate_in_it_keeps_two_digits_and_counters_alone_keep_theirs(
+        fake_powercap: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pynvml
+
+    counter = FakeGpuEnergyCounter({"gpu0": 1_000})
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetTotalEnergyConsumption", counter)
+    estimated = EnergyMeter(tmp_path / "absent", gpus=("gpu0",), watts=12)
+    start = estimated.start()
+    counter.counters = {"gpu0": 1_000 + 4_444}  # +1.234444 mWh
+    energy = estimated.finish(start, cpu_ms=300)  # estimate: 1 mWh
+    assert (energy.source, energy.mwh) == ("estimate+nvml", 2.2)  # not 2.234444: the estimate is a model
+
+    counter.counters = {"gpu0": 1_000}
+    measured = EnergyMeter(fake_powercap, gpus=("gpu0",), watts=12)
+    start = measured.start()
+    counter.counters = {"gpu0": 1_000 + 4_444}
+    (fake_powercap / "intel-rapl:0" / "energy_uj").write_text(f"{1_000_000 + 3_600_000}\n")  # +1 mWh
+    energy = measured.finish(start, cpu_ms=300)
+    assert (energy.source, energy.mwh) == ("rapl+nvml", pytest.approx(2.234444))
+
+
+class FailingEnergyMeter(EnergyMeter):
+    """A named fake: a meter whose reading fails at the end of the call (a fault this machine's real
+    counters cannot be made to raise)."""
+
+    def finish(self, start: EnergyReading, cpu_ms: float) -> Energy:
+        raise RuntimeError("fake meter fault")
+
+
+def test_a_meter_that_fails_does_not_leave_the_next_call_flagged_overlapped(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="fake meter fault"), measure(FailingEnergyMeter(tmp_path, gpus=(), watts=12)):
+        pass
+    with measure(EnergyMeter(tmp_path / "absent", gpus=(), watts=12)) as cost:
+        pass
+    assert cost.cpu_overlapped is False
+    assert cost.energy is not None and cost.energy.source == "estimate"
 
 
 def test_a_gpu_without_an_energy_counter_is_named_not_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
