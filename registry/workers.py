@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,19 +35,48 @@ PREFECT = str(Path(sys.executable).with_name("prefect"))
 QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
+class StartError(RuntimeError):
+    """The server did not come up; the message carries the end of its output when there is a log."""
+
+
+class Interrupted(Exception):
+    """Asked to stop (Ctrl-C, SIGTERM) before the server answered."""
+
+
 def api_url(port: int) -> str:
     return f"http://127.0.0.1:{port}/api"
 
 
 @contextmanager
-def prefect_server(port: int, env: Mapping[str, str], *, timeout_s: float = 180,
-                   log: Path | None = None) -> Iterator[str]:
-    """``prefect server start`` on 127.0.0.1:``port``; yields its API URL once ``/health`` answers."""
+def prefect_server(port: int, env: Mapping[str, str], *, timeout_s: float = 180, log: Path | None = None,
+                   stop: threading.Event | None = None) -> Iterator[str]:
+    """``prefect server start`` on 127.0.0.1:``port``; yields its API URL once ``/health`` answers.
+
+    A server that exits or never answers raises :class:`StartError` with the last lines it wrote
+    to ``log``; ``stop`` set while waiting raises :class:`Interrupted`. Either way it is stopped."""
     url = api_url(port)
-    server_env = {**env, **QUIET, "PREFECT_API_URL": url}
+    server_env = {**env, **QUIET, "PREFECT_API_URL": url, "COLUMNS": "200"}  # rich wraps at 80 otherwise
+    start = log.stat().st_size if log and log.exists() else 0
     with _group([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], server_env, log) as process:
-        _wait_healthy(url, process, timeout_s)
+        try:
+            _wait_healthy(url, process, timeout_s, stop or threading.Event())
+        except StartError as exc:
+            said = log_tail(log, start) if log else ""
+            raise StartError(f"{exc}: {said}" if said else str(exc)) from None
         yield url
+
+
+def log_tail(log: Path, start: int = 0, lines: int = 3, chars: int = 400) -> str:
+    """The last ``lines`` non-blank lines written to ``log`` since byte ``start``, as one line."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    said = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    tail = " ".join(said[-lines:])
+    return tail if len(tail) <= chars else "…" + tail[-chars:]
 
 
 @contextmanager
@@ -98,18 +128,19 @@ def stop_group(process: subprocess.Popen, grace_s: float = 20) -> None:
     process.wait(timeout=10)
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float, stop: threading.Event) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {process.returncode} before answering at {url}")
+            raise StartError(f"prefect server exited with {process.returncode} before answering at {url}")
         try:
             if httpx.get(url + "/health", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.3)
-    raise RuntimeError(f"prefect server did not answer at {url} within {timeout_s:.0f} s")
+        if stop.wait(0.3):
+            raise Interrupted
+    raise StartError(f"prefect server did not answer at {url} within {timeout_s:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,31 +156,44 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     env.setdefault("ARBITER_HOME", str(Path.cwd()))
     env.setdefault("PREFECT_HOME", str(Path(env["ARBITER_HOME"]) / ".prefect"))
-    stop = False
+    prefect_home = Path(env["PREFECT_HOME"])
+    # The children write here, not to this terminal: the server's and the workers' own logs.
+    server_log, workers_log = prefect_home / "server.log", prefect_home / "workers.log"
+    stop = threading.Event()
 
     def interrupted(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
+        stop.set()
 
+    # Before anything starts: Ctrl-C while the server is still starting stops it too.
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
-    with prefect_server(args.port, env) as url:
-        print(f"prefect server: {url.removesuffix('/api')} (PREFECT_HOME={env['PREFECT_HOME']})", flush=True)
-        with _workers(classes, url, env):
-            print(f"workers on {', '.join(pool_name(c) for c in classes)} (ARBITER_HOME={env['ARBITER_HOME']})")
-            print(f"in another shell: export PREFECT_API_URL={url}; arbiter deploy --class {','.join(classes)}")
-            print("Ctrl-C stops the workers and the server.", flush=True)
-            while not stop:
-                time.sleep(0.5)
+    try:
+        prefect_home.mkdir(parents=True, exist_ok=True)
+        with prefect_server(args.port, env, log=server_log, stop=stop) as url:
+            print(f"prefect server: {url.removesuffix('/api')} (PREFECT_HOME={prefect_home}, log {server_log})",
+                  flush=True)
+            with _workers(classes, url, env, workers_log):
+                print(f"workers on {', '.join(pool_name(c) for c in classes)} (ARBITER_HOME={env['ARBITER_HOME']}, "
+                      f"log {workers_log})")
+                print(f"in another shell: export PREFECT_API_URL={url}; arbiter deploy --class {','.join(classes)}")
+                print("Ctrl-C stops the workers and the server.", flush=True)
+                while not stop.wait(0.5):  # a timeout: a signal handler must not meet a blocked wait
+                    pass
+    except StartError as exc:
+        sys.exit(f"error: {exc} (full log: {server_log})")
+    except Interrupted:
+        pass
+    except OSError as exc:
+        sys.exit(f"error: cannot start in PREFECT_HOME={prefect_home}: {exc.strerror or exc}")
     print("stopped.")
 
 
 @contextmanager
-def _workers(classes: list[str], url: str, env: Mapping[str, str]) -> Iterator[None]:
+def _workers(classes: list[str], url: str, env: Mapping[str, str], log: Path) -> Iterator[None]:
     if not classes:
         yield
         return
-    with prefect_worker(pool_name(classes[0]), url, env), _workers(classes[1:], url, env):
+    with prefect_worker(pool_name(classes[0]), url, env, log=log), _workers(classes[1:], url, env, log):
         yield
 
 

@@ -9,9 +9,11 @@ process runs in its own process group and is killed at the end, even when the te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import httpx
@@ -38,8 +40,11 @@ def test_deployment_runs_on_the_worker_and_results_carry_its_fingerprint(
     record, _ = catalog.register(smollm2.path, name="smollm2-135m")
     machine = fingerprint()
     pool = pool_name(machine.hardware_class)
+    # Every process started from here inherits the marker: the server, the worker, and the flow-run
+    # subprocess the worker starts in a session of its own (outside the worker's process group).
+    marker = uuid.uuid4().hex
     env = {**os.environ, "ARBITER_HOME": str(catalog.settings.home), "PREFECT_HOME": str(tmp_path / "prefect"),
-           "PREFECT_WORKER_QUERY_SECONDS": "2"}
+           "PREFECT_WORKER_QUERY_SECONDS": "2", "ARBITER_TEST_MARKER": marker}
     port = free_port()
     with prefect_server(port, env, log=tmp_path / "server.log") as url, \
             prefect_worker(pool, url, env, log=tmp_path / "worker.log", name="test-worker") as worker:
@@ -83,10 +88,12 @@ def test_deployment_runs_on_the_worker_and_results_carry_its_fingerprint(
         assert tags["arbiter.prefect_deployment"] == row["deployment"]
         flow_run = httpx.get(f"{url}/flow_runs/{tags['arbiter.prefect_flow_run_id']}").json()
         assert flow_run["deployment_id"] == row["deployment_id"] and flow_run["state_type"] == "COMPLETED"
+        assert worker.pid in marked(marker)  # the marker is readable where it is set
 
     # Stopped with the block: the server, the worker and anything they started.
     assert worker.poll() is not None
     assert not [p.pid for p in psutil.process_iter(["cmdline"]) if f"--port {port}" in " ".join(p.info["cmdline"] or [])]
+    assert marked(marker) == []  # nor the worker's flow-run subprocess, nor anything else they started
 
     # The matrix row and the version's tag say it works here, with the run's figures.
     [cell] = matrix(catalog.store, version_kinds(catalog))
@@ -97,6 +104,16 @@ def test_deployment_runs_on_the_worker_and_results_carry_its_fingerprint(
     assert list(tag) == [machine.hardware_class]
     assert tag[machine.hardware_class][0]["works"] is True
     assert tag[machine.hardware_class][0]["tokens_per_s"] == pytest.approx(runs[0]["tokens_per_s"], abs=0.05)
+
+
+def marked(marker: str) -> list[int]:
+    """The processes whose environment carries ``ARBITER_TEST_MARKER=marker``."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get("ARBITER_TEST_MARKER") == marker:
+                found.append(process.pid)
+    return found
 
 
 def _tail(path: Path) -> str:
