@@ -29,7 +29,7 @@ from typing import Any
 
 import harness
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "cost_overhead.json"
+DEFAULT_OUT = harness.RESULTS_DIR / "cost_overhead.json"
 GOAL_RATIO = 1.01
 GOAL_BLOCK_US = 100.0
 PROMPT = "Name three rivers in Europe and one fact about each."
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=12, help="bare/measured generation pairs (default 12)")
     parser.add_argument("--tokens", type=int, default=32, help="max tokens per generation (default 32)")
     parser.add_argument("--blocks", type=int, default=2000, help="empty measured blocks (default 2000)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (default benchmarks/out/)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(harness.REPO)})")
     parser.add_argument("--home", type=Path, default=None, help="ARBITER_HOME to use and keep (default: temporary)")
     args = parser.parse_args(argv)
     if args.pairs < 1 or args.tokens < 1 or args.blocks < 1:
