@@ -66,7 +66,9 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
         groups.setdefault((row["task"], row["hardware_class"], row["hardware_id"]), []).append(row)
     for (task, hardware_class, hardware_id), group in groups.items():
         sources = sorted({s for r in group for s in r["energy_sources"]})
-        title = f"costs: {task} on {hardware_class} ({hardware_id}), energy by {', '.join(sources) or 'nothing'}"
+        # Rows written before schema 4 have no class and no energy: say that, not "None" and "nothing".
+        energy = f"energy by {', '.join(sources)}" if sources else "no energy recorded (calls older than schema 4)"
+        title = f"costs: {task} on {hardware_class or 'an unrecorded class'} ({hardware_id}), {energy}"
         print_table(title, [_line(r) for r in group], TABLE_COLUMNS)
 
 
