@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.benchmark import benchmark_on_task, validate_datasets
 from registry.catalog import Catalog, VersionRecord
 from registry.compat_matrix import tag_versions
-from registry.costs import measure
+from registry.costs import stopwatch
 from registry.datasets import ValidationSet
 from registry.deploy import default_tasks, record_not_working, record_shortfalls, resolve_versions, run_origin, tag_runs
 from registry.errors import ArbiterError, ConfigError
@@ -66,7 +66,7 @@ def benchmark_here(
     runs: list[dict[str, Any]] = []
     with WarmPool(catalog.settings, on_event=on_event) as pool:
         for validation_set in validation_sets:
-            with measure() as cost:
+            with stopwatch() as cost:  # not measure(): its window would flag every call inside as overlapped
                 try:
                     run = benchmark_on_task(catalog, pool, record, validation_set, limit)
                 except ArbiterError:

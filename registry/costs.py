@@ -206,6 +206,20 @@ def measure(meter: EnergyMeter | None = None) -> Iterator[Cost]:
         _gpu_figures(cost, window, sample_gpu())
 
 
+@contextmanager
+def stopwatch() -> Iterator[Cost]:
+    """Wall and process CPU time only, and no sampler window: for a span that *contains* measured
+    calls (a benchmark whose load may fail). A :func:`measure` window there would flag every call
+    inside it as overlapped, and their CPU figures would drop out of the cost profile."""
+    cost = Cost()
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    try:
+        yield cost
+    finally:
+        cost.wall_ms = (time.perf_counter() - wall_start) * 1000
+        cost.cpu_ms = (time.process_time() - cpu_start) * 1000
+
+
 def _gpu_figures(cost: Cost, window: _Window, last: GpuSample | None) -> None:
     """Memory as the call ends; utilisation averaged over the call's samples and this last one."""
     if last is None:

@@ -92,6 +92,8 @@ def test_the_flow_records_what_cannot_run_here_and_benchmarks_the_rest_loading_e
     # The good version ran both tasks on one load: the first run paid the load, the second did not.
     assert [(r["model"], r["task"]) for r in result["runs"]] == [(good.name, "qa"), (good.name, "classify")]
     assert result["runs"][0]["load_ms"] > 0 and result["runs"][1]["load_ms"] is None
+    benchmarked = catalog.store.query("select cpu_overlapped from calls where source = 'benchmark'")
+    assert benchmarked and not any(r["cpu_overlapped"] for r in benchmarked)  # the flow's own timing opened no window
 
     failed = catalog.store.query("select model, error, wall_ms from calls where source = 'deployment' order by model")
     assert [(f["model"], f["error"]) for f in failed] == [
