@@ -236,7 +236,8 @@ class ResultsStore:
             """
             select task, model, version, quality, coalesce(quality_source, 'reference') as quality_source,
                    p50_ms, p95_ms, tokens_per_s, n, n_ok,
-                   cpu_ms_per_token, peak_rss_mb, hardware_id, mlflow_run_id, ts
+                   cpu_ms_per_token, peak_rss_mb, energy_mwh_per_1k_tokens, energy_source,
+                   hardware_id, mlflow_run_id, ts
             from (select *, row_number() over (
                       partition by task, model, version, hardware_id order by ts desc) as latest
                   from runs)

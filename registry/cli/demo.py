@@ -18,6 +18,7 @@ from registry.datasets import ValidationSet, load_validation_set
 from registry.hardware import fingerprint
 from registry.settings import Settings
 from registry.shipped import prepare_shipped_models
+from registry.store import ResultsStore
 from registry.tasks import TASKS
 
 DEMO_PROMPT = "In one sentence, what is the capital of France?"
@@ -142,3 +143,9 @@ def _ask_through_the_gateway(settings: Settings) -> None:
         rate = f"{answer.eval_count / decode_s:.1f} tok/s" if decode_s else "n/a"
         click.echo(f"    {answer.prompt_eval_count} prompt + {answer.eval_count} generated tokens, "
                    f"{(answer.total_duration or 0) / 1e6:.0f} ms, decode {rate}; the call is a row in results/calls")
+    # The gateway has written its rows on the way out: the call's measured cost, as `arbiter costs profile` reads it.
+    [row] = ResultsStore(settings.results_dir).query(
+        "select cpu_ms, peak_rss_mb, energy_mwh, energy_model from calls where source = 'gateway' and route = 'qa' "
+        "order by ts desc limit 1")
+    click.echo(f"    its cost: CPU {row['cpu_ms']:.0f} ms, peak RSS {row['peak_rss_mb']:.0f} MB, "
+               f"{row['energy_mwh']:.2g} mWh ({row['energy_model']})")

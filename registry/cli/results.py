@@ -11,7 +11,8 @@ from registry.settings import get_settings
 from registry.store import ResultsStore
 
 # One table per task, titled with it, so the task itself is not a column.
-LEADERBOARD_COLUMNS = ("model", "version", "quality", "p50_ms", "p95_ms", "tokens_per_s", "n")
+# Short headers for two columns so the table fits 80 columns (--json keeps tokens_per_s, energy_mwh_per_1k_tokens).
+LEADERBOARD_COLUMNS = ("model", "version", "quality", "p50_ms", "p95_ms", "tok/s", "mWh/1k", "n")
 MATRIX_COLUMNS = ("model", "version", "runtime", "hardware_class", "works", "quality", "tokens_per_s", "tasks",
                   "last_measured")
 
@@ -42,7 +43,10 @@ def print_leaderboard(rows: list[dict[str, Any]]) -> None:
         sources = {r["quality_source"] for r in task_rows}
         # Where quality came from is in the title: a judge's scores are not a reference's.
         scored_by = "" if sources == {"reference"} else f" (quality by {', '.join(sorted(sources))})"
-        print_table(f"leaderboard: {name}{scored_by}", task_rows, LEADERBOARD_COLUMNS)
+        energy = sorted({r["energy_source"] for r in task_rows if r["energy_source"]})  # how mWh_per_1k was obtained
+        energy_by = f", energy by {', '.join(energy)}" if energy else ""
+        shown = [r | {"tok/s": r["tokens_per_s"], "mWh/1k": r["energy_mwh_per_1k_tokens"]} for r in task_rows]
+        print_table(f"leaderboard: {name}{scored_by}{energy_by}", shown, LEADERBOARD_COLUMNS)
 
 
 @results.command("matrix")

@@ -26,11 +26,12 @@ def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout
     assert out.count("    new ") == 4 and "benchmarking 4 of 4 versions" in out
-    for header in ("quality", "p50_ms", "p95_ms", "tokens_per_s", "smollm2-135m", "gemma3-270m"):
+    for header in ("quality", "p50_ms", "p95_ms", "tok/s", "mWh/1k", "smollm2-135m", "gemma3-270m"):
         assert header in out  # the leaderboard tables
     for task in ("qa", "extract", "classify"):
         assert f"route {task}: champion" in out
     assert "tok/s" in out and "→ route qa → " in out  # answered through the gateway by the ollama client
+    assert "its cost: CPU " in out and " mWh (" in out  # the gateway call's measured cost, energy with its source
     assert "arbiter serve" in out
     assert "mlflow ui --backend-store-uri" in out and "arbiter results sql" in out
     assert "Traceback" not in first.stderr
@@ -46,6 +47,7 @@ def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
     assert judged["quality_source"] == f"judge:{route['champion']['model']}/{route['champion']['version']}"
     assert "a judged open-ended task" in out and "quality" in out.split("a judged open-ended task")[1]
     assert all(r["quality_source"] == "reference" for r in board if r["task"] != "summarize")
+    assert all(r["energy_mwh_per_1k_tokens"] > 0 and r["energy_source"] for r in board)  # every run says its energy
 
     second = arbiter("demo", "--limit", "2", home=home)
     assert second.returncode == 0, second.stderr[-3000:]
