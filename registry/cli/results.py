@@ -59,6 +59,8 @@ def matrix(model: str | None, as_json: bool) -> None:
     from registry.compat_matrix import version_kinds
 
     catalog = context.catalog()
+    if model is not None:
+        catalog.get(model)  # an unknown model is an error naming the known ones, not an empty matrix
     rows = compat_matrix(catalog.store, version_kinds(catalog), model)
     if as_json:
         emit_json(rows)

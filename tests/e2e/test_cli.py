@@ -61,6 +61,7 @@ def test_register_list_show_and_status(smollm2, shipped) -> None:
         (("routes", "promote", "qa", "--model", "ghost", "--version", "1"), "unknown model", 3),
         (("generate", "--route", "qa", "hello"), "unknown route 'qa'", 3),
         (("results", "sql", "select * from nowhere"), "query failed", 2),
+        (("results", "matrix", "--model", "ghost"), "unknown model 'ghost'", 3),
     ],
 )
 def test_user_errors_are_one_clean_line(args: tuple[str, ...], expected: str, exit_code: int) -> None:
