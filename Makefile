@@ -68,7 +68,7 @@ bench-costs: install
 # -cuda or -apple); state in ./.prefect, results in ARBITER_HOME (default: here). Ctrl-C stops all.
 # Then, in another shell: export PREFECT_API_URL=http://127.0.0.1:4200/api; arbiter deploy  (docs/deploy.md)
 workers: install
-	$(BIN)/python -m registry.workers $(if $(CLASSES),--class $(CLASSES))
+	$(BIN)/python -m flows.workers $(if $(CLASSES),--class $(CLASSES))
 
 clean:
 	rm -rf $(VENV) results models .prefect mlruns/mlflow.db mlruns/artifacts

@@ -1,4 +1,4 @@
-"""Cost-measurement overhead: a real generation inside ``registry.costs.measure()`` against the same one bare.
+"""Cost-measurement overhead: a real generation inside ``registry.machine.costs.measure()`` against the same one bare.
 
 Every generation arbiter runs is measured (wall, CPU, RSS sampled by a thread, GPU, energy), so the
 measurement must cost little next to the call. Two figures:
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def empty_blocks(count: int) -> dict[str, Any]:
     """``measure()`` around nothing: its own cost per call, wall and CPU."""
-    from registry.costs import measure
+    from registry.machine.costs import measure
 
     with measure():  # the first call makes the energy meter and starts the sampler: not counted
         pass
@@ -68,9 +68,9 @@ def empty_blocks(count: int) -> dict[str, Any]:
 
 def generation_pairs(home: Path, pairs: int, tokens: int) -> dict[str, Any]:
     """Bare then measured, the same request, ``pairs`` times."""
-    from registry.costs import _LINGER_S, measure
-    from registry.pool import WarmPool
+    from registry.machine.costs import _LINGER_S, measure
     from registry.providers import GenerationRequest
+    from registry.serving.pool import WarmPool
     from registry.settings import get_settings
 
     record = harness.register(home, _smollm2_path())
@@ -119,7 +119,7 @@ def _timed(call: Any) -> tuple[float, float, Any]:
 
 
 def _smollm2_path() -> Path:
-    from registry.shipped import smollm2_path
+    from registry.catalog.shipped import smollm2_path
 
     return smollm2_path()
 
@@ -128,7 +128,7 @@ def measure_overhead(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     machine = harness.machine_facts()
     blocks = empty_blocks(args.blocks)
     generations = generation_pairs(home, args.pairs, args.tokens)
-    from registry.costs import default_meter
+    from registry.machine.costs import default_meter
 
     meter = default_meter()
     return {

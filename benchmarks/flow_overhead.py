@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.limit < 1 or args.rounds < 1:
         parser.error("--limit and --rounds must be at least 1")
-    from registry.tasks import TASKS
+    from registry.evaluation.tasks import TASKS
 
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown or not args.tasks:
@@ -85,9 +85,9 @@ def prepare_home(home: Path | None) -> Path:
 
 def register_smollm2(home: Path) -> str:
     """SmolLM2 v1 in a fresh catalog; returns its ``NAME/VERSION`` ref."""
-    from registry.catalog import Catalog
+    from registry.catalog.shipped import smollm2_path
+    from registry.catalog.versions import Catalog
     from registry.settings import get_settings
-    from registry.shipped import smollm2_path
 
     catalog = Catalog(get_settings(home=home))
     record, _ = catalog.register(smollm2_path(), name=MODEL_NAME, capabilities=["chat", "text-generation"])
@@ -96,10 +96,10 @@ def register_smollm2(home: Path) -> str:
 
 def _bare_run(ref: str, tasks: list[str], limit: int, home: Path) -> list[dict[str, Any]]:
     """``benchmark_flow``'s body without Prefect: the same calls, in the same order."""
-    from registry.benchmark import benchmark_version, record_result
-    from registry.catalog import Catalog
-    from registry.datasets import load_validation_set
-    from registry.pool import WarmPool
+    from registry.catalog.versions import Catalog
+    from registry.evaluation.benchmark import benchmark_version, record_result
+    from registry.evaluation.datasets import load_validation_set
+    from registry.serving.pool import WarmPool
     from registry.settings import get_settings
 
     settings = get_settings(home=home)
@@ -173,8 +173,8 @@ def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     bare_cpu = statistics.median(t.cpu_s for t in bares)
     flow_cpu = statistics.median(t.cpu_s for t in flows)
     ratio = flow_median / bare_median
-    from registry.hardware import fingerprint
-    from registry.store import now_utc
+    from registry.machine.hardware import fingerprint
+    from registry.results.store import now_utc
 
     return {
         "benchmark": "flow_overhead",

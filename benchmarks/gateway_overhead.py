@@ -278,8 +278,8 @@ def calls_figures(home: Path, samples: list[Sample]) -> tuple[dict[tuple[str, in
     Requests were sent one at a time, so the rows in time order are the gateway samples in order;
     a count or token mismatch (a row missing or extra) gives nothing rather than a wrong match.
     """
+    from registry.results.store import ResultsStore
     from registry.settings import get_settings
-    from registry.store import ResultsStore
 
     rows = ResultsStore(get_settings(home=home).results_dir).query(
         "select overhead_ms, ttft_ms, completion_tokens from calls where source = 'gateway' and ok order by ts"
@@ -297,9 +297,9 @@ def calls_figures(home: Path, samples: list[Sample]) -> tuple[dict[tuple[str, in
 def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     import ollama
 
+    from registry.catalog.shipped import smollm2_path
     from registry.providers.llamacpp import LlamaCppProvider
     from registry.settings import get_settings
-    from registry.shipped import smollm2_path
 
     machine = harness.machine_facts()
     record = harness.register(home, smollm2_path())
@@ -341,9 +341,9 @@ def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
 def measure_resolution(home: Path, rounds: int = 20_000) -> dict[str, Any]:
     """Name → version as the gateway does it per request (``Router.resolve``, from memory), timed
     call by call for a route, a route alias and a pinned version. Goal: p95 ≤ 1 ms (1,000 µs)."""
-    from registry.catalog import Catalog
-    from registry.pool import WarmPool
-    from registry.router import Router
+    from registry.catalog.versions import Catalog
+    from registry.serving.pool import WarmPool
+    from registry.serving.router import Router
     from registry.settings import get_settings
 
     settings = get_settings(home=home)

@@ -67,7 +67,7 @@ def prepare_home(home: Path | None) -> Path:
 
 def register(home: Path, path: Path, provenance: dict[str, str] | None = None):  # -> VersionRecord
     """Register a GGUF file as a version of ``smollm2-135m`` in the home's catalog."""
-    from registry.catalog import Catalog
+    from registry.catalog.versions import Catalog
     from registry.settings import get_settings
 
     record, _ = Catalog(get_settings(home=home)).register(
@@ -78,8 +78,8 @@ def register(home: Path, path: Path, provenance: dict[str, str] | None = None): 
 
 def promote(home: Path, version: int):  # -> RouteState
     """Make ``smollm2-135m/<version>`` the champion of route ``qa`` (no benchmark needed: force)."""
-    from registry.catalog import Catalog
-    from registry.routes import Routes
+    from registry.catalog.routes import Routes
+    from registry.catalog.versions import Catalog
     from registry.settings import get_settings
 
     return Routes(Catalog(get_settings(home=home))).promote(ROUTE, MODEL_NAME, version, force=True)
@@ -241,8 +241,8 @@ def rounded(value: float | None, digits: int = 3) -> float | None:
 
 
 def machine_facts() -> dict[str, Any]:
-    from registry.hardware import fingerprint
-    from registry.store import now_utc
+    from registry.machine.hardware import fingerprint
+    from registry.results.store import now_utc
 
     load = os.getloadavg()
     return {

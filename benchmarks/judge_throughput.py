@@ -13,10 +13,10 @@ decode, and parsing.
 * **Direct** (baseline): the same file loaded with ``llama_cpp.Llama`` in this process with the
   provider's settings (``n_ctx`` capped by the model's window, ``n_threads`` = ``n_threads_batch``,
   seed, chat format), asked ``create_chat_completion`` with the very messages the judge sends
-  (``registry.judge.prompt`` over the neutralized, clipped texts, built before the clock starts),
-  the grammar from ``registry.judge.SCHEMA`` (built once, as the provider caches it), temperature 0,
+  (``registry.evaluation.judge.prompt`` over the neutralized, clipped texts, built before the clock starts),
+  the grammar from ``registry.evaluation.judge.SCHEMA`` (built once, as the provider caches it), temperature 0,
   the judge's ``max_tokens`` and seed 0 (the judge's first attempt); ``reset()`` first, as the provider
-  does, so neither path gets llama.cpp's prompt cache. Parsed with ``registry.judge.parse``.
+  does, so neither path gets llama.cpp's prompt cache. Parsed with ``registry.evaluation.judge.parse``.
 * **Pairs**: per item both paths answer one after the other, never at once; which goes first
   alternates (ABAB), so drift on a shared machine lands on both. Pair 0 (an item of its own, judge
   first) is the cold pair: the judge's first judgement after warm-up and llama.cpp's first direct
@@ -89,7 +89,7 @@ def pick_items(items: Sequence[Any], count: int) -> list[Any]:
 
 def judged_messages(criterion: str, task: str, output: str) -> list[dict[str, str]]:
     """The messages ``ModelBasedJudge.evaluate`` sends for this item (keep in step with it)."""
-    from registry.judge import _clip, neutralize, prompt
+    from registry.evaluation.judge import _clip, neutralize, prompt
 
     output, _ = neutralize(output)
     return prompt(criterion, _clip(task)[0], _clip(output)[0])
@@ -145,8 +145,8 @@ class Direct:
         from llama_cpp import Llama, LlamaGrammar
         from llama_cpp._utils import suppress_stdout_stderr
 
-        from registry.gguf_file import verify_file
-        from registry.judge import SCHEMA
+        from registry.evaluation.judge import SCHEMA
+        from registry.providers.gguf_file import verify_file
 
         spec = record.spec
         self.n_ctx = min(settings.n_ctx, spec.context_window)
@@ -184,7 +184,7 @@ def compute_ms(llm: Any) -> float:
 
 def run_pair(index: int, item: Any, judge: Any, direct: Direct, instance: Any) -> Pair:
     from registry.errors import JudgeError
-    from registry.judge import parse
+    from registry.evaluation.judge import parse
 
     messages = judged_messages(item.criterion, item.task, item.output)
     first = "judge" if index % 2 == 0 else "direct"
@@ -233,7 +233,7 @@ def _stats(values: Sequence[float], digits: int = 3) -> dict[str, float | None]:
 def neutralize_cost(texts: Sequence[str], rounds: int = 200) -> dict[str, Any]:
     """``neutralize`` timed call by call over the calibration outputs (it runs on every judgement),
     and on one ordinary 12,000-character text (it runs before the clip, on the whole output)."""
-    from registry.judge import neutralize
+    from registry.evaluation.judge import neutralize
 
     timings = []
     for _ in range(rounds):
@@ -251,13 +251,13 @@ def neutralize_cost(texts: Sequence[str], rounds: int = 200) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
-    from registry.catalog import Catalog
-    from registry.datasets import load_calibration_set
-    from registry.judge import JUDGE_ROUTE, ModelBasedJudge
-    from registry.pool import WarmPool
-    from registry.routes import Routes
+    from registry.catalog.routes import Routes
+    from registry.catalog.shipped import smollm2_path
+    from registry.catalog.versions import Catalog
+    from registry.evaluation.datasets import load_calibration_set
+    from registry.evaluation.judge import JUDGE_ROUTE, ModelBasedJudge
+    from registry.serving.pool import WarmPool
     from registry.settings import get_settings
-    from registry.shipped import smollm2_path
 
     machine = harness.machine_facts()
     run_started = time.perf_counter()

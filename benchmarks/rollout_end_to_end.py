@@ -107,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.clients < 1 or args.threads < 1 or args.max_tokens < 1 or args.min_samples < 1:
         parser.error("--clients, --threads, --max-tokens and --min-samples must be at least 1")
     from registry.errors import PromotionError
-    from registry.rollout_policy import RolloutPolicy
+    from registry.rollout.policy import RolloutPolicy
 
     try:
         args.policy = RolloutPolicy.parse(ramp=args.ramp, step_seconds=args.step_s, min_samples=args.min_samples,
@@ -199,10 +199,10 @@ class Timeline:
 
 def set_up(home: Path, scenario: str, threads: int) -> tuple[Any, Any, Any]:
     """The front catalog with the champion on route qa; returns (settings, champion, shipped candidate or None)."""
-    from registry.catalog import Catalog
-    from registry.routes import Routes
+    from registry.catalog.routes import Routes
+    from registry.catalog.shipped import gemma_path, smollm2_path
+    from registry.catalog.versions import Catalog
     from registry.settings import get_settings
-    from registry.shipped import gemma_path, smollm2_path
 
     settings = get_settings(home=home, n_threads=threads)
     catalog = Catalog(settings)
@@ -222,10 +222,10 @@ def set_up(home: Path, scenario: str, threads: int) -> tuple[Any, Any, Any]:
 
 def backend_home(home: Path, threads: int) -> Path:
     """The backend's own home: SmolLM2 Q4_1 on its route qa."""
-    from registry.catalog import Catalog
-    from registry.routes import Routes
+    from registry.catalog.routes import Routes
+    from registry.catalog.shipped import smollm2_path
+    from registry.catalog.versions import Catalog
     from registry.settings import get_settings
-    from registry.shipped import smollm2_path
 
     catalog = Catalog(get_settings(home=home, n_threads=threads))
     record, _ = catalog.register(smollm2_path(), name=harness.MODEL_NAME, capabilities=harness.CAPABILITIES)
@@ -234,11 +234,11 @@ def backend_home(home: Path, threads: int) -> Path:
 
 
 def benchmark_first(settings: Any, records: list[Any], limit: int) -> None:
-    """What the rollout's benchmark phase does (registry.rollout), done before the load starts."""
-    from registry.benchmark import benchmark_version, record_result
-    from registry.catalog import Catalog
-    from registry.datasets import load_validation_set
-    from registry.pool import WarmPool
+    """What the rollout's benchmark phase does (registry.rollout.promotion), done before the load starts."""
+    from registry.catalog.versions import Catalog
+    from registry.evaluation.benchmark import benchmark_version, record_result
+    from registry.evaluation.datasets import load_validation_set
+    from registry.serving.pool import WarmPool
 
     catalog = Catalog(settings)
     validation_set = load_validation_set(harness.ROUTE, settings.datasets_dir)
@@ -248,8 +248,8 @@ def benchmark_first(settings: Any, records: list[Any], limit: int) -> None:
 
 
 def run_scenario(scenario: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from registry.catalog import Catalog
-    from registry.rollout import Rollout
+    from registry.catalog.versions import Catalog
+    from registry.rollout.promotion import Rollout
 
     home = root / scenario
     home.mkdir(parents=True, exist_ok=True)
@@ -291,7 +291,7 @@ def run_scenario(scenario: str, root: Path, args: argparse.Namespace) -> dict[st
 def promote(rollout_cls: Any, settings: Any, candidate_ref: str, policy: Any, backend: Any, timeline: Timeline,
             args: argparse.Namespace) -> Any:
     """Run the rollout here; the kill (scenario kill) and the deadline's abort come from timers."""
-    from registry.catalog import Catalog
+    from registry.catalog.versions import Catalog
 
     timers: list[threading.Timer] = []
 
@@ -332,7 +332,7 @@ def promote(rollout_cls: Any, settings: Any, candidate_ref: str, policy: Any, ba
 
 
 def gateway_rows(settings: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from registry.store import ResultsStore
+    from registry.results.store import ResultsStore
 
     store = ResultsStore(settings.results_dir)
     calls = store.query(

@@ -53,9 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def register_versions(catalog: Any, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
     """``args.real`` versions the real way, then the rest straight through MlflowClient."""
-    from registry.catalog import TAG_IDENTITY, TAG_ROLE, TAG_SHA, TAG_SPEC, TAG_STATUS
-    from registry.mlflow_client import registered_model_or_none
-    from registry.shipped import smollm2_path
+    from registry.catalog.mlflow_client import registered_model_or_none
+    from registry.catalog.shipped import smollm2_path
+    from registry.catalog.versions import TAG_IDENTITY, TAG_ROLE, TAG_SHA, TAG_SPEC, TAG_STATUS
     from registry.spec import Hardware, ModelSpec
 
     real_ms = []
@@ -94,8 +94,8 @@ def register_versions(catalog: Any, args: argparse.Namespace, rng: random.Random
 
 def write_results(store: Any, versions: list[Any], rows: int, rng: random.Random) -> dict[str, Any]:
     """One benchmark run (20 calls) per version × task, then live gateway calls up to ``rows`` in all."""
-    from registry.hardware import fingerprint
-    from registry.store import now_utc
+    from registry.machine.hardware import fingerprint
+    from registry.results.store import now_utc
 
     hardware = fingerprint().as_row()
     started = time.perf_counter()
@@ -124,7 +124,7 @@ def write_results(store: Any, versions: list[Any], rows: int, rng: random.Random
 
 def _call(record: Any, task: str, run_id: str | None, source: str, p50: float, rng: random.Random,
           hardware: dict[str, Any]) -> dict[str, Any]:
-    from registry.store import now_utc
+    from registry.results.store import now_utc
 
     ok = rng.random() > 0.03
     return {"call_id": uuid.uuid4().hex, "ts": now_utc(), "source": source, "task": task,
@@ -144,14 +144,15 @@ def timed_us(call: Any, rounds: int) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
-    from registry.catalog import Catalog
-    from registry.hardware import fingerprint
-    from registry.learnings import TaskLearnings
-    from registry.pool import WarmPool
-    from registry.profiles import ProfileCache
-    from registry.router import Router
-    from registry.routes import Routes
-    from registry.selection import Criteria, LocalModelSelector
+    from registry.catalog.routes import Routes
+    from registry.catalog.versions import Catalog
+    from registry.machine.hardware import fingerprint
+    from registry.selection.criteria import Criteria
+    from registry.selection.learnings import TaskLearnings
+    from registry.selection.profiles import ProfileCache
+    from registry.selection.selector import LocalModelSelector
+    from registry.serving.pool import WarmPool
+    from registry.serving.router import Router
     from registry.settings import get_settings
 
     rng = random.Random(0)

@@ -4,7 +4,7 @@ How soon does every new request land on the new version, what fails, and what do
 
 What a person does: the gateway serves ``qa`` → SmolLM2 Q4_1 (version 1) to busy clients, and
 someone moves the ``champion`` alias to the Q4_0 copy (version 2, derived by llama.cpp's quantizer
-exactly as ``registry.shipped`` derives it) through MLflow's REST API — the call the MLflow UI
+exactly as ``registry.catalog.shipped`` derives it) through MLflow's REST API — the call the MLflow UI
 makes. Nothing tells the gateway: it notices by polling (``ARBITER_ALIAS_POLL_S``, default 1 s),
 warms version 2, then switches.
 
@@ -61,7 +61,7 @@ CANDIDATE_PROMPTS = (
     "Say something kind about cats.",
     "Give me a word that rhymes with blue.",
 )
-Q4_0_FILE = "SmolLM2-135M-Instruct.Q4_0.gguf"  # the name registry.shipped.prepare_shipped_models gives it
+Q4_0_FILE = "SmolLM2-135M-Instruct.Q4_0.gguf"  # the name registry.catalog.shipped.prepare_shipped_models gives it
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -103,8 +103,8 @@ class Setup:
 
 def prepare(home: Path, threads: int, max_tokens: int) -> Setup:
     """Two versions, route ``qa`` with champion = 1 and a copy of 2, and each version's answers."""
+    from registry.catalog.shipped import derive_q4_0, smollm2_path
     from registry.settings import get_settings
-    from registry.shipped import derive_q4_0, smollm2_path
 
     settings = get_settings(home=home, n_threads=threads)
     q4_1 = smollm2_path()
@@ -327,8 +327,8 @@ def identification(requests: list[Request], setup: Setup) -> dict[str, Any]:
 
 def gateway_events(home: Path, move: Move) -> list[dict[str, Any]]:
     """The gateway's swap events (written when it stopped), timed from the alias move."""
+    from registry.results.store import ResultsStore
     from registry.settings import get_settings
-    from registry.store import ResultsStore
 
     rows = ResultsStore(get_settings(home=home).results_dir).query(
         "select kind, epoch_us(ts) as us, model, version, detail from events where kind like 'swap.%' order by ts"

@@ -12,13 +12,14 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from registry.benchmark import benchmark_version, record_result
-from registry.catalog import Catalog, VersionRecord
-from registry.datasets import ValidationSet, load_validation_set
-from registry.judge import ModelBasedJudge
-from registry.pool import WarmPool
+from registry.catalog.versions import Catalog
+from registry.evaluation.benchmark import benchmark_version, record_result
+from registry.evaluation.datasets import ValidationSet, load_validation_set
+from registry.evaluation.judge import ModelBasedJudge
+from registry.evaluation.tasks import JUDGED_TASKS
+from registry.serving.pool import WarmPool
 from registry.settings import Settings, get_settings
-from registry.tasks import JUDGED_TASKS
+from registry.spec import VersionRecord
 
 
 @task(name="validate-datasets", cache_policy=NO_CACHE)

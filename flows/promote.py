@@ -1,5 +1,5 @@
 """The promotion flow: benchmark a candidate, check it against the champion, ramp it up on live
-traffic, promote it or roll it back — a thin Prefect wrapper over ``registry.rollout``.
+traffic, promote it or roll it back — a thin Prefect wrapper over ``registry.rollout.promotion``.
 
 The state machine, its idempotent steps and its lock live in the package; the flow adds Prefect's
 record of each run and runs the benchmarks as Prefect tasks, so they show in the Prefect UI.
@@ -12,13 +12,14 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from registry.benchmark import benchmark_version, record_result
-from registry.catalog import Catalog, VersionRecord
-from registry.datasets import load_validation_set
-from registry.pool import WarmPool
-from registry.rollout import Rollout
-from registry.rollout_policy import RolloutPolicy
+from registry.catalog.versions import Catalog
+from registry.evaluation.benchmark import benchmark_version, record_result
+from registry.evaluation.datasets import load_validation_set
+from registry.rollout.policy import RolloutPolicy
+from registry.rollout.promotion import Rollout
+from registry.serving.pool import WarmPool
 from registry.settings import get_settings
+from registry.spec import VersionRecord
 
 
 @task(name="benchmark-candidate", cache_policy=NO_CACHE)

@@ -5,7 +5,7 @@ A worker runs it on its own machine, so every row carries that machine's fingerp
 version's declared hardware needs against this machine, runs the benchmark flow's tasks on the
 versions that can run here, leads each MLflow run back to its Prefect flow run and worker, and
 rewrites the measured versions' ``arbiter.compatibility`` tags. The logic is in
-``registry/deploy.py`` and ``registry/compat_matrix.py``; this file only orchestrates.
+``flows/deploy.py`` and ``registry/evaluation/compat_matrix.py``; this file only orchestrates.
 """
 
 from __future__ import annotations
@@ -17,15 +17,24 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.benchmark import benchmark_on_task, validate_datasets
-from registry.catalog import Catalog, VersionRecord
-from registry.compat_matrix import tag_versions
-from registry.costs import stopwatch
-from registry.datasets import ValidationSet
-from registry.deploy import default_tasks, record_not_working, record_shortfalls, resolve_versions, run_origin, tag_runs
+from flows.deployed_run import (
+    FLOW_NAME,
+    default_tasks,
+    record_not_working,
+    record_shortfalls,
+    resolve_versions,
+    run_origin,
+    tag_runs,
+)
+from registry.catalog.versions import Catalog
 from registry.errors import ArbiterError, ConfigError
-from registry.hardware import this_machine
-from registry.pool import WarmPool
+from registry.evaluation.compat_matrix import tag_versions
+from registry.evaluation.datasets import ValidationSet
+from registry.machine.costs import stopwatch
+from registry.machine.hardware import this_machine
+from registry.serving.pool import WarmPool
 from registry.settings import Settings, get_settings
+from registry.spec import VersionRecord
 
 
 def worker_settings() -> Settings:
@@ -46,7 +55,7 @@ def resolve(catalog: Catalog, models: list[str] | None, route: str | None) -> li
 @task(name="check-hardware-needs", cache_policy=NO_CACHE)
 def needs_met_here(catalog: Catalog, record: VersionRecord) -> str | None:
     """The version's declared needs against this machine, before anything loads it; a shortfall
-    is the failed row (``registry.deploy.record_shortfalls``)."""
+    is the failed row (``flows.deploy.record_shortfalls``)."""
     return record_shortfalls(catalog, record, this_machine())
 
 
@@ -87,7 +96,7 @@ def record_origin_and_compatibility(
     return tag_versions(catalog, [(r.name, r.version) for r in records])
 
 
-@flow(name="scheduled-benchmark", validate_parameters=True)
+@flow(name=FLOW_NAME, validate_parameters=True)
 def scheduled_benchmark_flow(
     models: list[str] | None = None, route: str | None = None, tasks: list[str] | None = None,
     limit: int | None = None,

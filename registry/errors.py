@@ -24,6 +24,9 @@ boundary where they happen, so the CLI can print one clean line and exit non-zer
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
 
 class ArbiterError(Exception):
     """Base of every error this package raises on purpose."""
@@ -97,3 +100,25 @@ class UnavailableError(ArbiterError):
 
 class StoreError(ArbiterError):
     """The registry or the results store could not be read or written."""
+
+
+def one_line(
+    errors: Iterable[Mapping[str, Any]],
+    *,
+    where: Callable[[tuple[Any, ...]], str] | None = None,
+    reword: Callable[[Mapping[str, Any]], str | None] | None = None,
+    default_where: str = "value",
+) -> str:
+    """A list of validation errors (pydantic's ``exc.errors()``) as the one line a ``UserError``
+    carries: ``where: message`` joined by ``; ``, pydantic's ``Value error, `` prefix dropped.
+
+    The one policy every entry applies to bad input; ``where`` names a location the way the caller's
+    user wrote it (a CLI flag, an ``ARBITER_*`` variable), ``reword`` replaces a message pydantic words
+    poorly (``None`` keeps it)."""
+    parts = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        place = where(loc) if where else ".".join(map(str, loc))
+        message = (reword(error) if reword else None) or str(error.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{place or default_where}: {message}")
+    return "; ".join(parts)

@@ -16,17 +16,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from registry.calls import measured_call
-from registry.catalog import Catalog, VersionRecord
+from registry.catalog.routes import Routes
+from registry.catalog.versions import Catalog
 from registry.errors import NotFoundError, ProviderError, UnavailableError
-from registry.learnings import TaskLearnings
-from registry.pool import WarmPool
-from registry.profiles import ProfileCache
 from registry.providers import GenerationRequest
-from registry.recorder import Recorder
-from registry.routes import Routes
-from registry.selection import Criteria, LocalModelSelector
+from registry.results.recorder import Recorder
+from registry.selection.criteria import Criteria
+from registry.selection.learnings import TaskLearnings
+from registry.selection.profiles import ProfileCache
+from registry.selection.selector import LocalModelSelector
+from registry.serving.calls import measured_call
+from registry.serving.pool import WarmPool
 from registry.settings import Settings, get_settings
+from registry.spec import VersionRecord
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,10 @@ import re
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from registry.errors import ConfigError, one_line
 
 _REGISTRY_URI = re.compile(r"^(https?|sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|mssql(\+\w+)?)://\S+$")
 
@@ -135,14 +137,10 @@ def get_settings(**overrides: object) -> Settings:
     Raises ``ConfigError`` naming the ``ARBITER_*`` variable and what it must be, so a typo in the
     environment is one line, not a pydantic trace.
     """
-    from pydantic import ValidationError
-
-    from registry.errors import ConfigError
-
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"ARBITER_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}" for e in exc.errors()
-        )
+        errors = exc.errors()
+        inputs = {tuple(e["loc"]): e.get("input") for e in errors}
+        problems = one_line(errors, where=lambda loc: f"ARBITER_{'_'.join(map(str, loc)).upper()}={inputs[loc]!r}")
         raise ConfigError(f"invalid setting: {problems}") from None

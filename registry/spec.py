@@ -10,6 +10,8 @@ identity is what it is called on which server (see :func:`remote_identity`).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from registry.errors import UserError
+from registry.errors import UserError, one_line
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 ROUTE_PREFIX = "route."
@@ -118,7 +120,7 @@ KNOWN_CPU_FLAGS = frozenset({
 
 
 # Where a model can run: ``remote`` is another server (this machine's hardware does not matter),
-# ``ane`` the Apple Neural Engine (CoreML). ``registry.hardware.ACCELERATOR_NEEDS`` says what each needs.
+# ``ane`` the Apple Neural Engine (CoreML). ``registry.machine.hardware.ACCELERATOR_NEEDS`` says what each needs.
 KNOWN_ACCELERATORS = frozenset({"cpu", "cuda", "metal", "ane", "remote"})
 
 
@@ -172,10 +174,7 @@ class Hardware(BaseModel):
         try:
             merged = Hardware(**{**self.model_dump(), **needs})
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors()
-            )
-            raise UserError(f"invalid hardware needs: {problems}") from None
+            raise UserError(f"invalid hardware needs: {one_line(exc.errors())}") from None
         return merged.model_copy(update={"min_memory_mb": max(self.min_memory_mb, merged.min_memory_mb)})
 
 
@@ -252,3 +251,51 @@ class ModelSpec(BaseModel):
                 f"unknown capabilities {unknown}; known: {', '.join(sorted(KNOWN_CAPABILITIES))}"
             )
         return tuple(sorted(set(value)))
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One catalog version as the registry holds it."""
+
+    name: str
+    version: int
+    status: str
+    spec: ModelSpec
+    created_at: datetime
+    run_id: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON contract of ``arbiter models list/show --json``."""
+        spec = self.spec
+        return {
+            "name": self.name,
+            "version": self.version,
+            "kind": spec.kind,
+            "sha256": spec.sha256,
+            "base_url": spec.base_url,
+            "status": self.status,
+            "capabilities": list(spec.capabilities),
+            "context_window": spec.context_window,
+            "architecture": spec.architecture,
+            "quantization": spec.quantization,
+            "family": spec.family,
+            "size_bytes": spec.size_bytes,
+            "source": spec.source,
+            "chat_format": spec.chat_format,
+            "min_memory_mb": spec.hardware.min_memory_mb,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """``"name"`` → (name, None); ``"name/3"`` → (name, 3)."""
+    name, _, version = ref.partition("/")
+    if not version:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise UserError(f"invalid version in {ref!r}: write NAME/VERSION with VERSION a number ≥ 1, e.g. smollm2-135m/2")
+    return name, int(version)

@@ -23,10 +23,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import pytest  # noqa: E402
 
-from registry.catalog import Catalog  # noqa: E402
-from registry.pool import WarmPool  # noqa: E402
+from registry.catalog.shipped import ShippedModel, prepare_shipped_models  # noqa: E402
+from registry.catalog.versions import Catalog  # noqa: E402
+from registry.serving.pool import WarmPool  # noqa: E402
 from registry.settings import Settings, get_settings  # noqa: E402
-from registry.shipped import ShippedModel, prepare_shipped_models  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from registry.coreml_package import import_coremltools
+from registry.providers.coreml_package import import_coremltools
 
 SEQUENCE = 8
 VOCAB = 16

@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from click.testing import CliRunner
 
+from registry.cli.main import cli
 from registry.gateway.background import free_loopback_port as free_port  # noqa: F401 — for tests
 
 ARBITER = str(Path(sys.executable).with_name("arbiter"))
@@ -122,3 +124,16 @@ def steady_load(url: str, route: str, *, num_predict: int = 12) -> Iterator[thre
     finally:
         stop.set()
         thread.join(timeout=60)
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    """``arbiter ARGS`` in this process (click's runner): exit code, stdout, stderr."""
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def assert_clean_error(code: int, stderr: str, expected: str, exit_code: int = 2) -> None:
+    """A user error as the CLI must show it: one ``error:`` line with the fix, no trace, its exit code."""
+    assert code == exit_code
+    assert stderr.startswith("error: ") and expected in stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr

@@ -7,11 +7,11 @@ import click
 from registry.cli import context
 from registry.cli.output import emit_json
 from registry.cli.prefect_env import prepare_prefect
-from registry.datasets import load_validation_set
 from registry.errors import UserError
-from registry.gguf_file import verify_file
-from registry.judge import route_judge
-from registry.tasks import ALL_TASKS, JUDGED_TASKS, TASKS
+from registry.evaluation.datasets import load_validation_set
+from registry.evaluation.judge import route_judge
+from registry.evaluation.tasks import ALL_TASKS, JUDGED_TASKS, TASKS
+from registry.providers.gguf_file import verify_file
 
 
 @click.command()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from registry.catalog import Catalog
-from registry.routes import Routes
+from registry.catalog.routes import Routes
+from registry.catalog.versions import Catalog
 from registry.settings import get_settings
 
 

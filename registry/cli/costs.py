@@ -6,14 +6,14 @@ from typing import Any
 
 import click
 
-from registry.catalog import parse_ref
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
-from registry.cost_profile import cost_profiles, tasks_with_calls
 from registry.errors import UserError
+from registry.evaluation.tasks import ALL_TASKS
+from registry.machine.cost_profile import cost_profiles, tasks_with_calls
+from registry.results.store import ResultsStore
 from registry.settings import get_settings
-from registry.store import ResultsStore
-from registry.tasks import ALL_TASKS
+from registry.spec import parse_ref
 
 # One table per task × hardware (titled with both and the energy sources); --json has every figure.
 TABLE_COLUMNS = ("version", "calls", "wall_ms", "cpu_ms", "rss_mb", "tok/s", "mWh/1k_tok")

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import click
 
-from registry.catalog import Catalog, VersionRecord
+from registry.catalog.shipped import prepare_shipped_models
+from registry.catalog.versions import Catalog
 from registry.cli import context
 from registry.cli.prefect_env import prepare_prefect
 from registry.cli.results import print_leaderboard
-from registry.datasets import ValidationSet, load_validation_set
-from registry.hardware import fingerprint
+from registry.evaluation.datasets import ValidationSet, load_validation_set
+from registry.evaluation.tasks import TASKS
+from registry.machine.hardware import fingerprint
+from registry.results.store import ResultsStore
 from registry.settings import Settings
-from registry.shipped import prepare_shipped_models
-from registry.store import ResultsStore
-from registry.tasks import TASKS
+from registry.spec import VersionRecord
 
 DEMO_PROMPT = "In one sentence, what is the capital of France?"
 _JUDGED_ITEMS = 4  # each item costs a generation and three judgements: about 10 s here

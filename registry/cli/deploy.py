@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
+from flows.deploy import DEFAULT_CRON
+from flows.deploy import deploy as deploy_benchmarks
+from flows.deployed_run import BenchmarkTarget
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
 from registry.cli.prefect_env import prepare_prefect
-from registry.deploy import DEFAULT_CRON, BenchmarkTarget
-from registry.deploy import deploy as deploy_benchmarks
 from registry.errors import UserError
-from registry.hardware import hardware_class, parse_hardware_class
+from registry.machine.hardware import hardware_class, parse_hardware_class
 
 COLUMNS = ("hardware_class", "work_pool", "deployment", "cron", "workers_online")
 

@@ -1,4 +1,4 @@
-"""``arbiter export rl``: task executions as RL training data (Parquet, schema in registry/rl_export.py)."""
+"""``arbiter export rl``: task executions as RL training data (Parquet, schema in registry/selection/rl_export.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 from registry.cli import context
 from registry.cli.output import emit_json
 from registry.errors import UserError
-from registry.rl_export import export_rl
+from registry.selection.rl_export import export_rl
 
 
 @click.group()

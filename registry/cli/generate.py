@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from registry.calls import measured_call
 from registry.cli import context
 from registry.cli.output import emit_json
 from registry.errors import ProviderError, UserError
-from registry.pool import WarmPool
 from registry.providers import GenerationRequest
+from registry.serving.calls import measured_call
+from registry.serving.pool import WarmPool
 
 
 @click.command()

@@ -3,20 +3,30 @@ any machine of a hardware class) and why not — by the rule the selector uses (
 
 from __future__ import annotations
 
+import platform
 from typing import Any
 
 import click
+import psutil
 
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
-from registry.hardware import (
+from registry.machine.gpu import gpu_devices, gpu_driver
+from registry.machine.hardware import (
     HARDWARE_CLASSES,
+    RUNS_ANYWHERE,
+    Machine,
+    accelerators_available,
+    apple_silicon,
     available_memory_mb,
     class_machine,
-    machine_report,
+    cpu_flags,
+    fingerprint,
+    shortfalls,
     this_machine,
-    version_verdicts,
 )
+from registry.providers.llamacpp import llama_build, offload_here
+from registry.spec import VersionRecord
 
 VERSION_COLUMNS = ("ref", "kind", "status", "can_run", "runs_on", "fits_now")
 
@@ -69,3 +79,55 @@ def _print(report: dict[str, Any]) -> None:
             click.echo(f"  cannot run {verdict['ref']}: {'; '.join(verdict['reasons'])}")
     if judged["not_judged"]:
         click.echo(f"not judged for {judged['machine']}: {', '.join(judged['not_judged'])} (they depend on the machine)")
+
+
+def machine_report() -> dict[str, Any]:
+    """Everything ``arbiter hardware`` says about this machine (the JSON contract, docs/hardware.md)."""
+    here = fingerprint()
+    return {
+        "hardware_id": here.hardware_id,
+        "hardware_class": here.hardware_class,
+        "os": here.os,
+        "cpu": {
+            "model": here.cpu_model,
+            "architecture": platform.machine(),
+            "physical_cores": psutil.cpu_count(logical=False),
+            "logical_cores": here.cpu_cores,
+            "flags": sorted(cpu_flags()),
+        },
+        "memory": {"total_mb": here.ram_mb, "available_mb": available_memory_mb()},
+        "gpus": [device.as_json() for device in gpu_devices()],
+        "gpu_driver": gpu_driver(),
+        "apple": apple_silicon(),
+        "accelerators": sorted(accelerators_available()),
+        "llama_cpp": llama_build().as_json(),
+        "gpu_offload": offload_here().as_json(),
+        "fingerprint": here.as_row(),
+    }
+
+
+def version_verdicts(
+    records: list[VersionRecord], machine: Machine, free_mb: int | None = None
+) -> list[dict[str, Any]]:
+    """Per version: can it run on ``machine``, on what (``runs_on``, empty when it cannot), and
+    every reason why not.
+
+    Given the memory free now (``free_mb``, for this machine), ``fits_now`` says whether a
+    version that can run here would also load now (the selector's load rule); else ``None``."""
+    verdicts = []
+    for record in records:
+        needs = record.spec.hardware
+        reasons = shortfalls(needs, machine)
+        remote = RUNS_ANYWHERE in needs.accelerators
+        verdicts.append({
+            "ref": record.ref,
+            "kind": record.spec.kind,
+            "status": record.status,
+            "can_run": not reasons,
+            "runs_on": [] if reasons else [RUNS_ANYWHERE] if remote else sorted(
+                machine.accelerators.intersection(needs.accelerators)),
+            "reasons": list(reasons),
+            "fits_now": None if free_mb is None or reasons else (remote or needs.min_memory_mb <= free_mb),
+            "needs": needs.model_dump(mode="json"),
+        })
+    return verdicts

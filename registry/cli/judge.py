@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from registry.calibration import calibrate, judge_leaderboard
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
-from registry.datasets import load_calibration_set
 from registry.errors import UserError
-from registry.judge import JUDGE_ROUTE, ModelBasedJudge
-from registry.pool import WarmPool
-from registry.rubrics import CRITERIA
+from registry.evaluation.calibration import calibrate, judge_leaderboard
+from registry.evaluation.datasets import load_calibration_set
+from registry.evaluation.judge import JUDGE_ROUTE, ModelBasedJudge
+from registry.evaluation.rubrics import CRITERIA
+from registry.serving.pool import WarmPool
 
 
 @click.group(invoke_without_command=True)

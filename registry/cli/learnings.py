@@ -6,8 +6,8 @@ import click
 
 from registry.cli import context
 from registry.cli.output import emit_json
-from registry.learnings import COMPLEXITIES, TaskLearning, TaskLearnings
-from registry.selection import PREFERENCES
+from registry.selection.criteria import PREFERENCES
+from registry.selection.learnings import COMPLEXITIES, TaskLearning, TaskLearnings
 
 
 @click.group()

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import click
 
-from registry.catalog import parse_ref
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
-from registry.coreml_package import is_mlpackage
 from registry.errors import UserError
-from registry.spec import REMOTE_KINDS, Status
+from registry.providers.coreml_package import is_mlpackage
+from registry.spec import REMOTE_KINDS, Status, parse_ref
 
 _COLUMNS = ("name", "version", "status", "quantization", "size_bytes", "context_window", "capabilities", "sha256")
 

@@ -7,8 +7,8 @@ from typing import Any
 import click
 
 from registry.cli.output import emit_json, print_table
+from registry.results.store import ResultsStore
 from registry.settings import get_settings
-from registry.store import ResultsStore
 
 # One table per task, titled with it, so the task itself is not a column.
 # Short headers for two columns so the table fits 80 columns (--json keeps tokens_per_s, energy_mwh_per_1k_tokens).
@@ -55,8 +55,8 @@ def print_leaderboard(rows: list[dict[str, Any]]) -> None:
 def matrix(model: str | None, as_json: bool) -> None:
     """Where each version works: version × runtime × hardware class → works, quality, tokens/s."""
     from registry.cli import context
-    from registry.compat_matrix import matrix as compat_matrix
-    from registry.compat_matrix import version_kinds
+    from registry.evaluation.compat_matrix import matrix as compat_matrix
+    from registry.evaluation.compat_matrix import version_kinds
 
     catalog = context.catalog()
     if model is not None:
@@ -75,8 +75,8 @@ def matrix(model: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def sql(query: str, as_json: bool) -> None:
     """Run QUERY over the views calls, runs, events, learnings, judge_calibration and compat_matrix."""
-    from registry.compat_matrix import add_view
-    from registry.store import SCHEMAS, query_on
+    from registry.evaluation.compat_matrix import add_view
+    from registry.results.store import SCHEMAS, query_on
 
     store = ResultsStore(get_settings().results_dir)
     connection = store.connect()
@@ -84,7 +84,7 @@ def sql(query: str, as_json: bool) -> None:
         # The view's runtime column needs each version's kind from the registry; opening the
         # registry costs seconds (MLflow), so only a query that names the view pays for it.
         from registry.cli import context
-        from registry.compat_matrix import version_kinds
+        from registry.evaluation.compat_matrix import version_kinds
 
         try:
             add_view(connection, version_kinds(context.catalog()))

@@ -7,14 +7,14 @@ from typing import Any
 
 import click
 
+from registry.catalog.routes import RouteState
 from registry.cli import context
 from registry.cli.output import emit_json
 from registry.cli.prefect_env import prepare_prefect
 from registry.errors import UserError
-from registry.locks import route_lock
-from registry.rollout import Rollout
-from registry.rollout_policy import RolloutPolicy
-from registry.routes import RouteState
+from registry.rollout.locks import route_lock
+from registry.rollout.policy import RolloutPolicy
+from registry.rollout.promotion import Rollout
 
 
 @click.group()

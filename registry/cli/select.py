@@ -6,10 +6,11 @@ import click
 
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
-from registry.hardware import fingerprint
-from registry.learnings import TaskLearnings
-from registry.profiles import ProfileCache
-from registry.selection import PREFERENCES, Criteria, LocalModelSelector, Selection
+from registry.machine.hardware import fingerprint
+from registry.selection.criteria import PREFERENCES, Criteria
+from registry.selection.learnings import TaskLearnings
+from registry.selection.profiles import ProfileCache
+from registry.selection.selector import LocalModelSelector, Selection
 from registry.spec import KNOWN_CAPABILITIES
 
 CANDIDATE_COLUMNS = ("ref", "score", "quality", "p50_ms", "memory_mb", "success_rate", "samples", "note")

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from registry.catalog import parse_ref
 from registry.errors import UserError
 from registry.gateway.generation import gateway_of, parse_body
+from registry.spec import parse_ref
 
 router = APIRouter()
 _WEBHOOK_MAX_AGE_S = 300

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from registry.errors import ConfigError
-from registry.gateway.http import build_app
+from registry.gateway.app import build_app
 from registry.gateway.runtime import Gateway
 from registry.settings import Settings
 

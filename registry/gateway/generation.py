@@ -21,13 +21,13 @@ from typing import TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from registry.catalog import VersionRecord
 from registry.errors import ArbiterError, UnavailableError, UserError
 from registry.gateway.http import api_of, count_request, describe_validation, endpoint_of
 from registry.gateway.runtime import Gateway
 from registry.providers import GenerationRequest
-from registry.router import Resolution
-from registry.serving import Answer
+from registry.serving.dispatcher import Answer
+from registry.serving.router import Resolution
+from registry.spec import VersionRecord
 
 _log = logging.getLogger(__name__)
 BodyT = TypeVar("BodyT", bound=BaseModel)

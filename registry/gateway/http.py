@@ -1,4 +1,5 @@
-"""The FastAPI application: middleware (arrival stamp, token, body size) and one error shape per API.
+"""The HTTP plumbing under both APIs: middleware (arrival stamp, token, body size), one error shape per API,
+and the request counter.
 
 Errors answer in the shape the client library expects — ``{"error": "..."}`` for the Ollama API,
 ``{"error": {"message", "type", "code"}}`` for the OpenAI API — so the ``ollama`` and ``openai``
@@ -10,12 +11,10 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 import time
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,31 +26,11 @@ from registry.errors import (
     ProviderError,
     UnavailableError,
     UserError,
+    one_line,
 )
-from registry.gateway.runtime import WEBHOOK_PATH, Gateway
+from registry.gateway.runtime import WEBHOOK_PATH
 
-_log = logging.getLogger(__name__)
 _OPEN_PATHS = ("/health", WEBHOOK_PATH)  # the webhook proves itself with its HMAC signature
-
-
-def build_app(gateway: Gateway) -> FastAPI:
-    """The HTTP surface over a started (or starting) ``Gateway``."""
-    from registry.gateway import admin_api, judge_api, ollama_api, openai_api
-
-    app = FastAPI(title="arbiter gateway", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.gateway = gateway
-    app.include_router(ollama_api.router)
-    app.include_router(openai_api.router)
-    app.include_router(admin_api.router)
-    app.include_router(judge_api.router)
-    _install_error_handlers(app)
-    app.add_middleware(
-        GatewayMiddleware,
-        max_body_bytes=gateway.settings.max_body_bytes,
-        token=gateway.settings.admin_token,
-        token_everywhere=gateway.requires_token_everywhere,
-    )
-    return app
 
 
 def is_openai(path: str) -> bool:
@@ -68,27 +47,6 @@ def error_body(path: str, status: int, message: str) -> dict[str, Any]:
                 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
         return {"error": {"message": message, "type": kind, "param": None, "code": status}}
     return {"error": message}
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _answer_error(request, 400, describe_validation(exc.errors()))
-
-    @app.exception_handler(ArbiterError)
-    async def _arbiter(request: Request, exc: ArbiterError) -> JSONResponse:
-        status, headers = status_of(exc)
-        return _answer_error(request, status, str(exc), headers)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        _log.error("unexpected error on %s", request.url.path, exc_info=exc)  # a bug: the trace goes to the log
-        return _answer_error(request, 500, f"internal error ({type(exc).__name__}); the server log has the details")
-
-
-def _answer_error(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    count_request(request, status)
-    return error_response(request.url.path, status, message, headers)
 
 
 def count_request(request: Request, status: int | str) -> None:
@@ -125,13 +83,11 @@ def status_of(exc: ArbiterError) -> tuple[int, dict[str, str] | None]:
 
 def describe_validation(errors: Any) -> str:
     """Pydantic's error list as one line a person can act on."""
-    parts = []
     for error in errors:
-        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
         if error.get("type") == "json_invalid":
             return "request body is not valid JSON: " + str(error.get("ctx", {}).get("error", error.get("msg")))
-        parts.append(f"{location or 'body'}: {error.get('msg')}")
-    return "invalid request: " + "; ".join(parts)
+    return "invalid request: " + one_line(errors, where=lambda loc: ".".join(str(p) for p in loc if p != "body"),
+                                          default_where="body")
 
 
 class GatewayMiddleware:

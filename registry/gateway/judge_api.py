@@ -15,9 +15,9 @@ import anyio
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from registry.evaluation.judge import JUDGE_ROUTE, ModelBasedJudge
+from registry.evaluation.rubrics import CRITERIA
 from registry.gateway.generation import gateway_of, parse_body
-from registry.judge import JUDGE_ROUTE, ModelBasedJudge
-from registry.rubrics import CRITERIA
 
 router = APIRouter()
 

@@ -11,6 +11,7 @@ figures, or an ``{"error": ...}`` line if the backend failed after the stream be
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from typing import Any, Literal
 
 import anyio
@@ -18,8 +19,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from registry import __version__
-from registry.catalog import VersionRecord
 from registry.errors import ArbiterError, UserError
 from registry.gateway.generation import (
     OVERHEAD_HEADER,
@@ -40,8 +39,9 @@ from registry.gateway.http import json_line
 from registry.gateway.structured import schema_from_ollama_format
 from registry.providers import Generation, GenerationRequest
 from registry.providers.base import Embedder
-from registry.router import Resolution
-from registry.serving import Answer
+from registry.serving.dispatcher import Answer
+from registry.serving.router import Resolution
+from registry.spec import VersionRecord
 
 router = APIRouter()
 _API = "ollama"
@@ -120,7 +120,7 @@ class EmbedBody(BaseModel):
 
 @router.get("/api/version")
 async def version() -> dict[str, str]:
-    return {"version": __version__}
+    return {"version": metadata.version("arbiter-registry")}
 
 
 @router.get("/")

@@ -35,9 +35,9 @@ from registry.gateway.generation import (
 )
 from registry.gateway.structured import schema_from_response_format
 from registry.providers import GenerationRequest
-from registry.router import Resolution
-from registry.serving import Answer
-from registry.store import new_id
+from registry.results.store import new_id
+from registry.serving.dispatcher import Answer
+from registry.serving.router import Resolution
 
 router = APIRouter()
 _API = "openai"

@@ -14,17 +14,18 @@ import secrets
 import time
 from typing import Any
 
-from registry.autoswap import AutoSwapper, AutoSwapPolicy
-from registry.catalog import Catalog, VersionRecord
+from registry.catalog.routes import Routes
+from registry.catalog.versions import Catalog
 from registry.errors import ConfigError
 from registry.gateway.metrics import GatewayMetrics
-from registry.pool import WarmPool
-from registry.recorder import Recorder
-from registry.router import Router
-from registry.routes import Routes
-from registry.serving import Dispatcher
+from registry.results.recorder import Recorder
+from registry.results.store import ResultsStore, new_id, now_utc
+from registry.rollout.autoswap import AutoSwapper, AutoSwapPolicy
+from registry.serving.dispatcher import Dispatcher
+from registry.serving.pool import WarmPool
+from registry.serving.router import Router
 from registry.settings import Settings
-from registry.store import ResultsStore, new_id, now_utc
+from registry.spec import VersionRecord
 
 WEBHOOK_PATH = "/hooks/mlflow"
 

@@ -22,10 +22,10 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from registry.coreml_package import import_coremltools, verify_package
 from registry.errors import ProviderError, UserError
-from registry.hardware import accelerators_available
+from registry.machine.hardware import accelerators_available
 from registry.providers.base import Generation, GenerationRequest, Health
+from registry.providers.coreml_package import import_coremltools, verify_package
 from registry.spec import ModelSpec
 
 

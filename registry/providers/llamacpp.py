@@ -20,8 +20,11 @@ from importlib import metadata
 from typing import Any
 
 from registry.errors import ContextOverflowError, ProviderError, UserError
-from registry.gguf_file import verify_file
+from registry.machine.gpu import gpu_names
+from registry.machine.hardware import accelerators_available
 from registry.providers.base import Generation, GenerationRequest, Health, StreamTimer, run_to_end
+from registry.providers.gguf_file import verify_file
+from registry.settings import get_settings
 from registry.spec import ModelSpec
 
 
@@ -297,10 +300,6 @@ def plan_offload(requested: int | None, *, build_offloads: bool, gpus: list[str]
 
 def offload_here(requested: int | None = None) -> Offload:
     """:func:`plan_offload` for this machine, ``requested`` defaulting to the setting."""
-    from registry.gpu import gpu_names
-    from registry.hardware import accelerators_available
-    from registry.settings import get_settings
-
     if requested is None:
         requested = get_settings().n_gpu_layers
     gpus = gpu_names() + (["Apple GPU"] if "metal" in accelerators_available() else [])

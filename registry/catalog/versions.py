@@ -1,0 +1,385 @@
+"""The catalog: model families as MLflow registered models, each version one immutable ModelSpec.
+
+A version is written once — spec tags, the whole spec as the ``arbiter.spec`` tag (read back
+without an artifact download), and a ``spec.json`` artifact in an MLflow run for provenance —
+and never edited. Only ``arbiter.status`` moves (testing → active → deprecated). Registering the
+same model again under the same name returns the existing version: the same file (sha256), or
+for a model another server serves, the same kind, name on the server and URL (``arbiter.identity``).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from registry.catalog.mlflow_client import experiment_id, make_client, registered_model_or_none, retry_locked
+from registry.errors import NotFoundError, ProviderError, UserError, one_line
+from registry.providers import describe_remote
+from registry.providers.coreml_package import inspect_mlpackage, package_sha256
+from registry.providers.gguf_file import inspect_gguf, sha256_of
+from registry.results.store import ResultsStore, new_id, now_utc
+from registry.settings import Settings
+from registry.spec import (
+    NAME_PATTERN,
+    REMOTE_KINDS,
+    ROUTE_PREFIX,
+    Hardware,
+    ModelKind,
+    ModelSpec,
+    Status,
+    VersionRecord,
+    normalize_base_url,
+    parse_ref,
+    remote_identity,
+    validate_model_name,
+)
+
+TAG_ROLE = "arbiter.role"
+TAG_SPEC = "arbiter.spec"
+TAG_STATUS = "arbiter.status"
+TAG_SHA = "arbiter.sha256"
+TAG_IDENTITY = "arbiter.identity"
+REGISTRATIONS_EXPERIMENT = "arbiter-registrations"
+# llama.cpp needs about the file's size mapped plus context and scratch buffers.
+_RUNTIME_OVERHEAD_MB = 150
+
+
+class Catalog:
+    """Register, list, show and move the status of model versions.
+
+    Example::
+
+        catalog = Catalog(get_settings())
+        record, created = catalog.register(Path("models/smollm2.gguf"), name="smollm2-135m",
+                                           capabilities=["chat", "text-generation"])
+        catalog.set_status(record.name, record.version, Status.ACTIVE)
+    """
+
+    def __init__(self, settings: Settings, store: ResultsStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or ResultsStore(settings.results_dir)
+        self._client = None
+
+    @property
+    def client(self):  # mlflow.MlflowClient, built on first use
+        if self._client is None:
+            self._client = make_client(self.settings)
+        return self._client
+
+    # --- registration -------------------------------------------------------------------
+
+    def register(
+        self,
+        path: Path,
+        *,
+        name: str,
+        capabilities: list[str] | None = None,
+        chat_format: str | None = None,
+        family: str | None = None,
+        provenance: dict[str, str] | None = None,
+        needs: dict[str, Any] | None = None,
+    ) -> tuple[VersionRecord, bool]:
+        """Register a GGUF file; returns ``(record, created)`` — ``created`` is False when the
+        same file was already registered under ``name``. ``needs`` declares hardware needs beyond
+        the memory the file implies (e.g. ``{"cpu_flags": ["avx2"]}``, see ``spec.Hardware``)."""
+        validate_model_name(name)
+        path = path.expanduser().resolve()
+        info = inspect_gguf(path)
+        sha = sha256_of(path)
+        size = path.stat().st_size
+        hardware = Hardware(min_memory_mb=size // (1024 * 1024) + _RUNTIME_OVERHEAD_MB).declared(needs)  # checked first
+        existing = self._find_by_identity(name, sha)
+        if existing is not None:
+            if needs and existing.spec.hardware != hardware:  # silently keeping the old needs would mislead
+                raise UserError(
+                    f"{existing.ref} is this file already, registered with other hardware needs "
+                    f"({_needs_text(existing.spec.hardware)}); a version is immutable: register it under another "
+                    "name to declare different needs"
+                )
+            return existing, False
+        if chat_format is not None:
+            _check_chat_format(chat_format)
+        spec = _build_spec(
+            name=name,
+            kind=ModelKind.GGUF,
+            source=str(path),
+            sha256=sha,
+            size_bytes=size,
+            capabilities=tuple(capabilities or ("text-generation", "chat")),
+            context_window=info.context_window,
+            architecture=info.architecture,
+            quantization=info.quantization,
+            family=family or name,  # a catalog model is a family; the architecture has its own field
+            chat_format=chat_format,
+            hardware=hardware,
+            provenance={"gguf_name": info.model_name or "", **(provenance or {})},
+        )
+        if chat_format is None and not info.has_chat_template and "chat" in spec.capabilities:
+            raise UserError(
+                f"{path} has no chat template; pass --chat-format (e.g. 'gemma', 'chatml') "
+                "or register it without the 'chat' capability"
+            )
+        return self._create_version(spec), True
+
+    def register_remote(
+        self,
+        *,
+        kind: str,
+        name: str,
+        source: str,
+        base_url: str | None = None,
+        capabilities: list[str] | None = None,
+        context_window: int | None = None,
+        family: str | None = None,
+        provenance: dict[str, str] | None = None,
+    ) -> tuple[VersionRecord, bool]:
+        """Register a model another server serves: ``kind`` ``ollama`` (``source`` is its Ollama
+        name, ``base_url`` the host, None for ``OLLAMA_HOST``) or ``openai`` (``source`` is the
+        model id, ``base_url`` the API root, ``/v1`` added to a bare host).
+
+        The server is asked now, so a typo fails here rather than at the first request: it must
+        answer and know the model. The context window comes from Ollama's ``/api/show``; the
+        OpenAI API has no such field, so an ``openai`` model needs ``context_window``. Returns
+        ``(record, created)``; the same kind, source and URL under ``name`` again is not a new
+        version. Example::
+
+            catalog.register_remote(kind="openai", name="llama3-vllm", source="meta-llama/Llama-3.2-1B",
+                                    base_url="http://127.0.0.1:8000/v1", context_window=8192)
+        """
+        validate_model_name(name)
+        if kind not in REMOTE_KINDS:
+            raise UserError(
+                f"kind {kind!r} is not a served model; use ollama or openai (a GGUF file is registered by its path)"
+            )
+        if kind == ModelKind.OPENAI and base_url is None:
+            raise UserError("an openai model needs its server's URL: pass --base-url, e.g. http://127.0.0.1:8000/v1")
+        base_url = normalize_base_url(kind, base_url)
+        existing = self._find_by_identity(name, remote_identity(kind, source, base_url))
+        if existing is not None:
+            return existing, False
+        if kind == ModelKind.OPENAI and context_window is None:
+            raise UserError(
+                "the OpenAI API does not report a model's context window: pass --context-window N "
+                "(the server's context size, e.g. vLLM's --max-model-len or llama.cpp's --n_ctx)"
+            )
+        try:
+            served = describe_remote(kind, source, base_url)
+        except ProviderError as exc:
+            raise UserError(f"cannot register {name}: {exc}") from None
+        window = context_window or served.context_window
+        if window is None:
+            raise UserError(f"{source!r}: the server does not report its context length; pass --context-window N")
+        spec = _build_spec(
+            name=name,
+            kind=kind,
+            source=source,
+            base_url=base_url,
+            capabilities=tuple(capabilities or ("text-generation", "chat")),
+            context_window=window,
+            architecture=served.architecture,
+            quantization=served.quantization,
+            family=family or name,
+            hardware=Hardware(accelerators=("remote",), min_memory_mb=0),  # the memory is the server's
+            provenance={"served_by": base_url or "OLLAMA_HOST", **(provenance or {})},
+        )
+        return self._create_version(spec), True
+
+    def register_coreml(
+        self,
+        path: Path,
+        *,
+        name: str,
+        capabilities: list[str] | None = None,
+        context_window: int | None = None,
+        family: str | None = None,
+        provenance: dict[str, str] | None = None,
+    ) -> tuple[VersionRecord, bool]:
+        """Register a CoreML package (a ``.mlpackage`` directory); ``(record, created)`` as for a
+        GGUF file, its identity the sha256 over the package's files (``coreml_package``).
+
+        It is validated here (manifest, spec, referenced weights) so a damaged copy registers
+        nothing, and it needs macOS on Apple Silicon (accelerator ``ane``): the selector excludes
+        it elsewhere, saying so. Its context window is its ``input_ids`` input's length, else
+        ``context_window`` must be given. Example::
+
+            catalog.register_coreml(Path("smollm2.mlpackage"), name="smollm2-coreml")
+        """
+        validate_model_name(name)
+        path = path.expanduser().resolve()
+        info = inspect_mlpackage(path)
+        sha = package_sha256(path)
+        existing = self._find_by_identity(name, sha)
+        if existing is not None:
+            return existing, False
+        window = context_window or info.context_window
+        if window is None:
+            raise UserError(
+                f"{path} has no input_ids input of bounded length (its inputs: {'; '.join(info.inputs)}), so its "
+                "context window is unknown; pass --context-window N (the most tokens the model takes)"
+            )
+        spec = _build_spec(
+            name=name,
+            kind=ModelKind.COREML,
+            source=str(path),
+            sha256=sha,
+            size_bytes=info.size_bytes,
+            capabilities=tuple(capabilities or ("text-generation",)),  # chat needs a template a package lacks
+            context_window=window,
+            architecture=info.model_type,
+            quantization=info.weight_dtype,
+            family=family or name,
+            hardware=info.hardware(),
+            provenance={**info.provenance(), **(provenance or {})},
+        )
+        return self._create_version(spec), True
+
+    def _create_version(self, spec: ModelSpec) -> VersionRecord:
+        client = self.client
+        if registered_model_or_none(client, spec.name) is None:
+            retry_locked(lambda: client.create_registered_model(spec.name, tags={TAG_ROLE: "catalog"}))
+        run_id = self._log_spec_run(spec)
+        spec_json = spec.model_dump_json()
+        tags = {
+            TAG_SPEC: spec_json,
+            TAG_STATUS: Status.TESTING.value,
+            TAG_SHA: spec.sha256 or "",
+            TAG_IDENTITY: spec.identity,
+            "arbiter.kind": str(spec.kind),
+            "arbiter.capabilities": ",".join(spec.capabilities),
+            "arbiter.context_window": str(spec.context_window),
+            "arbiter.quantization": spec.quantization or "",
+        }
+        source = f"{client.get_run(run_id).info.artifact_uri}/model"
+        created = retry_locked(
+            lambda: client.create_model_version(
+                spec.name, source=source, run_id=run_id, tags=tags, description=_description(spec),
+            )
+        )
+        record = self._record(created)
+        self.store.append(
+            "events",
+            [{"event_id": new_id(), "ts": now_utc(), "kind": "register", "model": spec.name,
+              "version": record.version,
+              "detail": json.dumps({"sha256": spec.sha256, "source": spec.source, "base_url": spec.base_url})}],
+        )
+        return record
+
+    def _log_spec_run(self, spec: ModelSpec) -> str:
+        """An MLflow run holding ``spec.json``: the version's provenance, and what an MLflow server needs."""
+        client = self.client
+        exp = experiment_id(client, self.settings, REGISTRATIONS_EXPERIMENT)
+        run = retry_locked(lambda: client.create_run(exp, run_name=f"register-{spec.name}", tags={"arbiter.model": spec.name}))
+        with tempfile.TemporaryDirectory() as folder:
+            spec_file = Path(folder) / "spec.json"
+            spec_file.write_text(spec.model_dump_json(indent=2))
+            client.log_artifact(run.info.run_id, str(spec_file), artifact_path="model")
+        retry_locked(lambda: client.set_terminated(run.info.run_id))
+        return run.info.run_id
+
+    def _find_by_identity(self, name: str, identity: str) -> VersionRecord | None:
+        return next((r for r in self._versions_of(name) if r.spec.identity == identity), None)
+
+    # --- queries ------------------------------------------------------------------------
+
+    def list_versions(
+        self, *, capability: str | None = None, status: str | None = None, name: str | None = None
+    ) -> list[VersionRecord]:
+        """All catalog versions (routes excluded), filtered, ordered by name then version."""
+        if status is not None and status not in {s.value for s in Status}:
+            raise UserError(f"unknown status {status!r}; use one of: {', '.join(s.value for s in Status)}")
+        names = [name] if name else self._catalog_names()
+        records = [r for n in names for r in self._versions_of(n)]
+        if capability:
+            records = [r for r in records if capability in r.spec.capabilities]
+        if status:
+            records = [r for r in records if r.status == status]
+        return sorted(records, key=lambda r: (r.name, r.version))
+
+    def get(self, name: str, version: int | None = None) -> VersionRecord:
+        """One version; the newest when ``version`` is None. Raises NotFoundError with what exists."""
+        versions = [] if name.startswith(ROUTE_PREFIX) else self._versions_of(name)
+        if not versions:
+            known = ", ".join(self._catalog_names()) or "none registered yet"
+            raise NotFoundError(f"unknown model {name!r}; known models: {known}")
+        if version is None:
+            return versions[-1]
+        for record in versions:
+            if record.version == version:
+                return record
+        raise NotFoundError(
+            f"{name} has no version {version}; its versions: {', '.join(str(r.version) for r in versions)}"
+        )
+
+    def get_ref(self, ref: str) -> VersionRecord:
+        name, version = parse_ref(ref)
+        return self.get(name, version)
+
+    def set_status(self, name: str, version: int, status: Status) -> VersionRecord:
+        """Move a version's lifecycle status (the one mutable thing about a version)."""
+        record = self.get(name, version)
+        if record.status != status.value:
+            retry_locked(lambda: self.client.set_model_version_tag(name, str(version), TAG_STATUS, status.value))
+            self.store.append(
+                "events",
+                [{"event_id": new_id(), "ts": now_utc(), "kind": f"status.{status.value}", "model": name,
+                  "version": version, "detail": json.dumps({"from": record.status})}],
+            )
+        return self.get(name, version)
+
+    def _catalog_names(self) -> list[str]:
+        models = self.client.search_registered_models(max_results=1000)
+        return sorted(
+            m.name for m in models if not m.name.startswith(ROUTE_PREFIX) and m.tags.get(TAG_ROLE) == "catalog"
+        )
+
+    def _versions_of(self, name: str) -> list[VersionRecord]:
+        if not NAME_PATTERN.match(name):  # also keeps quotes out of the search filter
+            return []
+        found = retry_locked(lambda: self.client.search_model_versions(f"name = '{name}'", max_results=10000))
+        return sorted((self._record(mv) for mv in found if TAG_SPEC in mv.tags), key=lambda r: r.version)
+
+    @staticmethod
+    def _record(mv: Any) -> VersionRecord:
+        spec = ModelSpec.model_validate_json(mv.tags[TAG_SPEC])
+        return VersionRecord(
+            name=mv.name,
+            version=int(mv.version),
+            status=mv.tags.get(TAG_STATUS, Status.TESTING.value),
+            spec=spec,
+            created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
+            run_id=mv.run_id,
+        )
+
+
+def _build_spec(**fields: Any) -> ModelSpec:
+    """A ModelSpec, with pydantic's validation errors turned into one actionable line."""
+    try:
+        return ModelSpec(**fields)
+    except ValidationError as exc:
+        raise UserError(f"invalid model spec: {one_line(exc.errors())}") from None
+
+
+def _description(spec: ModelSpec) -> str:
+    """The one line the MLflow UI shows under a version."""
+    if spec.sha256 is None:
+        return f"{spec.kind} model {spec.source!r} served at {spec.base_url or 'OLLAMA_HOST'}"
+    return f"{spec.architecture} {spec.quantization}, {spec.size_bytes} bytes, sha256 {spec.sha256}"
+
+
+def _check_chat_format(chat_format: str) -> None:
+    """Refuse a chat format llama.cpp does not know now, not at the first chat of an immutable version."""
+    from llama_cpp.llama_chat_format import LlamaChatCompletionHandlerRegistry
+
+    known = sorted(LlamaChatCompletionHandlerRegistry()._chat_handlers)
+    if chat_format not in known:
+        raise UserError(f"unknown chat format {chat_format!r}; llama.cpp knows: {', '.join(known)}")
+
+
+def _needs_text(hardware: Hardware) -> str:
+    """A version's hardware needs in one line, for messages."""
+    return ", ".join(f"{key} {value}" for key, value in hardware.model_dump().items() if value not in ((), 0, None))

@@ -1,0 +1,241 @@
+"""Auto-swap: a route whose champion degrades on live traffic is rolled back, or swapped to the
+selector's best alternative, by itself — and never flaps.
+
+The trigger (the seeds' rule, on the gateway's ``calls`` rows of the current champion since it
+became champion, within the last ``window_s``):
+
+- at least ``min_samples`` calls, and
+- success rate under ``success_threshold`` (0.8), or — when at least ``min_samples`` calls carry a
+  quality — mean quality under ``quality_factor`` (0.9) × the route's quality threshold (the
+  task learning ``quality_threshold``; no threshold, no quality trigger).
+
+A degraded champion is acted on only outside the ``cooldown_s`` after the route's last auto-swap
+and once it has served for ``min_dwell_s`` (so two models cannot swap back and forth), and never
+during a gradual rollout (the rollout judges the challenger itself). The action: roll back to
+``previous`` when there is one and its own recent calls are not degraded; otherwise promote the
+selector's best other version for the task; otherwise hold and say why. Every decision, holds
+included (once per champion and reason), is an ``autoswap.*`` event carrying its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from registry.catalog.mlflow_client import registered_model_or_none
+from registry.catalog.routes import TAG_ROLLOUT, TERMINAL, Routes, route_model_name
+from registry.catalog.versions import Catalog
+from registry.errors import ConflictError, SelectionError
+from registry.results.store import new_id
+from registry.rollout.live import live_figures
+from registry.rollout.locks import route_lock
+from registry.rollout.policy import LiveFigures
+from registry.selection.criteria import Criteria
+from registry.selection.learnings import TaskLearnings
+from registry.selection.profiles import ProfileCache
+from registry.selection.selector import LocalModelSelector
+
+_log = logging.getLogger(__name__)
+_ALIAS_EVENTS = "('promote', 'rollback', 'alias.external', 'rollout.done')"
+
+
+class AutoSwapPolicy(BaseModel):
+    """Thresholds and timings of auto-swap (``ARBITER_AUTO_SWAP_*`` settings)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cooldown_s: float = Field(default=300.0, ge=0)
+    min_samples: int = Field(default=10, ge=1)
+    success_threshold: float = Field(default=0.8, gt=0, le=1)
+    quality_factor: float = Field(default=0.9, gt=0, le=1)
+    min_dwell_s: float = Field(default=600.0, ge=0)
+    window_s: float = Field(default=300.0, gt=0)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What auto-swap did (or why it held) for one route."""
+
+    route: str
+    action: str  # "rollback" | "swap" | "held"
+    reasons: list[str]
+    figures: dict[str, Any]
+    to: str | None = None
+
+
+def degradation(policy: AutoSwapPolicy, figures: LiveFigures | None, quality_threshold: float | None) -> list[str]:
+    """Why ``figures`` count as degraded (empty: healthy, or too few calls to say)."""
+    if figures is None or figures.n < policy.min_samples:
+        return []
+    reasons = []
+    if figures.success_rate < policy.success_threshold:
+        reasons.append(f"success rate {figures.success_rate:.3f} < {policy.success_threshold} over {figures.n} calls")
+    if (
+        quality_threshold is not None and figures.quality is not None and figures.quality_n >= policy.min_samples
+        and figures.quality < policy.quality_factor * quality_threshold
+    ):
+        reasons.append(
+            f"quality {figures.quality:.3f} < {policy.quality_factor} × the route's threshold {quality_threshold:.3f}"
+        )
+    return reasons
+
+
+class AutoSwapper:
+    """Example::
+
+        swapper = AutoSwapper(catalog, AutoSwapPolicy(cooldown_s=300))
+        swapper.check("qa")                  # Decision, or None when the champion is healthy
+        swapper.start(lambda: ["qa"], every_s=5, on_change=router.refresh_soon)
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        policy: AutoSwapPolicy,
+        *,
+        pick_alternative: Callable[[str, set[str]], str | None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.catalog = catalog
+        self.policy = policy
+        self.routes = Routes(catalog)
+        self.store = catalog.store
+        self.learnings = TaskLearnings(catalog.store)
+        self._pick_alternative = pick_alternative or self._selector_pick
+        self._clock = clock
+        self._held: set[tuple[str, str, str]] = set()  # (route, champion, reason) already recorded
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- one check --------------------------------------------------------------------------
+
+    def check(self, route: str) -> Decision | None:
+        """Judge the route's champion and act; ``None`` when there is nothing to act on. The route's
+        lock is held while deciding, so a promotion starting meanwhile cannot be cut across."""
+        try:
+            with route_lock(self.catalog.settings.home, route, purpose="auto-swap check", wait_s=0.0):
+                return self._check(route)
+        except ConflictError:
+            return None  # a promotion holds the route: it judges the challenger itself
+
+    def _check(self, route: str) -> Decision | None:
+        model = registered_model_or_none(self.catalog.client, route_model_name(route))
+        if model is None:
+            return None
+        rollout = model.tags.get(TAG_ROLLOUT)
+        if rollout and json.loads(rollout)["phase"] not in TERMINAL:
+            return None
+        state = self.routes.show(route)
+        if state.champion is None:
+            return None
+        champion = f"{state.champion.model}/{state.champion.version}"
+        now = self._clock()
+        since_change = self._last_change(route)
+        since = max(now - self.policy.window_s, since_change or 0.0)
+        figures = self._figures(route, since)
+        threshold = self.learnings.get(route).quality_threshold
+        reasons = degradation(self.policy, figures.get(champion), threshold)
+        if not reasons:
+            return None
+        report = {"champion": figures[champion].as_json(), "window_from": _iso(since), "quality_threshold": threshold}
+        last_swap = self._last_autoswap(route)
+        if last_swap is not None and now - last_swap < self.policy.cooldown_s:
+            return self._hold(route, champion, f"cooldown: last auto-swap {now - last_swap:.0f} s ago "
+                                               f"(< {self.policy.cooldown_s:.0f} s)", reasons, report)
+        if since_change is not None and now - since_change < self.policy.min_dwell_s:
+            return self._hold(route, champion, f"dwell: champion for {now - since_change:.0f} s "
+                                               f"(< {self.policy.min_dwell_s:.0f} s)", reasons, report)
+        if state.previous is not None:
+            previous = f"{state.previous.model}/{state.previous.version}"
+            previous_reasons = degradation(self.policy, figures.get(previous), threshold)
+            if not previous_reasons:
+                self.routes.rollback(route)
+                return self._record(Decision(route, "rollback", reasons, report, to=previous))
+            report["previous"] = {"ref": previous, "reasons": previous_reasons}
+        avoid = {champion} | ({previous} if state.previous is not None else set())
+        alternative = self._pick_alternative(route, avoid)
+        if alternative is None:
+            return self._hold(route, champion, "no healthy alternative", reasons, report)
+        model_name, _, version = alternative.partition("/")
+        self.routes.promote(route, model_name, int(version), force=True)
+        return self._record(Decision(route, "swap", reasons, report, to=alternative))
+
+    # --- running in the gateway ---------------------------------------------------------------
+
+    def start(self, routes: Callable[[], list[str]], *, every_s: float, on_change: Callable[[], None]) -> None:
+        def loop() -> None:
+            while not self._stop.wait(every_s):
+                for route in routes():
+                    try:
+                        decision = self.check(route)
+                    except Exception as exc:  # noqa: BLE001 — MLflow locked or down: this round only, never the thread
+                        _log.warning("auto-swap check of %s failed: %s", route, exc)
+                        continue
+                    if decision is not None and decision.action != "held":
+                        on_change()
+
+        self._thread = threading.Thread(target=loop, name="arbiter-autoswap", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _hold(self, route: str, champion: str, why: str, reasons: list[str], report: dict[str, Any]) -> Decision:
+        decision = Decision(route, "held", [why, *reasons], report)
+        key = (route, champion, why.split(":")[0])
+        if key not in self._held:
+            self._held.add(key)
+            self._record(decision)
+        return decision
+
+    def _record(self, decision: Decision) -> Decision:
+        model, _, version = (decision.to or "").partition("/")
+        self.store.append("events", [{
+            "event_id": new_id(), "ts": datetime.now(UTC), "kind": f"autoswap.{decision.action}",
+            "route": decision.route, "model": model or None, "version": int(version) if version else None,
+            "detail": json.dumps({"reasons": decision.reasons, "to": decision.to, **decision.figures}),
+        }])
+        return decision
+
+    def _figures(self, route: str, since: float) -> dict[str, LiveFigures]:
+        return live_figures(self.store, route, since=since)
+
+    def _last_change(self, route: str) -> float | None:
+        rows = self.store.query(f"select max(ts) as ts from events where route = $1 and kind in {_ALIAS_EVENTS}", [route])
+        return rows[0]["ts"].timestamp() if rows and rows[0]["ts"] is not None else None
+
+    def _last_autoswap(self, route: str) -> float | None:
+        rows = self.store.query(
+            "select max(ts) as ts from events where route = $1 and kind in ('autoswap.rollback', 'autoswap.swap')", [route]
+        )
+        return rows[0]["ts"].timestamp() if rows and rows[0]["ts"] is not None else None
+
+    def _selector_pick(self, route: str, avoid: set[str]) -> str | None:
+        """The selector's best version for the task, other than the degraded champion and a
+        ``previous`` that is degraded too (so two bad versions never take turns)."""
+        current = self.routes.champion(route)
+        selector = LocalModelSelector(
+            lambda: [r for r in self.catalog.list_versions() if r.ref not in avoid],
+            ProfileCache(self.store, max_age_s=0.0), self.learnings,
+        )
+        try:
+            selection = selector.select(Criteria(task=route, capabilities=tuple(current.spec.capabilities)))
+        except SelectionError:
+            return None
+        return selection.primary.ref
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()

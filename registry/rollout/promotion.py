@@ -1,0 +1,428 @@
+"""Gradual promotion: a candidate is benchmarked, checked against the champion, then given a
+growing share of the route's live traffic, and promoted or rolled back on live figures.
+
+The state machine's state lives where a person can see it: the route's MLflow tags
+(``arbiter.rollout``: the whole state as JSON; ``arbiter.challenger_share``: the share the
+gateway sends to the ``challenger`` alias) and the ``events`` table. Phases::
+
+    benchmark → compatibility → ramp(step 0 … n-1) → promoting → done
+                      └──────→ refused      └──────→ rolled_back
+
+Every transition writes the new state first, then applies its effects (aliases, share), then
+records its event under an id made of the rollout id, phase and step. Effects only *set* things
+(an alias, a tag), so re-applying them is harmless; an event already recorded is not recorded
+again. A process killed at any point therefore converges when the same promotion is run again:
+it re-reads the state, re-applies the current phase's effects and goes on from there.
+
+One promotion per route at a time: the runner holds the route's file lock (registry/rollout/locks.py)
+for its whole life; a second one gets a ``ConflictError``. ``abort`` works beside a running
+promotion: it cuts the share to 0 at once and leaves a request the runner acts on at its next
+check.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from registry.catalog.mlflow_client import registered_model_or_none, retry_locked
+from registry.catalog.routes import CHALLENGER, TAG_ABORT, TAG_ROLLOUT, TAG_SHARE, TERMINAL, Routes, route_model_name
+from registry.catalog.versions import Catalog
+from registry.errors import ConflictError, NotFoundError, PromotionError
+from registry.machine.hardware import fingerprint
+from registry.results.store import ResultsStore, new_id
+from registry.rollout.live import live_figures
+from registry.rollout.locks import is_locked, route_lock
+from registry.rollout.policy import RolloutPolicy, judge
+from registry.spec import Status, VersionRecord
+
+_EVENT_KIND = {
+    "benchmark": "rollout.start",
+    "compatibility": "rollout.benchmarked",
+    "ramp": "rollout.step",
+    "promoting": "rollout.promoting",
+    "done": "rollout.done",
+    "rolled_back": "rollout.rollback",
+    "refused": "rollout.refused",
+}
+
+
+class Compatible(Protocol):
+    can_replace: bool
+    reasons: list[str]
+    warnings: list[str]
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+Benchmark = Callable[[VersionRecord, str, int | None], None]
+CompatibilityCheck = Callable[[str, VersionRecord, VersionRecord], Compatible]
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """What the route's ``arbiter.rollout`` tag holds."""
+
+    id: str
+    route: str
+    candidate: str
+    champion: str
+    phase: str
+    policy: dict[str, Any]
+    started_at: float
+    step: int = 0
+    step_started_at: float | None = None
+    last_check: dict[str, Any] | None = None
+    outcome: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL
+
+    @property
+    def share(self) -> int:
+        """The challenger's share of traffic in this phase."""
+        if self.phase == "ramp":
+            return int(self.policy["ramp"][self.step])
+        return 100 if self.phase == "promoting" else 0
+
+    def to_tag(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_tag(cls, text: str) -> RolloutState:
+        return cls(**json.loads(text))
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["share"] = self.share
+        data["started_at"] = _iso(self.started_at)
+        data["step_started_at"] = _iso(self.step_started_at)
+        if self.phase == "ramp" and self.step_started_at is not None:
+            data["step_ends_at"] = _iso(self.step_started_at + float(self.policy["step_seconds"]))
+        return data
+
+
+class Rollout:
+    """Example::
+
+        rollout = Rollout(catalog)
+        state = rollout.promote("qa", "smollm2-135m/3", RolloutPolicy(ramp=(10, 50, 100), step_seconds=600))
+        state.phase                            # 'done' or 'rolled_back' or 'refused'
+        rollout.status("qa")                   # champion, challenger, share, step, last check
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        benchmark: Benchmark | None = None,
+        compatibility: CompatibilityCheck | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        on_phase: Callable[[RolloutState], None] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.routes = Routes(catalog)
+        self.store: ResultsStore = catalog.store
+        self._benchmark = benchmark or _benchmark_in_process(catalog)
+        self._compatibility = compatibility or _default_compatibility(catalog)
+        self._clock = clock
+        self._sleep = sleep
+        self._on_phase = on_phase
+        self._hardware_id = fingerprint().hardware_id
+
+    @property
+    def _client(self):
+        return self.catalog.client
+
+    # --- public -------------------------------------------------------------------------------
+
+    def promote(
+        self, route: str, candidate_ref: str, policy: RolloutPolicy | None = None, *, lock_held: bool = False
+    ) -> RolloutState:
+        """Run (or resume) the promotion of ``candidate_ref`` on ``route`` to its end.
+
+        Refused before anything changes: an unknown or deprecated candidate, the champion itself,
+        a candidate missing one of the champion's capabilities, an unfinished rollout of another
+        candidate, a promotion of this route already running (``ConflictError``). ``lock_held``:
+        the caller holds the route's lock already (the CLI takes it before Prefect starts).
+        """
+        policy = policy or RolloutPolicy()
+        if lock_held:
+            return self._run(self._begin(route, candidate_ref, policy))
+        with route_lock(self.catalog.settings.home, route, purpose=f"promotion of {candidate_ref}"):
+            return self._run(self._begin(route, candidate_ref, policy))
+
+    def status(self, route: str) -> dict[str, Any]:
+        """The JSON contract of ``arbiter routes status ROUTE --json``."""
+        shown = self.routes.show(route).as_json()
+        model = self._client.get_registered_model(route_model_name(route))
+        state = _state_of(model)
+        share = model.tags.get(TAG_SHARE)
+        return {
+            **shown,
+            "share": int(share) if share and share.isdigit() else 0,
+            "rollout": state.as_json() if state else None,
+            "running": is_locked(self.catalog.settings.home, route),
+            "abort_requested": model.tags.get(TAG_ABORT),
+        }
+
+    def abort(self, route: str, reason: str = "aborted by hand") -> dict[str, Any]:
+        """Stop a rollout now: the share drops to 0 and the challenger alias goes at once; a running
+        promotion records the rollback at its next check, otherwise this does it."""
+        model = self._route_model(route)
+        state = _state_of(model)
+        if state is not None and state.terminal:
+            self._converge(model.name, state)  # a kill inside its last transition: finish that first
+        if state is None or state.terminal:
+            raise PromotionError(f"route {route!r} has no rollout in progress; `arbiter routes status {route}` shows its state")
+        if state.phase == "promoting":
+            raise PromotionError(
+                f"route {route!r} is promoting {state.candidate} already (it passed every step); when it is done, "
+                f"go back with `arbiter routes rollback {route}`"
+            )
+        retry_locked(lambda: self._client.set_registered_model_tag(model.name, TAG_ABORT, reason))
+        self._withdraw_challenger(model.name)
+        try:
+            with route_lock(self.catalog.settings.home, route, purpose="abort"):
+                self._enter(state, "rolled_back", outcome={"reasons": [reason], "by": "abort"})
+        except ConflictError:
+            pass  # a live runner holds the route: it sees the request at its next check
+        return self.status(route)
+
+    # --- the state machine ---------------------------------------------------------------------
+
+    def check_request(self, route: str, candidate_ref: str) -> RolloutState | None:
+        """Refuse a promotion that cannot start, changing nothing (the CLI calls this before Prefect
+        starts). Returns the unfinished rollout of this candidate that a run would resume, if any."""
+        model = self._route_model(route)
+        state = _state_of(model)
+        if state is not None and state.phase == "done" and state.candidate == candidate_ref:
+            champion = self.routes.show(route).champion
+            if champion is not None and f"{champion.model}/{champion.version}" == candidate_ref:
+                return state  # run again after it finished (or was killed finishing): nothing left to do
+        if state is not None and not state.terminal:
+            if state.candidate != candidate_ref:
+                raise ConflictError(
+                    f"route {route!r} has an unfinished rollout of {state.candidate} (phase {state.phase}, "
+                    f"step {state.step}); resume it with `arbiter routes promote {route} --candidate {state.candidate}` "
+                    f"or stop it with `arbiter routes abort {route}`"
+                )
+            return state
+        candidate = self.catalog.get_ref(candidate_ref)
+        current = self.routes.show(route)
+        if current.champion is None:
+            raise PromotionError(
+                f"route {route!r} has no champion to compare with; make one with "
+                f"`arbiter routes promote {route} --model {candidate.name} --version {candidate.version}`"
+            )
+        _check_candidate(route, candidate, self.catalog.get(current.champion.model, current.champion.version))
+        return None
+
+    def _begin(self, route: str, candidate_ref: str, policy: RolloutPolicy) -> RolloutState:
+        model = self._route_model(route)
+        last = _state_of(model)
+        if last is not None and last.terminal:
+            self._converge(model.name, last)  # a kill inside its last transition: finish that first
+        unfinished = self.check_request(route, candidate_ref)
+        if unfinished is not None:
+            self._converge(model.name, unfinished)  # resume: whatever a killed run left half done is finished
+            return unfinished
+        candidate = self.catalog.get_ref(candidate_ref)
+        champion = self.routes.champion(route)
+        if TAG_ABORT in self._client.get_registered_model(model.name).tags:  # left over from an earlier rollout
+            retry_locked(lambda: self._client.delete_registered_model_tag(model.name, TAG_ABORT))
+        state = RolloutState(
+            id=new_id()[:12], route=route, candidate=candidate.ref, champion=champion.ref, phase="benchmark",
+            policy=policy.model_dump(mode="json"), started_at=self._clock(),
+        )
+        return self._enter(state, "benchmark")
+
+    def _run(self, state: RolloutState) -> RolloutState:
+        while not state.terminal:
+            model = self._client.get_registered_model(route_model_name(state.route))
+            if TAG_ABORT in model.tags and state.phase != "promoting":  # past every step: it finishes
+                state = self._enter(state, "rolled_back", outcome={"reasons": [model.tags[TAG_ABORT]], "by": "abort"})
+                break
+            state = _state_of(model) or state
+            if state.terminal:
+                break
+            state = self._step(state)
+        return state
+
+    def _step(self, state: RolloutState) -> RolloutState:
+        policy = RolloutPolicy(**state.policy)
+        candidate = self.catalog.get_ref(state.candidate)
+        champion = self.catalog.get_ref(state.champion)
+        if state.phase == "benchmark":
+            # The candidate is warmed up and benchmarked by this rollout (a rerun after a kill keeps a
+            # run it already made); the champion only when it has no run on this hardware.
+            for record, since in ((candidate, state.started_at), (champion, None)):
+                if not self._has_run(state.route, record, since):
+                    self._benchmark(record, state.route, policy.benchmark_limit)
+            return self._enter(state, "compatibility")
+        if state.phase == "compatibility":
+            verdict = self._compatibility(state.route, champion, candidate)
+            outcome = {"compatibility": verdict.as_json()}
+            if verdict.can_replace or policy.force:
+                return self._enter(state, "ramp", step=0, step_started_at=self._clock(), outcome=outcome)
+            return self._enter(state, "refused", outcome={**outcome, "reasons": verdict.reasons})
+        if state.phase == "ramp":
+            return self._check(state, policy)
+        if state.phase == "promoting":
+            return self._enter(state, "done")
+        raise PromotionError(f"route {state.route!r}: unknown rollout phase {state.phase!r} in its {TAG_ROLLOUT} tag")
+
+    def _has_run(self, task: str, record: VersionRecord, since: float | None) -> bool:
+        run = self.store.latest_run(task, record.name, record.version, self._hardware_id)
+        if run is None or run["hardware_id"] != self._hardware_id:
+            return False
+        return since is None or run["ts"].timestamp() >= since
+
+    def _warm_failures(self, state: RolloutState) -> list[str]:
+        """The gateway's reports that the challenger could not be loaded during this step."""
+        model, _, version = state.candidate.partition("/")
+        rows = self.store.query(
+            "select detail from events where kind = 'challenger.failed' and route = $1 and model = $2 "
+            "and version = $3 and ts >= $4 order by ts",
+            [state.route, model, int(version), datetime.fromtimestamp(state.step_started_at or state.started_at, UTC)],
+        )
+        return [json.loads(row["detail"]).get("error", "unknown error") for row in rows]
+
+    def _check(self, state: RolloutState, policy: RolloutPolicy) -> RolloutState:
+        now = self._clock()
+        assert state.step_started_at is not None
+        failures = self._warm_failures(state)
+        if failures:  # it takes no share while it cannot load: waiting for samples would wait forever
+            reasons = [f"the gateway could not load {state.candidate}: {failures[-1]}"]
+            return self._enter(state, "rolled_back", outcome={"reasons": reasons})
+        in_step = live_figures(self.store, state.route, since=state.step_started_at)
+        champion = in_step.get(state.champion)
+        if champion is None or champion.n < policy.min_samples:  # at 100 % it gets no calls in the step
+            champion = live_figures(self.store, state.route, since=state.started_at - policy.step_seconds).get(state.champion)
+        check = judge(policy, champion, in_step.get(state.candidate), now - state.step_started_at)
+        state = self._save(replace(state, last_check={"at": _iso(now), "step": state.step, **check.as_json()}))
+        if check.action == "rollback":
+            return self._enter(state, "rolled_back", outcome={"reasons": check.reasons, "check": check.as_json()})
+        if check.action == "advance":
+            if state.step + 1 < len(policy.ramp):
+                return self._enter(state, "ramp", step=state.step + 1, step_started_at=now)
+            return self._enter(state, "promoting")
+        self._sleep(policy.check_every_s)
+        return state
+
+    def _enter(self, state: RolloutState, phase: str, **changes: Any) -> RolloutState:
+        """Write the new state, apply its effects, record its event — in that order. A rollback
+        withdraws the challenger first: withdrawing is always safe, and a kill right after the
+        state is written must not leave a judged-bad candidate taking traffic."""
+        if phase in ("rolled_back", "refused"):
+            self._withdraw_challenger(route_model_name(state.route))
+        new = self._save(replace(state, phase=phase, **changes))
+        self._converge(route_model_name(new.route), new)
+        if self._on_phase is not None:
+            self._on_phase(new)
+        return new
+
+    def _converge(self, model_name: str, state: RolloutState) -> None:
+        """Apply the effects of ``state``'s phase and record its event (both idempotent)."""
+        if state.phase in ("benchmark", "compatibility", "ramp"):
+            if TAG_ABORT in self._client.get_registered_model(model_name).tags:
+                return  # an abort landed meanwhile: never hand the challenger its share back
+            candidate = self.catalog.get_ref(state.candidate)
+            route_version = self.routes.route_copy(model_name, candidate)
+            retry_locked(lambda: self._client.set_registered_model_alias(model_name, CHALLENGER, str(route_version)))
+            retry_locked(lambda: self._client.set_registered_model_tag(model_name, TAG_SHARE, str(state.share)))
+        elif state.phase in ("promoting", "done"):  # the share is still 100 until the alias has moved
+            candidate = self.catalog.get_ref(state.candidate)
+            self.routes.promote(state.route, candidate.name, candidate.version, force=True, rollout_id=state.id)
+            self._withdraw_challenger(model_name)
+        else:  # rolled_back, refused
+            self._withdraw_challenger(model_name)
+        if state.terminal and TAG_ABORT in self._client.get_registered_model(model_name).tags:
+            retry_locked(lambda: self._client.delete_registered_model_tag(model_name, TAG_ABORT))
+        self._record_event(state)
+
+    def _withdraw_challenger(self, model_name: str) -> None:
+        """Share first (the gateway stops sending), then the alias."""
+        client = self._client
+        retry_locked(lambda: client.set_registered_model_tag(model_name, TAG_SHARE, "0"))
+        if CHALLENGER in (client.get_registered_model(model_name).aliases or {}):
+            retry_locked(lambda: client.delete_registered_model_alias(model_name, CHALLENGER))
+
+    def _record_event(self, state: RolloutState) -> None:
+        event_id = f"{state.id}:{state.phase}:{state.step}"
+        if self.store.query("select 1 from events where event_id = $1 limit 1", [event_id]):
+            return
+        model, _, version = state.candidate.partition("/")
+        detail = {"rollout": state.id, "candidate": state.candidate, "champion": state.champion,
+                  "step": state.step, "share": state.share, **state.outcome}
+        if state.phase == "ramp" and state.step > 0:
+            detail["last_check"] = state.last_check
+        self.store.append("events", [{"event_id": event_id, "ts": datetime.now(UTC), "kind": _EVENT_KIND[state.phase],
+                                      "route": state.route, "model": model, "version": int(version),
+                                      "detail": json.dumps(detail)}])
+
+    def _save(self, state: RolloutState) -> RolloutState:
+        name = route_model_name(state.route)
+        retry_locked(lambda: self._client.set_registered_model_tag(name, TAG_ROLLOUT, state.to_tag()))
+        return state
+
+    def _route_model(self, route: str):
+        model = registered_model_or_none(self._client, route_model_name(route))
+        if model is None:
+            known = ", ".join(self.routes.list()) or "none yet"
+            raise NotFoundError(f"unknown route {route!r} (routes: {known}); create it with `arbiter routes promote {route} --model NAME --version N`")
+        return model
+
+
+def _check_candidate(route: str, candidate: VersionRecord, champion: VersionRecord) -> None:
+    if candidate.ref == champion.ref:
+        raise PromotionError(f"{candidate.ref} is already the champion of route {route!r}")
+    if candidate.status == Status.DEPRECATED:
+        raise PromotionError(f"{candidate.ref} is deprecated; activate it first with `arbiter models activate {candidate.ref}`")
+    missing = sorted(set(champion.spec.capabilities) - set(candidate.spec.capabilities))
+    if missing:
+        raise PromotionError(
+            f"{candidate.ref} lacks the route's capabilities {missing} (the champion {champion.ref} has "
+            f"{list(champion.spec.capabilities)}); pick a candidate that has them"
+        )
+
+
+def _state_of(model: Any) -> RolloutState | None:
+    text = (model.tags or {}).get(TAG_ROLLOUT)
+    return RolloutState.from_tag(text) if text else None
+
+
+def _iso(epoch: float | None) -> str | None:
+    return datetime.fromtimestamp(epoch, UTC).isoformat() if epoch is not None else None
+
+
+def _benchmark_in_process(catalog: Catalog) -> Benchmark:
+    """Benchmark without Prefect (the promote flow passes its own Prefect task instead)."""
+
+    def run(record: VersionRecord, task: str, limit: int | None) -> None:
+        from registry.evaluation.benchmark import benchmark_version, record_result
+        from registry.evaluation.datasets import load_validation_set
+        from registry.serving.pool import WarmPool
+
+        validation_set = load_validation_set(task, catalog.settings.datasets_dir)
+        with WarmPool(catalog.settings) as pool:
+            record_result(catalog, benchmark_version(pool, record, validation_set, limit=limit))
+
+    return run
+
+
+def _default_compatibility(catalog: Catalog) -> CompatibilityCheck:
+    from registry.rollout.compatibility import check_compatibility
+    from registry.selection.profiles import ProfileCache
+
+    def check(task: str, current: VersionRecord, candidate: VersionRecord) -> Compatible:
+        profiles = ProfileCache(catalog.store, max_age_s=0.0)
+        return check_compatibility(task, current, candidate, profiles, fingerprint().hardware_id)
+
+    return check

@@ -1,0 +1,88 @@
+"""The results store: Parquet written whole or not at all, DuckDB views, the leaderboard query."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from registry.errors import StoreError, UserError
+from registry.results.store import SCHEMA_VERSION, ResultsStore, now_utc
+
+pytestmark = pytest.mark.unit
+
+
+def _run(task: str, model: str, version: int, quality: float, p50: float, age_s: int = 0, hw: str = "hw1") -> dict:
+    return {
+        "run_id": f"{model}-{version}-{task}-{age_s}", "ts": datetime.now(UTC) - timedelta(seconds=age_s),
+        "task": task, "model": model, "version": version, "quality": quality, "p50_ms": p50,
+        "p95_ms": p50 * 2, "tokens_per_s": 100.0, "n": 20, "n_ok": 20, "hardware_id": hw,
+    }
+
+
+def test_append_writes_one_whole_parquet_file_with_schema_version(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    written = store.append("events", [{"kind": "register", "model": "m", "version": 1}])
+    assert written is not None and written.exists()
+    assert [p.name for p in (tmp_path / "events").iterdir()] == [written.name]  # no temp file left
+    table = pq.read_table(written)
+    assert table.column("schema_version").to_pylist() == [SCHEMA_VERSION]
+    assert store.query("select kind, model, version from events") == [{"kind": "register", "model": "m", "version": 1}]
+
+
+def test_empty_tables_are_queryable(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    assert store.query("select count(*) as n from calls") == [{"n": 0}]
+    assert store.leaderboard() == []
+
+
+def test_unknown_column_and_table_are_refused_before_writing(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    with pytest.raises(StoreError, match="unknown columns"):
+        store.append("events", [{"kind": "x", "colour": "red"}])
+    with pytest.raises(StoreError, match="unknown results table"):
+        store.append("nope", [{"a": 1}])
+    assert not (tmp_path / "events").exists() or not any((tmp_path / "events").iterdir())
+
+
+def test_wrong_type_is_a_store_error_and_writes_nothing(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    with pytest.raises(StoreError, match="schema"):
+        store.append("runs", [{"version": "not a number"}])
+    assert store.query("select count(*) as n from runs") == [{"n": 0}]
+
+
+def test_leaderboard_keeps_latest_run_per_version_and_orders_by_quality(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    store.append("runs", [_run("qa", "a", 1, 0.9, 100, age_s=100), _run("qa", "a", 1, 0.5, 90, age_s=1)])
+    store.append("runs", [_run("qa", "b", 1, 0.7, 50), _run("extract", "a", 1, 0.3, 70)])
+    board = store.leaderboard("qa")
+    assert [(r["model"], r["quality"]) for r in board] == [("b", 0.7), ("a", 0.5)]
+    assert {r["task"] for r in store.leaderboard()} == {"qa", "extract"}
+
+
+def test_latest_run_prefers_this_hardware(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    store.append("runs", [_run("qa", "a", 1, 0.4, 10, age_s=50, hw="mine"), _run("qa", "a", 1, 0.8, 10, hw="other")])
+    assert store.latest_run("qa", "a", 1, "mine")["quality"] == 0.4
+    assert store.latest_run("qa", "a", 1, None)["quality"] == 0.8
+    assert store.latest_run("qa", "a", 2, "mine") is None
+
+
+def test_bad_sql_is_a_user_error_naming_the_tables(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="tables are: calls, runs, events"):
+        ResultsStore(tmp_path).query("select * from nowhere")
+
+
+def test_a_column_newer_than_every_file_reads_as_null(tmp_path: Path) -> None:
+    """Results written before a column existed stay queryable by code that uses the column."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    old = pa.table({"run_id": ["r1"], "task": ["qa"], "model": ["m"], "version": pa.array([1], pa.int32()),
+                    "quality": [0.5], "hardware_id": ["h"], "ts": pa.array([now_utc()], pa.timestamp("us", tz="UTC"))})
+    pq.write_table(old, folder / "part-old.parquet")
+    rows = ResultsStore(tmp_path).leaderboard()
+    assert rows[0]["quality_source"] == "reference" and rows[0]["quality"] == 0.5
