@@ -41,6 +41,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check registry flows tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 bench: install
