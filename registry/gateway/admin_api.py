@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from registry.errors import UserError
-from registry.gateway.generation import gateway_of, parse_body
+from registry.gateway.http import gateway_of, parse_body
 from registry.spec import parse_ref
 
 router = APIRouter()

@@ -1,5 +1,5 @@
-"""The HTTP plumbing under both APIs: middleware (arrival stamp, token, body size), one error shape per API,
-and the request counter.
+"""The HTTP plumbing under every API: middleware (arrival stamp, token, body size), reading a body, one
+error shape per API, and the request counter.
 
 Errors answer in the shape the client library expects — ``{"error": "..."}`` for the Ollama API,
 ``{"error": {"message", "type", "code"}}`` for the OpenAI API — so the ``ollama`` and ``openai``
@@ -12,10 +12,11 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.errors import (
@@ -28,9 +29,31 @@ from registry.errors import (
     UserError,
     one_line,
 )
-from registry.gateway.runtime import WEBHOOK_PATH
+from registry.gateway.runtime import WEBHOOK_PATH, Gateway
 
 _OPEN_PATHS = ("/health", WEBHOOK_PATH)  # the webhook proves itself with its HMAC signature
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
+async def parse_body(request: Request, model: type[BodyT]) -> BodyT:
+    """The JSON body whatever its Content-Type: Ollama's own docs send it with ``curl -d``
+    (form-encoded), and Ollama accepts that, so we must too."""
+    raw = await request.body()
+    if not raw.strip():
+        raise UserError("request body is empty; send a JSON object")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise UserError(describe_validation(exc.errors())) from None
+
+
+def gateway_of(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def arrived(request: Request) -> float:
+    """The ``time.perf_counter()`` stamp the middleware put on the request: where its overhead starts."""
+    return request.scope["state"]["arrived"]
 
 
 def is_openai(path: str) -> bool:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from registry.evaluation.judge import JUDGE_ROUTE, ModelBasedJudge
 from registry.evaluation.rubrics import CRITERIA
-from registry.gateway.generation import gateway_of, parse_body
+from registry.gateway.http import gateway_of, parse_body
 
 router = APIRouter()
 

@@ -63,7 +63,9 @@ def call_row(
 ) -> dict[str, Any]:
     """The ``calls`` row of one generation (or failed attempt); ``context`` fills the other columns
     (route, task, api, requested, queue_ms, overhead_ms, run_id, item_id). A row that was never
-    measured (no instance could take it) has zero times and null energy. Columns: docs/costs.md."""
+    measured (no instance could take it) has zero times and null energy. ``ok`` is "no error", not
+    "a generation": an embedding succeeds with no generation (its token figures stay null).
+    Columns: docs/costs.md."""
     return {
         "call_id": new_id(),
         "ts": now_utc(),
@@ -88,7 +90,7 @@ def call_row(
         "energy_model": cost.energy.model if cost.energy else None,
         "n_threads": generation.n_threads if generation else None,
         "n_gpu_layers": generation.n_gpu_layers if generation else None,
-        "ok": generation is not None and error is None,
+        "ok": error is None,
         "error": error,
         "quality": None,
         **context,
