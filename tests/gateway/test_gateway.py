@@ -49,11 +49,16 @@ def served(tmp_path_factory: pytest.TempPathFactory, empty_mlflow_db: Path, ship
     doomed = home / "doomed.gguf"  # a file test_a_champion_whose_file_is_gone_fails_over deletes
     shutil.copy(q4_0.path, doomed)
     catalog.register(doomed, name="doomed", capabilities=list(q4_0.capabilities))
+    doomed_embed = home / "doomed-embed.gguf"  # deleted by test_an_embed_is_dispatched_with_failover_rows_and_metrics
+    shutil.copy(q4_1.path, doomed_embed)
+    catalog.register(doomed_embed, name="doomed-embed", capabilities=["embedding"])
     routes = Routes(catalog)
     routes.promote("qa", "smollm2-135m", 2, force=True)
     routes.promote("qa", "smollm2-135m", 1, force=True)  # champion 1, previous 2
     routes.promote("fragile", "smollm2-135m", 1, force=True)
     routes.promote("fragile", "doomed", 1, force=True)  # champion doomed/1, previous smollm2-135m/1
+    routes.promote("vectors", "smollm2-embed", 1, force=True)
+    routes.promote("vectors", "doomed-embed", 1, force=True)  # champion doomed-embed/1, previous smollm2-embed/1
     with gateway_in_background(settings) as running:
         yield running
 
@@ -369,3 +374,37 @@ def test_a_champion_whose_file_is_gone_fails_over_to_previous_not_a_400(url: str
     gateway.recorder.flush()
     failed = gateway.store.query("select detail from events where kind = 'pool.load_failed' and model = 'doomed'")
     assert failed and "is gone" in failed[0]["detail"]
+    # one row per attempt, both written by the dispatcher: the champion that could not load, the answer
+    rows = gateway.store.query("select model, ok, error, api, requested, route, task, overhead_ms, completion_tokens "
+                               "from calls where route = 'fragile' order by ts")
+    failed_attempt, answered = rows[-2:]
+    assert (failed_attempt["model"], failed_attempt["ok"]) == ("doomed", False) and "is gone" in failed_attempt["error"]
+    assert (answered["model"], answered["ok"], answered["error"], answered["completion_tokens"]) == (
+        "smollm2-135m", True, None, 2)
+    for row in (failed_attempt, answered):
+        assert (row["api"], row["requested"], row["route"], row["task"]) == ("ollama", "fragile", "fragile", "fragile")
+    assert answered["overhead_ms"] == pytest.approx(float(answer.headers["x-arbiter-overhead-ms"]), abs=0.001)
+
+
+def test_an_embed_is_dispatched_with_failover_rows_and_metrics(url: str, gateway: Gateway) -> None:
+    """``/api/embed`` goes through the dispatcher like a generation: a champion that cannot load fails
+    over to the route's previous version, and both attempts are ``calls`` rows."""
+    body = {"model": "vectors", "input": ["a cat", "a dog"]}
+    first = httpx.post(f"{url}/api/embed", json=body, timeout=60)
+    assert first.status_code == 200 and len(first.json()["embeddings"]) == 2
+    assert httpx.post(f"{url}/admin/pool/unload", headers=ADMIN, json={"model": "doomed-embed/1"}).status_code == 200
+    (gateway.settings.home / "doomed-embed.gguf").unlink()
+    answer = httpx.post(f"{url}/api/embed", json=body, timeout=60)
+    assert answer.status_code == 200 and answer.json()["embeddings"] == first.json()["embeddings"]  # same weights
+    gateway.recorder.flush()
+    rows = gateway.store.query("select model, version, ok, error, api, requested, route, wall_ms, cpu_ms, "
+                               "completion_tokens, overhead_ms from calls where route = 'vectors' order by ts")
+    assert [(r["model"], r["ok"]) for r in rows] == [
+        ("doomed-embed", True), ("doomed-embed", False), ("smollm2-embed", True)]
+    assert "is gone" in rows[1]["error"]
+    for row in (rows[0], rows[2]):
+        assert (row["api"], row["requested"], row["error"], row["completion_tokens"]) == ("ollama", "vectors", None, None)
+        assert row["wall_ms"] > 0 and row["cpu_ms"] > 0 and row["overhead_ms"] >= 0
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'arbiter_requests_total{api="ollama",endpoint="/api/embed",status="200"}' in metrics
+    assert 'arbiter_failovers_total{route="vectors"} 1.0' in metrics
