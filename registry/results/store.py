@@ -167,6 +167,16 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+def iso_utc(moment: float | datetime | None) -> str | None:
+    """A moment (epoch seconds or an aware datetime) as ISO 8601 in UTC, ``+00:00`` suffix: the
+    form every ``--json`` answer uses for times; None stays None (a step not started yet)."""
+    if moment is None:
+        return None
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, UTC)
+    return moment.astimezone(UTC).isoformat()
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
