@@ -13,10 +13,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from registry.catalog.versions import Catalog
-from registry.evaluation.benchmark import benchmark_version, record_result
+from registry.evaluation.benchmark import benchmark_and_record
 from registry.evaluation.datasets import ValidationSet, load_validation_set
-from registry.evaluation.judge import ModelBasedJudge
-from registry.evaluation.tasks import JUDGED_TASKS
 from registry.serving.pool import WarmPool
 from registry.settings import Settings, get_settings
 from registry.spec import VersionRecord
@@ -32,9 +30,8 @@ def validate_datasets(tasks: list[str], settings: Settings) -> list[ValidationSe
 def benchmark_on_task(
     catalog: Catalog, pool: WarmPool, record: VersionRecord, validation_set: ValidationSet, limit: int | None
 ) -> dict[str, Any]:
-    judge = ModelBasedJudge(catalog, pool) if validation_set.task in JUDGED_TASKS else None  # same warm pool
-    result = benchmark_version(pool, record, validation_set, limit=limit, judge=judge)
-    return record_result(catalog, result)
+    """A judged task is judged on the same warm pool (``benchmark_and_record``)."""
+    return benchmark_and_record(catalog, pool, record, validation_set, limit=limit)
 
 
 @flow(name="benchmark", validate_parameters=True)

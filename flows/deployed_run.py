@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from registry.catalog.mlflow_client import retry_locked
 from registry.catalog.routes import Routes
+from registry.catalog.tracking import tag_run
 from registry.catalog.versions import Catalog
 from registry.errors import NotFoundError, UserError
 from registry.evaluation.tasks import ALL_TASKS, TASKS
@@ -115,7 +115,5 @@ def run_origin() -> dict[str, str]:
 
 def tag_runs(catalog: Catalog, mlflow_run_ids: Sequence[str], tags: dict[str, str]) -> None:
     """Add ``tags`` to each benchmark run in MLflow, so a figure leads back to its flow run and worker."""
-    client = catalog.client
     for run_id in mlflow_run_ids:
-        for key, value in tags.items():
-            retry_locked(lambda r=run_id, k=key, v=value: client.set_tag(r, k, v))
+        tag_run(catalog, run_id, tags)

@@ -9,7 +9,6 @@ for a model another server serves, the same kind, name on the server and URL (``
 
 from __future__ import annotations
 
-import json
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,8 @@ from registry.errors import NotFoundError, ProviderError, UserError, one_line
 from registry.providers import describe_remote
 from registry.providers.coreml_package import inspect_mlpackage, package_sha256
 from registry.providers.gguf_file import inspect_gguf, sha256_of
-from registry.results.store import ResultsStore, new_id, now_utc
+from registry.results.events import event_row
+from registry.results.store import ResultsStore
 from registry.settings import Settings
 from registry.spec import (
     NAME_PATTERN,
@@ -67,6 +67,9 @@ class Catalog:
 
     @property
     def client(self):  # mlflow.MlflowClient, built on first use
+        """MLflow's client, for the catalog's own modules and for tests checking what was written.
+        Other wings ask by name instead (``RouteModel``, ``tracking``, ``set_version_tag``), so the
+        lock retry and the tag formats stay in the catalog."""
         if self._client is None:
             self._client = make_client(self.settings)
         return self._client
@@ -261,12 +264,10 @@ class Catalog:
             )
         )
         record = self._record(created)
-        self.store.append(
-            "events",
-            [{"event_id": new_id(), "ts": now_utc(), "kind": "register", "model": spec.name,
-              "version": record.version,
-              "detail": json.dumps({"sha256": spec.sha256, "source": spec.source, "base_url": spec.base_url})}],
-        )
+        self.store.append("events", [event_row(
+            "register", model=spec.name, version=record.version,
+            detail={"sha256": spec.sha256, "source": spec.source, "base_url": spec.base_url},
+        )])
         return record
 
     def _log_spec_run(self, spec: ModelSpec) -> str:
@@ -323,13 +324,15 @@ class Catalog:
         """Move a version's lifecycle status (the one mutable thing about a version)."""
         record = self.get(name, version)
         if record.status != status.value:
-            retry_locked(lambda: self.client.set_model_version_tag(name, str(version), TAG_STATUS, status.value))
-            self.store.append(
-                "events",
-                [{"event_id": new_id(), "ts": now_utc(), "kind": f"status.{status.value}", "model": name,
-                  "version": version, "detail": json.dumps({"from": record.status})}],
-            )
+            self.set_version_tag(name, version, TAG_STATUS, status.value)
+            self.store.append("events", [event_row(f"status.{status.value}", model=name, version=version,
+                                                   detail={"from": record.status})])
         return self.get(name, version)
+
+    def set_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        """Set one tag on a version: what other wings may add about it (``arbiter.compatibility``);
+        the spec tags are written once, at registration, and never through this."""
+        retry_locked(lambda: self.client.set_model_version_tag(name, str(version), key, value))
 
     def _catalog_names(self) -> list[str]:
         models = self.client.search_registered_models(max_results=1000)

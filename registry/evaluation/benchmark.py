@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from registry.catalog.mlflow_client import experiment_id, retry_locked
+from registry.catalog.tracking import log_run
 from registry.catalog.versions import Catalog
 from registry.errors import JudgeError, UserError
 from registry.evaluation.datasets import ValidationSet
@@ -161,6 +161,18 @@ def benchmark_version(
     return BenchmarkResult(run=run, calls=[c.row for c in calls])
 
 
+def benchmark_and_record(
+    catalog: Catalog, pool: WarmPool, record: VersionRecord, validation_set: ValidationSet, *,
+    limit: int | None, judge: ModelBasedJudge | None = None,
+) -> dict[str, Any]:
+    """Benchmark one version on one task and record it; returns the ``runs`` row written. The one
+    way every caller (the benchmark flow, the promote flow, a rollout without Prefect) does it. A
+    judged task without ``judge`` is judged by the ``judgment`` route's champion on the same pool."""
+    if judge is None and validation_set.task in JUDGED_TASKS:
+        judge = ModelBasedJudge(catalog, pool)
+    return record_result(catalog, benchmark_version(pool, record, validation_set, limit=limit, judge=judge))
+
+
 def record_result(catalog: Catalog, result: BenchmarkResult) -> dict[str, Any]:
     """Log the run to MLflow tracking, then append ``calls`` and ``runs`` to the results store."""
     run = dict(result.run)
@@ -172,8 +184,6 @@ def record_result(catalog: Catalog, result: BenchmarkResult) -> dict[str, Any]:
 
 def log_to_mlflow(catalog: Catalog, run: dict[str, Any]) -> str:
     """One MLflow run per version × task × hardware, tagged with the model version it measured."""
-    client = catalog.client
-    exp = experiment_id(client, catalog.settings, BENCHMARK_EXPERIMENT)
     tags = {
         "arbiter.model": run["model"],
         "arbiter.version": str(run["version"]),
@@ -186,18 +196,12 @@ def log_to_mlflow(catalog: Catalog, run: dict[str, Any]) -> str:
         "arbiter.dataset_sha256": run["dataset_sha256"],
         "arbiter.run_id": run["run_id"],
     }
-    mlflow_run = retry_locked(
-        lambda: client.create_run(exp, run_name=f"{run['model']}-v{run['version']}-{run['task']}", tags=tags)
-    )
     metrics = ("quality", "p50_ms", "p95_ms", "ttft_p50_ms", "tokens_per_s", "cpu_ms_per_token", "peak_rss_mb", "load_ms",
                "avg_rss_mb", "energy_mwh_per_1k_tokens", "n", "n_ok")
-    from mlflow.entities import Metric
-
-    stamp = int(time.time() * 1000)
-    batch = [Metric(key, float(run[key]), stamp, 0) for key in metrics if run.get(key) is not None]
-    retry_locked(lambda: client.log_batch(mlflow_run.info.run_id, metrics=batch))
-    retry_locked(lambda: client.set_terminated(mlflow_run.info.run_id))
-    return mlflow_run.info.run_id
+    return log_run(
+        catalog, BENCHMARK_EXPERIMENT, run_name=f"{run['model']}-v{run['version']}-{run['task']}", tags=tags,
+        metrics={key: run[key] for key in metrics if run.get(key) is not None},
+    )
 
 
 def _percentile(sorted_values: list[float], pct: float) -> float | None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from registry.catalog.mlflow_client import experiment_id, retry_locked
+from registry.catalog.tracking import log_run
 from registry.catalog.versions import Catalog
 from registry.errors import JudgeError
 from registry.evaluation.datasets import CALIBRATION_FILE, CalibrationItem
@@ -124,21 +124,13 @@ def _verdict(row: dict[str, Any]) -> str:
 
 
 def _log_to_mlflow(catalog: Catalog, ref: str, results: list[Agreement], sha: str, seconds_per_item: float) -> str:
-    from mlflow.entities import Metric
-
-    client = catalog.client
-    exp = experiment_id(client, catalog.settings, JUDGE_EXPERIMENT)
     name, _, version = ref.partition("/")
     tags = {"arbiter.model": name, "arbiter.version": version, "arbiter.model_version": ref,
             "arbiter.dataset_sha256": sha, "arbiter.hardware_id": fingerprint().hardware_id}
-    run = retry_locked(lambda: client.create_run(exp, run_name=f"judge-{name}-v{version}", tags=tags))
-    stamp = int(time.time() * 1000)
-    metrics = [Metric("seconds_per_item", seconds_per_item, stamp, 0)]
+    metrics = {"seconds_per_item": seconds_per_item}
     for result in results:
         for key in ("accuracy", "spearman", "mean_abs_error", "n_failed"):
             value = getattr(result, key)
             if value is not None:
-                metrics.append(Metric(f"{result.criterion}.{key}", float(value), stamp, 0))
-    retry_locked(lambda: client.log_batch(run.info.run_id, metrics=metrics))
-    retry_locked(lambda: client.set_terminated(run.info.run_id))
-    return run.info.run_id
+                metrics[f"{result.criterion}.{key}"] = float(value)
+    return log_run(catalog, JUDGE_EXPERIMENT, run_name=f"judge-{name}-v{version}", tags=tags, metrics=metrics)

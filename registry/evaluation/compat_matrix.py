@@ -31,7 +31,6 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from registry.catalog.mlflow_client import retry_locked
 from registry.catalog.versions import Catalog
 from registry.errors import UserError
 from registry.results.store import ResultsStore
@@ -197,6 +196,6 @@ def tag_versions(catalog: Catalog, refs: Iterable[tuple[str, int]]) -> dict[str,
         if not mine:
             continue
         value = compatibility_tag(mine)
-        retry_locked(lambda n=name, v=version, t=value: catalog.client.set_model_version_tag(n, str(v), TAG_COMPATIBILITY, t))
+        catalog.set_version_tag(name, version, TAG_COMPATIBILITY, value)
         written[f"{name}/{version}"] = value
     return written

@@ -8,18 +8,19 @@ so every ``calls`` and ``events`` row of the session reaches Parquet.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import secrets
 import time
 from typing import Any
 
 from registry.catalog.routes import Routes
+from registry.catalog.tracking import delete_webhook, replace_webhook
 from registry.catalog.versions import Catalog
 from registry.errors import ConfigError
 from registry.gateway.metrics import GatewayMetrics
+from registry.results.events import event_row
 from registry.results.recorder import Recorder
-from registry.results.store import ResultsStore, new_id, now_utc
+from registry.results.store import ResultsStore
 from registry.rollout.autoswap import AutoSwapper, AutoSwapPolicy
 from registry.serving.dispatcher import Dispatcher
 from registry.serving.pool import WarmPool
@@ -102,23 +103,17 @@ class Gateway:
                 "error": "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY is not set; set the same key for `arbiter serve` "
                          "and the MLflow server to use webhooks"})
             return None
-        name = f"arbiter-gateway-{self.settings.port}"
-        client = self.catalog.client
         try:
-            for hook in client.list_webhooks():
-                if hook.name == name:
-                    client.delete_webhook(hook.webhook_id)
-            hook = client.create_webhook(
-                name=name, url=base_url + WEBHOOK_PATH, secret=self.webhook_secret,
-                events=["model_version_alias.created", "model_version_alias.deleted"],
+            self.webhook_id = replace_webhook(
+                self.catalog, name=f"arbiter-gateway-{self.settings.port}", url=base_url + WEBHOOK_PATH,
+                secret=self.webhook_secret, events=["model_version_alias.created", "model_version_alias.deleted"],
                 description="arbiter serve: re-read route aliases at once",
             )
         except Exception as exc:  # noqa: BLE001 — MlflowException, or a secret another key encrypted
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             self._event("webhook.unavailable", None, None, {"error": message})
             return None
-        self.webhook_id = hook.webhook_id
-        return hook.webhook_id
+        return self.webhook_id
 
     def close(self) -> None:
         """Stop following, unload, flush; safe to call twice."""
@@ -131,7 +126,7 @@ class Gateway:
         self.router.stop()
         if self.webhook_id is not None:
             try:
-                self.catalog.client.delete_webhook(self.webhook_id)
+                delete_webhook(self.catalog, self.webhook_id)
             except Exception:  # noqa: BLE001 — best effort at shutdown; a stale hook only costs a 404
                 pass
         self.pool.close()
@@ -154,9 +149,5 @@ class Gateway:
 
     def _event(self, kind: str, route: str | None, record: VersionRecord | None, detail: dict[str, Any]) -> None:
         self.metrics.events.labels(kind=kind).inc()
-        self.recorder.add(
-            "events",
-            {"event_id": new_id(), "ts": now_utc(), "kind": kind, "route": route,
-             "model": record.name if record else None, "version": record.version if record else None,
-             "detail": json.dumps(detail)},
-        )
+        self.recorder.add("events", event_row(kind, route=route, model=record.name if record else None,
+                                              version=record.version if record else None, detail=detail))
