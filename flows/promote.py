@@ -13,11 +13,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from registry.catalog.versions import Catalog
-from registry.evaluation.benchmark import benchmark_version, record_result
-from registry.evaluation.datasets import load_validation_set
 from registry.rollout.policy import RolloutPolicy
-from registry.rollout.promotion import Rollout
-from registry.serving.pool import WarmPool
+from registry.rollout.promotion import Rollout, benchmark_alone
 from registry.settings import get_settings
 from registry.spec import VersionRecord
 
@@ -26,9 +23,7 @@ from registry.spec import VersionRecord
 def benchmark_for_promotion(catalog: Catalog, record: VersionRecord, route: str, limit: int | None) -> dict[str, Any]:
     """Warm up and benchmark one version on the route's validation set (its own pool: the flow's
     process is not the gateway's, and the model is unloaded when the benchmark ends)."""
-    validation_set = load_validation_set(route, catalog.settings.datasets_dir)
-    with WarmPool(catalog.settings) as pool:
-        return record_result(catalog, benchmark_version(pool, record, validation_set, limit=limit))
+    return benchmark_alone(catalog, record, route, limit)
 
 
 @flow(name="promote", validate_parameters=True)

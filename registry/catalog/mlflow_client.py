@@ -17,6 +17,7 @@ from registry.settings import Settings
 
 T = TypeVar("T")
 _LOCK_RETRIES = 6
+_log = logging.getLogger(__name__)
 
 
 def make_client(settings: Settings):  # -> mlflow.MlflowClient (imported lazily: mlflow is slow to import)
@@ -71,6 +72,9 @@ def retry_locked(call: Callable[[], T]) -> T:
                 raise
             locked = exc
         if attempt < _LOCK_RETRIES - 1:
+            # said, because each locked attempt has already waited out sqlite's busy timeout (20 s in MLflow)
+            _log.info("the MLflow store is locked by another process; attempt %d of %d in %.2f s",
+                      attempt + 2, _LOCK_RETRIES, delay)
             time.sleep(delay)
             delay *= 2
     raise StoreError(

@@ -19,22 +19,21 @@ included (once per champion and reason), is an ``autoswap.*`` event carrying its
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry.catalog.mlflow_client import registered_model_or_none
-from registry.catalog.routes import TAG_ROLLOUT, TERMINAL, Routes, route_model_name
+from registry.catalog.route_model import RouteModel
+from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.errors import ConflictError, SelectionError
-from registry.results.store import new_id
+from registry.results.events import event_row
+from registry.results.store import iso_utc
 from registry.rollout.live import live_figures
 from registry.rollout.locks import route_lock
 from registry.rollout.policy import LiveFigures
@@ -127,11 +126,8 @@ class AutoSwapper:
             return None  # a promotion holds the route: it judges the challenger itself
 
     def _check(self, route: str) -> Decision | None:
-        model = registered_model_or_none(self.catalog.client, route_model_name(route))
-        if model is None:
-            return None
-        rollout = model.tags.get(TAG_ROLLOUT)
-        if rollout and json.loads(rollout)["phase"] not in TERMINAL:
+        view = RouteModel(self.catalog, route).read()
+        if view is None or view.rollout_running:
             return None
         state = self.routes.show(route)
         if state.champion is None:
@@ -145,7 +141,7 @@ class AutoSwapper:
         reasons = degradation(self.policy, figures.get(champion), threshold)
         if not reasons:
             return None
-        report = {"champion": figures[champion].as_json(), "window_from": _iso(since), "quality_threshold": threshold}
+        report = {"champion": figures[champion].as_json(), "window_from": iso_utc(since), "quality_threshold": threshold}
         last_swap = self._last_autoswap(route)
         if last_swap is not None and now - last_swap < self.policy.cooldown_s:
             return self._hold(route, champion, f"cooldown: last auto-swap {now - last_swap:.0f} s ago "
@@ -202,11 +198,11 @@ class AutoSwapper:
 
     def _record(self, decision: Decision) -> Decision:
         model, _, version = (decision.to or "").partition("/")
-        self.store.append("events", [{
-            "event_id": new_id(), "ts": datetime.now(UTC), "kind": f"autoswap.{decision.action}",
-            "route": decision.route, "model": model or None, "version": int(version) if version else None,
-            "detail": json.dumps({"reasons": decision.reasons, "to": decision.to, **decision.figures}),
-        }])
+        self.store.append("events", [event_row(
+            f"autoswap.{decision.action}", route=decision.route, model=model or None,
+            version=int(version) if version else None,
+            detail={"reasons": decision.reasons, "to": decision.to, **decision.figures},
+        )])
         return decision
 
     def _figures(self, route: str, since: float) -> dict[str, LiveFigures]:
@@ -235,7 +231,3 @@ class AutoSwapper:
         except SelectionError:
             return None
         return selection.primary.ref
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat()

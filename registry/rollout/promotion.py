@@ -27,17 +27,24 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
-from registry.catalog.mlflow_client import registered_model_or_none, retry_locked
-from registry.catalog.routes import CHALLENGER, TAG_ABORT, TAG_ROLLOUT, TAG_SHARE, TERMINAL, Routes, route_model_name
+from registry.catalog.route_model import TAG_ROLLOUT, TERMINAL, RouteModel, RouteView
+from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.errors import ConflictError, NotFoundError, PromotionError
+from registry.evaluation.benchmark import benchmark_and_record
+from registry.evaluation.datasets import load_validation_set
 from registry.machine.hardware import fingerprint
-from registry.results.store import ResultsStore, new_id
+from registry.results.events import event_row
+from registry.results.store import ResultsStore, iso_utc, new_id
+from registry.rollout.compatibility import check_compatibility
 from registry.rollout.live import live_figures
 from registry.rollout.locks import is_locked, route_lock
 from registry.rollout.policy import RolloutPolicy, judge
+from registry.selection.profiles import ProfileCache
+from registry.serving.pool import WarmPool
 from registry.spec import Status, VersionRecord
 
 _EVENT_KIND = {
@@ -59,7 +66,7 @@ class Compatible(Protocol):
     def as_json(self) -> dict[str, Any]: ...
 
 
-Benchmark = Callable[[VersionRecord, str, int | None], None]
+Benchmark = Callable[[VersionRecord, str, int | None], object]  # what it returns is not used
 CompatibilityCheck = Callable[[str, VersionRecord, VersionRecord], Compatible]
 
 
@@ -93,17 +100,13 @@ class RolloutState:
     def to_tag(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
-    @classmethod
-    def from_tag(cls, text: str) -> RolloutState:
-        return cls(**json.loads(text))
-
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["share"] = self.share
-        data["started_at"] = _iso(self.started_at)
-        data["step_started_at"] = _iso(self.step_started_at)
+        data["started_at"] = iso_utc(self.started_at)
+        data["step_started_at"] = iso_utc(self.step_started_at)
         if self.phase == "ramp" and self.step_started_at is not None:
-            data["step_ends_at"] = _iso(self.step_started_at + float(self.policy["step_seconds"]))
+            data["step_ends_at"] = iso_utc(self.step_started_at + float(self.policy["step_seconds"]))
         return data
 
 
@@ -129,16 +132,12 @@ class Rollout:
         self.catalog = catalog
         self.routes = Routes(catalog)
         self.store: ResultsStore = catalog.store
-        self._benchmark = benchmark or _benchmark_in_process(catalog)
+        self._benchmark = benchmark or partial(benchmark_alone, catalog)
         self._compatibility = compatibility or _default_compatibility(catalog)
         self._clock = clock
         self._sleep = sleep
         self._on_phase = on_phase
         self._hardware_id = fingerprint().hardware_id
-
-    @property
-    def _client(self):
-        return self.catalog.client
 
     # --- public -------------------------------------------------------------------------------
 
@@ -161,24 +160,22 @@ class Rollout:
     def status(self, route: str) -> dict[str, Any]:
         """The JSON contract of ``arbiter routes status ROUTE --json``."""
         shown = self.routes.show(route).as_json()
-        model = self._client.get_registered_model(route_model_name(route))
-        state = _state_of(model)
-        share = model.tags.get(TAG_SHARE)
+        view = self._view(route)
+        state = _state_of(view)
         return {
             **shown,
-            "share": int(share) if share and share.isdigit() else 0,
+            "share": view.share,
             "rollout": state.as_json() if state else None,
             "running": is_locked(self.catalog.settings.home, route),
-            "abort_requested": model.tags.get(TAG_ABORT),
+            "abort_requested": view.abort,
         }
 
     def abort(self, route: str, reason: str = "aborted by hand") -> dict[str, Any]:
         """Stop a rollout now: the share drops to 0 and the challenger alias goes at once; a running
         promotion records the rollback at its next check, otherwise this does it."""
-        model = self._route_model(route)
-        state = _state_of(model)
+        state = _state_of(self._view(route))
         if state is not None and state.terminal:
-            self._converge(model.name, state)  # a kill inside its last transition: finish that first
+            self._converge(state)  # a kill inside its last transition: finish that first
         if state is None or state.terminal:
             raise PromotionError(f"route {route!r} has no rollout in progress; `arbiter routes status {route}` shows its state")
         if state.phase == "promoting":
@@ -186,8 +183,9 @@ class Rollout:
                 f"route {route!r} is promoting {state.candidate} already (it passed every step); when it is done, "
                 f"go back with `arbiter routes rollback {route}`"
             )
-        retry_locked(lambda: self._client.set_registered_model_tag(model.name, TAG_ABORT, reason))
-        self._withdraw_challenger(model.name)
+        model = RouteModel(self.catalog, route)
+        model.request_abort(reason)
+        model.withdraw_challenger()
         try:
             with route_lock(self.catalog.settings.home, route, purpose="abort"):
                 self._enter(state, "rolled_back", outcome={"reasons": [reason], "by": "abort"})
@@ -200,8 +198,7 @@ class Rollout:
     def check_request(self, route: str, candidate_ref: str) -> RolloutState | None:
         """Refuse a promotion that cannot start, changing nothing (the CLI calls this before Prefect
         starts). Returns the unfinished rollout of this candidate that a run would resume, if any."""
-        model = self._route_model(route)
-        state = _state_of(model)
+        state = _state_of(self._view(route))
         if state is not None and state.phase == "done" and state.candidate == candidate_ref:
             champion = self.routes.show(route).champion
             if champion is not None and f"{champion.model}/{champion.version}" == candidate_ref:
@@ -225,18 +222,17 @@ class Rollout:
         return None
 
     def _begin(self, route: str, candidate_ref: str, policy: RolloutPolicy) -> RolloutState:
-        model = self._route_model(route)
-        last = _state_of(model)
+        last = _state_of(self._view(route))
         if last is not None and last.terminal:
-            self._converge(model.name, last)  # a kill inside its last transition: finish that first
+            self._converge(last)  # a kill inside its last transition: finish that first
         unfinished = self.check_request(route, candidate_ref)
         if unfinished is not None:
-            self._converge(model.name, unfinished)  # resume: whatever a killed run left half done is finished
+            self._converge(unfinished)  # resume: whatever a killed run left half done is finished
             return unfinished
         candidate = self.catalog.get_ref(candidate_ref)
         champion = self.routes.champion(route)
-        if TAG_ABORT in self._client.get_registered_model(model.name).tags:  # left over from an earlier rollout
-            retry_locked(lambda: self._client.delete_registered_model_tag(model.name, TAG_ABORT))
+        if self._view(route).abort is not None:  # left over from an earlier rollout
+            RouteModel(self.catalog, route).clear_abort()
         state = RolloutState(
             id=new_id()[:12], route=route, candidate=candidate.ref, champion=champion.ref, phase="benchmark",
             policy=policy.model_dump(mode="json"), started_at=self._clock(),
@@ -245,11 +241,11 @@ class Rollout:
 
     def _run(self, state: RolloutState) -> RolloutState:
         while not state.terminal:
-            model = self._client.get_registered_model(route_model_name(state.route))
-            if TAG_ABORT in model.tags and state.phase != "promoting":  # past every step: it finishes
-                state = self._enter(state, "rolled_back", outcome={"reasons": [model.tags[TAG_ABORT]], "by": "abort"})
+            view = self._view(state.route)
+            if view.abort is not None and state.phase != "promoting":  # past every step: it finishes
+                state = self._enter(state, "rolled_back", outcome={"reasons": [view.abort], "by": "abort"})
                 break
-            state = _state_of(model) or state
+            state = _state_of(view) or state
             if state.terminal:
                 break
             state = self._step(state)
@@ -306,7 +302,7 @@ class Rollout:
         if champion is None or champion.n < policy.min_samples:  # at 100 % it gets no calls in the step
             champion = live_figures(self.store, state.route, since=state.started_at - policy.step_seconds).get(state.champion)
         check = judge(policy, champion, in_step.get(state.candidate), now - state.step_started_at)
-        state = self._save(replace(state, last_check={"at": _iso(now), "step": state.step, **check.as_json()}))
+        state = self._save(replace(state, last_check={"at": iso_utc(now), "step": state.step, **check.as_json()}))
         if check.action == "rollback":
             return self._enter(state, "rolled_back", outcome={"reasons": check.reasons, "check": check.as_json()})
         if check.action == "advance":
@@ -321,38 +317,30 @@ class Rollout:
         withdraws the challenger first: withdrawing is always safe, and a kill right after the
         state is written must not leave a judged-bad candidate taking traffic."""
         if phase in ("rolled_back", "refused"):
-            self._withdraw_challenger(route_model_name(state.route))
+            RouteModel(self.catalog, state.route).withdraw_challenger()
         new = self._save(replace(state, phase=phase, **changes))
-        self._converge(route_model_name(new.route), new)
+        self._converge(new)
         if self._on_phase is not None:
             self._on_phase(new)
         return new
 
-    def _converge(self, model_name: str, state: RolloutState) -> None:
+    def _converge(self, state: RolloutState) -> None:
         """Apply the effects of ``state``'s phase and record its event (both idempotent)."""
+        model = RouteModel(self.catalog, state.route)
         if state.phase in ("benchmark", "compatibility", "ramp"):
-            if TAG_ABORT in self._client.get_registered_model(model_name).tags:
+            if self._view(state.route).abort is not None:
                 return  # an abort landed meanwhile: never hand the challenger its share back
             candidate = self.catalog.get_ref(state.candidate)
-            route_version = self.routes.route_copy(model_name, candidate)
-            retry_locked(lambda: self._client.set_registered_model_alias(model_name, CHALLENGER, str(route_version)))
-            retry_locked(lambda: self._client.set_registered_model_tag(model_name, TAG_SHARE, str(state.share)))
+            model.offer_challenger(model.copy_of(candidate), state.share)
         elif state.phase in ("promoting", "done"):  # the share is still 100 until the alias has moved
             candidate = self.catalog.get_ref(state.candidate)
             self.routes.promote(state.route, candidate.name, candidate.version, force=True, rollout_id=state.id)
-            self._withdraw_challenger(model_name)
+            model.withdraw_challenger()
         else:  # rolled_back, refused
-            self._withdraw_challenger(model_name)
-        if state.terminal and TAG_ABORT in self._client.get_registered_model(model_name).tags:
-            retry_locked(lambda: self._client.delete_registered_model_tag(model_name, TAG_ABORT))
+            model.withdraw_challenger()
+        if state.terminal and self._view(state.route).abort is not None:
+            model.clear_abort()
         self._record_event(state)
-
-    def _withdraw_challenger(self, model_name: str) -> None:
-        """Share first (the gateway stops sending), then the alias."""
-        client = self._client
-        retry_locked(lambda: client.set_registered_model_tag(model_name, TAG_SHARE, "0"))
-        if CHALLENGER in (client.get_registered_model(model_name).aliases or {}):
-            retry_locked(lambda: client.delete_registered_model_alias(model_name, CHALLENGER))
 
     def _record_event(self, state: RolloutState) -> None:
         event_id = f"{state.id}:{state.phase}:{state.step}"
@@ -363,21 +351,19 @@ class Rollout:
                   "step": state.step, "share": state.share, **state.outcome}
         if state.phase == "ramp" and state.step > 0:
             detail["last_check"] = state.last_check
-        self.store.append("events", [{"event_id": event_id, "ts": datetime.now(UTC), "kind": _EVENT_KIND[state.phase],
-                                      "route": state.route, "model": model, "version": int(version),
-                                      "detail": json.dumps(detail)}])
+        self.store.append("events", [event_row(_EVENT_KIND[state.phase], route=state.route, model=model,
+                                               version=int(version), detail=detail, event_id=event_id)])
 
     def _save(self, state: RolloutState) -> RolloutState:
-        name = route_model_name(state.route)
-        retry_locked(lambda: self._client.set_registered_model_tag(name, TAG_ROLLOUT, state.to_tag()))
+        RouteModel(self.catalog, state.route).save_rollout(state.to_tag())
         return state
 
-    def _route_model(self, route: str):
-        model = registered_model_or_none(self._client, route_model_name(route))
-        if model is None:
+    def _view(self, route: str) -> RouteView:
+        view = RouteModel(self.catalog, route).read()
+        if view is None:
             known = ", ".join(self.routes.list()) or "none yet"
             raise NotFoundError(f"unknown route {route!r} (routes: {known}); create it with `arbiter routes promote {route} --model NAME --version N`")
-        return model
+        return view
 
 
 def _check_candidate(route: str, candidate: VersionRecord, champion: VersionRecord) -> None:
@@ -393,34 +379,21 @@ def _check_candidate(route: str, candidate: VersionRecord, champion: VersionReco
         )
 
 
-def _state_of(model: Any) -> RolloutState | None:
-    text = (model.tags or {}).get(TAG_ROLLOUT)
-    return RolloutState.from_tag(text) if text else None
+def _state_of(view: RouteView) -> RolloutState | None:
+    rollout = view.rollout
+    return RolloutState(**rollout) if rollout is not None else None
 
 
-def _iso(epoch: float | None) -> str | None:
-    return datetime.fromtimestamp(epoch, UTC).isoformat() if epoch is not None else None
-
-
-def _benchmark_in_process(catalog: Catalog) -> Benchmark:
-    """Benchmark without Prefect (the promote flow passes its own Prefect task instead)."""
-
-    def run(record: VersionRecord, task: str, limit: int | None) -> None:
-        from registry.evaluation.benchmark import benchmark_version, record_result
-        from registry.evaluation.datasets import load_validation_set
-        from registry.serving.pool import WarmPool
-
-        validation_set = load_validation_set(task, catalog.settings.datasets_dir)
-        with WarmPool(catalog.settings) as pool:
-            record_result(catalog, benchmark_version(pool, record, validation_set, limit=limit))
-
-    return run
+def benchmark_alone(catalog: Catalog, record: VersionRecord, task: str, limit: int | None) -> dict[str, Any]:
+    """Benchmark one version on the route's task in a pool of its own and record it: a promotion
+    runs outside the gateway, so the model is loaded for this and unloaded when it ends. The
+    promote flow runs this as its Prefect task; without Prefect the rollout calls it directly."""
+    validation_set = load_validation_set(task, catalog.settings.datasets_dir)
+    with WarmPool(catalog.settings) as pool:
+        return benchmark_and_record(catalog, pool, record, validation_set, limit=limit)
 
 
 def _default_compatibility(catalog: Catalog) -> CompatibilityCheck:
-    from registry.rollout.compatibility import check_compatibility
-    from registry.selection.profiles import ProfileCache
-
     def check(task: str, current: VersionRecord, candidate: VersionRecord) -> Compatible:
         profiles = ProfileCache(catalog.store, max_age_s=0.0)
         return check_compatibility(task, current, candidate, profiles, fingerprint().hardware_id)

@@ -21,14 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from registry.catalog.routes import CHALLENGER, CHAMPION, PREVIOUS, ROUTE_ALIASES, TAG_SHARE, Routes
+from registry.catalog.route_model import CHALLENGER, CHAMPION, PREVIOUS, ROUTE_ALIASES, RouteModel, read_alias_table
 from registry.catalog.versions import Catalog
 from registry.errors import NotFoundError
 from registry.serving.pool import WarmPool
-from registry.spec import ROUTE_PREFIX, VersionRecord, parse_ref
+from registry.spec import VersionRecord, parse_ref
 
 _log = logging.getLogger(__name__)
-TAG_REPLICAS = "arbiter.replicas"
 _RETRY_FAILED_SWAP_S = 30.0
 _CATALOG_REFRESH_EVERY = 10  # polls; a request for an unknown version also asks for the next poll
 
@@ -86,7 +85,6 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._catalog = catalog
-        self._routes = Routes(catalog)
         self._pool = pool
         self._on_event = on_event
         self._clock = clock
@@ -331,41 +329,36 @@ class Router:
     # --- reading MLflow ------------------------------------------------------------------------
 
     def _read_routes(self) -> dict[str, RouteEntry]:
-        client = self._catalog.client
+        table = read_alias_table(self._catalog)  # one MLflow call per poll
         desired: dict[str, RouteEntry] = {}
+        for route, view in table.routes.items():
+            resolved = {
+                alias: self._route_alias_record(route, view.aliases[alias])
+                for alias in ROUTE_ALIASES
+                if alias in view.aliases
+            }
+            desired[route] = RouteEntry(
+                route=route,
+                aliases={a: r for a, r in resolved.items() if r is not None},
+                replicas=view.replicas if view.replicas is not None else self._settings.replicas,
+                share=min(view.share, 100),
+            )
         model_aliases: dict[tuple[str, str], VersionRecord] = {}
-        for model in client.search_registered_models(max_results=1000):
-            aliases = dict(model.aliases or {})
-            if model.name.startswith(ROUTE_PREFIX):
-                route = model.name.removeprefix(ROUTE_PREFIX)
-                resolved = {
-                    alias: self._route_alias_record(model.name, aliases[alias])
-                    for alias in ROUTE_ALIASES
-                    if alias in aliases
-                }
-                replicas = model.tags.get(TAG_REPLICAS, "")
-                share = model.tags.get(TAG_SHARE, "")
-                desired[route] = RouteEntry(
-                    route=route,
-                    aliases={a: r for a, r in resolved.items() if r is not None},
-                    replicas=int(replicas) if replicas.isdigit() else self._settings.replicas,
-                    share=min(int(share), 100) if share.isdigit() else 0,
-                )
-            else:
-                for alias, version in aliases.items():
-                    record = self._cached_version(f"{model.name}/{version}")
-                    if record is not None:
-                        model_aliases[(model.name, alias)] = record
+        for name, aliases in table.models.items():
+            for alias, version in aliases.items():
+                record = self._cached_version(f"{name}/{version}")
+                if record is not None:
+                    model_aliases[(name, alias)] = record
         with self._lock:
             self._model_aliases = model_aliases
         return desired
 
-    def _route_alias_record(self, route_model: str, route_version: str) -> VersionRecord | None:
-        key = (route_model, str(route_version))
+    def _route_alias_record(self, route: str, route_version: str) -> VersionRecord | None:
+        key = (route, route_version)
         target = self._targets.get(key)
         if target is None:
             try:
-                found = self._routes.target(route_model, route_version)  # route copies never change: cache
+                found = RouteModel(self._catalog, route).target(route_version)  # route copies never change: cache
             except NotFoundError as exc:  # an alias set by hand on a version arbiter did not make
                 _log.warning("%s", exc)
                 return None

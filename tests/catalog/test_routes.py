@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from registry.catalog.routes import TAG_PENDING, Routes, route_model_name
+from registry.catalog.route_model import TAG_PENDING, route_model_name
+from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.errors import NotFoundError, PromotionError, UserError
 from registry.machine.hardware import fingerprint

@@ -8,7 +8,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from registry.catalog.routes import TAG_ROLLOUT, Routes
+from registry.catalog.route_model import TAG_ROLLOUT
+from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.cli.main import cli
 

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from flows.deployed_run import default_tasks, record_shortfalls, resolve_versions
-from registry.catalog.routes import CHALLENGER, Routes, route_model_name
+from registry.catalog.route_model import CHALLENGER, RouteModel
+from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.cli.main import cli
 from registry.errors import NotFoundError
@@ -123,11 +124,10 @@ def test_versions_are_resolved_when_the_run_starts(catalog: Catalog, registered)
     every = {r.ref for r in resolve_versions(catalog, None, None)}
     assert every == {first.ref, second.ref, third.ref}  # a deprecated version is not measured nightly
 
-    routes = Routes(catalog)
-    routes.promote("qa", first.name, first.version, force=True)
+    Routes(catalog).promote("qa", first.name, first.version, force=True)
     assert [r.ref for r in resolve_versions(catalog, None, "qa")] == [first.ref]
-    copy = routes.route_copy(route_model_name("qa"), second)
-    catalog.client.set_registered_model_alias(route_model_name("qa"), CHALLENGER, str(copy))
+    route = RouteModel(catalog, "qa")
+    route.set_alias(CHALLENGER, route.copy_of(second))
     assert [r.ref for r in resolve_versions(catalog, None, "qa")] == [first.ref, second.ref]
     with pytest.raises(NotFoundError, match="unknown route 'extract'"):
         resolve_versions(catalog, None, "extract")

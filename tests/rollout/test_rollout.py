@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import pytest
 from support import free_port, steady_load
 
-from registry.catalog.routes import TAG_ROLLOUT, TAG_SHARE, Routes
+from registry.catalog.route_model import TAG_ROLLOUT, TAG_SHARE, RouteModel
+from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.errors import ConflictError, NotFoundError, PromotionError
 from registry.gateway.background import gateway_in_background
@@ -189,10 +190,8 @@ def leave_state(catalog: Catalog, phase: str, candidate: str = "smollm2-twin/1")
 
 
 def test_a_kill_inside_a_rollback_is_finished_by_the_next_command(served: Served) -> None:
-    routes = Routes(served.catalog)
-    twin = routes.route_copy("route.qa", served.catalog.get("smollm2-twin", 1))
-    served.catalog.client.set_registered_model_alias("route.qa", "challenger", str(twin))
-    served.catalog.client.set_registered_model_tag("route.qa", TAG_SHARE, "50")
+    route = RouteModel(served.catalog, "qa")
+    route.offer_challenger(route.copy_of(served.catalog.get("smollm2-twin", 1)), share=50)
     leave_state(served.catalog, "rolled_back")
 
     with pytest.raises(PromotionError, match="no rollout in progress"):

@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from processes import assert_none_left
 from support import ARBITER, free_port, steady_load
 
-from registry.catalog.routes import TAG_ROLLOUT, Routes
+from registry.catalog.route_model import TAG_ROLLOUT
+from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.gateway.background import gateway_in_background
 from registry.settings import get_settings
@@ -84,11 +86,13 @@ def kill_when(catalog: Catalog, process: subprocess.Popen, phase: str, step: int
 
 def test_a_promotion_killed_at_each_step_converges_when_run_again(served: Catalog, home: Path) -> None:
     """Killed while benchmarking, in the first ramp step and in the second; each rerun resumes the
-    same rollout, and the last one finishes it with every event recorded once."""
+    same rollout, and the last one finishes it with every event recorded once. No kill leaves a
+    process behind (Prefect's server used to outlive each killed promotion)."""
     seen = []
     for phase, step in [("benchmark", 0), ("ramp", 0), ("ramp", 1)]:
         killed_in = kill_when(served, start_promotion(home), phase, step)
         assert killed_in["phase"] not in ("done", "rolled_back", "refused"), killed_in
+        assert_none_left(home)
         seen.append(killed_in["id"])
 
     rerun = start_promotion(home)
@@ -99,6 +103,7 @@ def test_a_promotion_killed_at_each_step_converges_when_run_again(served: Catalo
     assert rollout["phase"] == "done", (rollout["outcome"], rollout["last_check"])
     assert len(set(seen)) == 1
     assert_promoted_once(served, seen[0])
+    assert_none_left(home)
 
 
 def test_two_promotions_at_once_one_wins_the_other_gets_a_conflict(served: Catalog, home: Path) -> None:
@@ -111,3 +116,4 @@ def test_two_promotions_at_once_one_wins_the_other_gets_a_conflict(served: Catal
     assert loser[1].startswith("error: route 'qa' is busy: promotion of smollm2-twin/1 by pid"), loser[1]
     assert "Traceback" not in loser[1]
     assert_promoted_once(served, rollout_state(served)["id"])
+    assert_none_left(home)

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from registry.catalog.routes import CHALLENGER, TAG_SHARE, Routes
+from registry.catalog.route_model import TAG_SHARE, RouteModel
+from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.serving.pool import WarmPool
 from registry.serving.router import Router
@@ -19,11 +20,9 @@ pytestmark = pytest.mark.integration
 def test_the_challenger_gets_exactly_its_share_of_generations(settings: Settings, catalog: Catalog, smollm2) -> None:
     catalog.register(smollm2.path, name="smollm2-135m", capabilities=list(smollm2.capabilities))
     catalog.register(smollm2.path, name="smollm2-twin", capabilities=list(smollm2.capabilities))
-    routes = Routes(catalog)
-    routes.promote("qa", "smollm2-135m", 1, force=True)
-    twin = routes.route_copy("route.qa", catalog.get("smollm2-twin", 1))
-    catalog.client.set_registered_model_alias("route.qa", CHALLENGER, str(twin))
-    catalog.client.set_registered_model_tag("route.qa", TAG_SHARE, "25")
+    Routes(catalog).promote("qa", "smollm2-135m", 1, force=True)
+    route = RouteModel(catalog, "qa")
+    route.offer_challenger(route.copy_of(catalog.get("smollm2-twin", 1)), share=25)
 
     with WarmPool(settings) as pool:
         router = Router(catalog, pool)
@@ -49,6 +48,6 @@ def test_the_challenger_gets_exactly_its_share_of_generations(settings: Settings
         assert router.resolve("qa@challenger").record.name == "smollm2-twin"
         assert "smollm2-twin" in {i["model"] for i in pool.snapshot() if i["pinned"]}  # kept loaded meanwhile
 
-        catalog.client.set_registered_model_tag("route.qa", TAG_SHARE, "0")
+        catalog.client.set_registered_model_tag("route.qa", TAG_SHARE, "0")  # by hand, as in the MLflow UI
         router.refresh()
         assert {router.resolve("qa", turn=True).record.name for _ in range(20)} == {"smollm2-135m"}
