@@ -173,7 +173,7 @@ class Dispatcher:
                     except GeneratorExit:  # the client hung up: the attempt is a row too
                         rows.failed(instance.record, _HUNG_UP, progress.cost)
                         raise
-                instance.breaker.record_success()  # after the lease ended, as a half-open probe expects
+                instance.breaker.record_success()
                 return _Served(result, record, resolution, cost, queue_ms, attempts, resumed_after, progress.failed_ms)
         raise UnavailableError(
             f"{resolution.requested}: no instance could answer ({len(errors)} attempt(s)): " + " | ".join(errors)
