@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,9 +33,10 @@ from typing import Any
 
 from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
-from registry.errors import ArbiterError, JudgeError, NotFoundError, UserError
+from registry.errors import JudgeError, NotFoundError, UserError
 from registry.evaluation.rubrics import CRITERIA, SCALE, rubric_text, unknown_criterion
 from registry.providers import GenerationRequest
+from registry.results.cache import ExpiringCache
 from registry.serving.calls import measured_call
 from registry.serving.pool import WarmPool
 from registry.spec import VersionRecord
@@ -94,10 +94,8 @@ class ModelBasedJudge:
         self._version = version
         self.max_tokens = max_tokens
         self._resolve = resolve
-        self._max_age_s = max_age_s
-        self._clock = clock
-        self._cached: tuple[VersionRecord, float] | None = None
-        self._refreshing = threading.Event()
+        self._version_cache = ExpiringCache(self._lookup, max_age_s=max_age_s, clock=clock, background=True,
+                                            name="arbiter-judge-version")  # why in the background: judge_version
 
     def judge_version(self) -> VersionRecord:
         """The pinned version when given, else the route's champion.
@@ -105,34 +103,20 @@ class ModelBasedJudge:
         Reading MLflow costs ~60 ms here (measured by benchmarks/judge_throughput.py: most of a
         judgement's overhead), so the answer is kept, and re-read in the background once it is
         ``max_age_s`` old — a promotion of the judge is followed a moment after that, like the
-        gateway's alias poll. The gateway passes ``resolve``: its router answers from memory.
+        gateway's alias poll. Stale, it is still answered at once while the re-read runs, so no
+        judgement waits for MLflow (a judgement takes seconds; a synchronous re-read would hit every
+        other one). The re-read thread is not a daemon: Python joins it before finalizing, where a
+        daemon caught mid-read at exit was torn down inside native code and the process aborted
+        ("FATAL: exception not rethrown"). A re-read that fails (MLflow locked, the route lost its
+        champion) is logged as a warning and the last version keeps judging; the next call tries
+        again. The gateway passes ``resolve``: its router answers from memory.
         """
         if self._resolve is not None:
             return self._resolve()
-        cached = self._cached
-        if cached is None:
-            return self._lookup()
-        if self._clock() - cached[1] >= self._max_age_s and not self._refreshing.is_set():
-            # Stale: answer with what we have and re-read in the background, so no judgement waits
-            # for MLflow (a judgement takes seconds; a synchronous re-read would hit every other one).
-            self._refreshing.set()
-            # Not a daemon: Python joins it before finalizing. A daemon caught mid-read at exit is
-            # torn down inside native code, and the process aborted ("FATAL: exception not rethrown").
-            threading.Thread(target=self._refresh, name="arbiter-judge-version").start()
-        return cached[0]
+        return self._version_cache.get()
 
     def _lookup(self) -> VersionRecord:
-        record = self.catalog.get_ref(self._version) if self._version else route_judge(self.catalog, self.route)
-        self._cached = (record, self._clock())
-        return record
-
-    def _refresh(self) -> None:
-        try:
-            self._lookup()
-        except ArbiterError:  # MLflow locked, or the route lost its champion: keep judging with the last one
-            pass
-        finally:
-            self._refreshing.clear()
+        return self.catalog.get_ref(self._version) if self._version else route_judge(self.catalog, self.route)
 
     def evaluate(self, task: str, output: str, criteria: Sequence[str] = CRITERIA) -> list[Judgement]:
         """Score ``output`` (the answer to ``task``) on each criterion."""

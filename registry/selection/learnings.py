@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from datetime import datetime
 from typing import Any
 
 from registry.errors import UserError
+from registry.results.cache import ExpiringCache
 from registry.results.store import ResultsStore, now_utc
 from registry.selection.criteria import PREFERENCES, Criteria
 from registry.selection.profiles import Profile, ProfileCache
@@ -102,11 +102,12 @@ class TaskLearnings:
         self, store: ResultsStore, *, max_age_s: float = 5.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.store = store
-        self.max_age_s = max_age_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._latest: dict[str, TaskLearning] | None = None
-        self._loaded_at = float("-inf")
+        # Every task's newest values, read in one query; a write here invalidates it at once.
+        self._latest = ExpiringCache(lambda: _read(store), max_age_s=max_age_s, clock=clock, name="arbiter-learnings")
+
+    @property
+    def max_age_s(self) -> float:
+        return self._latest.max_age_s
 
     def get(self, task: str) -> TaskLearning:
         """The task's learnings (all None for a task nothing is known about yet)."""
@@ -201,16 +202,10 @@ class TaskLearnings:
                 [{"ts": stamp, "task": task, "key": key, "value": json.dumps(value), "source": source}
                  for key, value in values.items()],
             )
-        with self._lock:
-            self._latest = None  # the next read sees what was just written
+        self._latest.invalidate()  # the next read sees what was just written
 
     def _all(self) -> dict[str, TaskLearning]:
-        latest = self._latest
-        if latest is None or self._clock() - self._loaded_at > self.max_age_s:
-            with self._lock:
-                latest = self._latest = _read(self.store)
-                self._loaded_at = self._clock()
-        return latest
+        return self._latest.get()
 
 
 def _read(store: ResultsStore) -> dict[str, TaskLearning]:
