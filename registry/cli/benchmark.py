@@ -6,7 +6,7 @@ import click
 
 from registry.cli import context
 from registry.cli.output import emit_json
-from registry.cli.prefect_env import prepare_prefect
+from registry.cli.prefect_server import prefect_api
 from registry.errors import UserError
 from registry.evaluation.datasets import load_validation_set
 from registry.evaluation.judge import route_judge
@@ -34,12 +34,12 @@ def benchmark(models: tuple[str, ...], tasks: tuple[str, ...], limit: int | None
         route_judge(catalog)  # a judged task without a judge is refused before Prefect starts
     for record in records:
         verify_file(record.spec)
-    prepare_prefect(catalog.settings)
-    from flows.benchmark import benchmark_flow
+    with prefect_api(catalog.settings):  # its server ends with this command, even a killed one
+        from flows.benchmark import benchmark_flow
 
-    runs = benchmark_flow(
-        models=[r.ref for r in records], tasks=chosen, limit=limit, home=str(catalog.settings.home)
-    )
+        runs = benchmark_flow(
+            models=[r.ref for r in records], tasks=chosen, limit=limit, home=str(catalog.settings.home)
+        )
     if as_json:
         emit_json(runs)
     else:

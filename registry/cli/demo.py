@@ -13,7 +13,7 @@ import click
 from registry.catalog.shipped import prepare_shipped_models
 from registry.catalog.versions import Catalog
 from registry.cli import context
-from registry.cli.prefect_env import prepare_prefect
+from registry.cli.prefect_server import prefect_api
 from registry.cli.results import print_leaderboard
 from registry.evaluation.datasets import ValidationSet, load_validation_set
 from registry.evaluation.tasks import TASKS
@@ -47,7 +47,8 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
     todo = [r.ref for r in records if rebenchmark or _needs_run(catalog, r, sets, limit)]
     click.echo(f"2/6 benchmarking {len(todo)} of {len(records)} versions on {', '.join(TASKS)} with a Prefect flow…")
     if todo:
-        prepare_prefect(settings)
+        # One Prefect server for the whole demo (step 5 reuses it), stopped when the command ends.
+        click.get_current_context().with_resource(prefect_api(settings))
         from flows.benchmark import benchmark_flow
 
         benchmark_flow(models=todo, tasks=list(TASKS), limit=limit, home=str(settings.home))
@@ -100,7 +101,7 @@ def _judged_task(catalog: Catalog, limit: int | None) -> None:
     click.echo(f"5/6 a judged open-ended task: {record.ref} summarizes {items} texts, judged by route judgment's "
                f"champion {judge.model}/{judge.version} (the judge is a routed model too)…")
     if _needs_run(catalog, record, {"summarize": summarize_set}, items):
-        prepare_prefect(catalog.settings)
+        click.get_current_context().with_resource(prefect_api(catalog.settings))  # step 2's server, if it ran
         from flows.benchmark import benchmark_flow
 
         benchmark_flow(models=[record.ref], tasks=["summarize"], limit=items, home=str(catalog.settings.home))

@@ -10,7 +10,7 @@ import click
 from registry.catalog.routes import RouteState
 from registry.cli import context
 from registry.cli.output import emit_json
-from registry.cli.prefect_env import prepare_prefect
+from registry.cli.prefect_server import prefect_api
 from registry.errors import UserError
 from registry.rollout.locks import route_lock
 from registry.rollout.policy import RolloutPolicy
@@ -91,10 +91,10 @@ def promote(
     )
     catalog = context.catalog()
     Rollout(catalog).check_request(route, candidate)  # bad input is refused before Prefect starts
-    prepare_prefect(catalog.settings)
     # The lock before Prefect starts: a second promotion is refused at once, and two processes
     # never start Prefect's temporary server on one database together (its migrations collide).
-    with route_lock(catalog.settings.home, route, purpose=f"promotion of {candidate}"):
+    # That server ends with this command, even a killed one (registry/cli/prefect_server.py).
+    with route_lock(catalog.settings.home, route, purpose=f"promotion of {candidate}"), prefect_api(catalog.settings):
         from flows.promote import promote_flow
 
         status = promote_flow(route=route, candidate=candidate, policy=policy.model_dump(mode="json"),
