@@ -50,6 +50,8 @@ class ExpiringCache(Generic[T]):
         profiles.get()          # loads once, then answers from memory for 5 s
         profiles.refresh()      # after a benchmark: load now
         profiles.invalidate()   # after a write: the next get() loads
+
+    ``background=True`` serves a stale value while a thread named ``name`` loads the next one.
     """
 
     def __init__(
@@ -119,8 +121,8 @@ class ExpiringCache(Generic[T]):
                 return
             self._reloading = True
         # Not a daemon: Python joins it before finalizing. A daemon caught mid-load at exit is torn
-        # down inside native code (MLflow's sqlite, DuckDB), and the process aborted
-        # ("FATAL: exception not rethrown").
+        # down inside native code, and the process aborted ("FATAL: exception not rethrown": the
+        # judge's MLflow read did).
         threading.Thread(target=self._reload, name=self._name).start()
 
     def _reload(self) -> None:

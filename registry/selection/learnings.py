@@ -103,7 +103,7 @@ class TaskLearnings:
     ) -> None:
         self.store = store
         # Every task's newest values, read in one query; a write here invalidates it at once.
-        self._latest = ExpiringCache(lambda: _read(store), max_age_s=max_age_s, clock=clock, name="arbiter-learnings")
+        self._latest = ExpiringCache(lambda: _read(store), max_age_s=max_age_s, clock=clock)
 
     @property
     def max_age_s(self) -> float:

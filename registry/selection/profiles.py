@@ -178,7 +178,7 @@ class ProfileCache:
         self, store: ResultsStore, *, max_age_s: float = 5.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.store = store
-        self._cache = ExpiringCache(self._read, max_age_s=max_age_s, clock=clock, name="arbiter-profiles")
+        self._cache = ExpiringCache(self._read, max_age_s=max_age_s, clock=clock)
 
     @property
     def max_age_s(self) -> float:
