@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from registry.gateway.http import json_line
 from registry.gateway.structured import schema_from_ollama_format
 from registry.providers import Generation
+from registry.results.store import iso_utc
 from registry.serving.dispatcher import Answer
 from registry.spec import VersionRecord
 
@@ -171,4 +172,5 @@ def model_facts(record: VersionRecord) -> dict[str, Any]:
 
 
 def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+    """A time in Ollama's wire form: UTC with a ``Z`` suffix, as Ollama itself writes it."""
+    return str(iso_utc(moment)).replace("+00:00", "Z")
