@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test bench bench-gateway bench-swap bench-rollout bench-judge bench-selection bench-costs clean llama-wheel workers
+.PHONY: install demo test test-fast bench bench-gateway bench-swap bench-rollout bench-judge bench-selection bench-costs clean llama-wheel workers
 
 install: $(STAMP)
 
@@ -39,10 +39,20 @@ llama-wheel:
 demo: install
 	$(BIN)/arbiter demo
 
+# The suite runs in pytest-xdist workers, a test file to a worker (--dist loadfile), so a module's
+# gateway or server starts once; its 15 slowest tests are listed at the end. `make test-fast` is the
+# inner loop: the unit and data tiers (no model, no server), in one process.
+TEST_WORKERS ?= 2
+
 test: install
 	$(BIN)/ruff check registry flows tests benchmarks
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
+
+test-fast: install
+	$(BIN)/ruff check registry flows tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -m "unit or data"
 
 bench: install
 	$(BIN)/python benchmarks/flow_overhead.py

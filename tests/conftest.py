@@ -1,16 +1,31 @@
-"""Shared fixtures: every test gets its own ARBITER_HOME; real models are prepared once per session.
+"""Shared fixtures: every test gets its own ARBITER_HOME; real models are prepared once per run.
 
 The MLflow store is real sqlite. Creating one runs MLflow's migrations (seconds), so a migrated
-empty store is made once per session and copied into each test's home.
+empty store is made once per run and copied into each test's home.
+
+`make test` runs the suite in pytest-xdist workers (one process each). What is expensive and only
+read — the derived models, the migrated empty store — is made once per run in ``_RUN_DIR``, which
+every worker shares; what a process changes (Prefect's state, the warm pool) stays in its own
+``_SESSION_DIR``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+# xdist's workers inherit the environment of the process that starts them, so the first process
+# (the only one without xdist) names the run's directory and the workers find it there.
+_RUN_VAR = "ARBITER_TESTS_RUN_DIR"
+_OWNS_RUN_DIR = _RUN_VAR not in os.environ
+if _OWNS_RUN_DIR:
+    os.environ[_RUN_VAR] = tempfile.mkdtemp(prefix="arbiter-tests-run-")
+_RUN_DIR = Path(os.environ[_RUN_VAR])
 
 # Before anything imports Prefect or MLflow: state and telemetry stay out of the user's home.
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="arbiter-tests-"))
@@ -23,19 +38,36 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import pytest  # noqa: E402
 
+from flows.workers import prefect_server  # noqa: E402
 from registry.catalog.shipped import ShippedModel, prepare_shipped_models  # noqa: E402
 from registry.catalog.versions import Catalog  # noqa: E402
+from registry.gateway.background import free_loopback_port  # noqa: E402
 from registry.serving.pool import WarmPool  # noqa: E402
 from registry.settings import Settings, get_settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+@contextmanager
+def _run_lock(name: str) -> Iterator[None]:
+    """Held while one process makes what the run's other workers will reuse; the kernel drops an
+    flock when its holder dies, so a crashed worker cannot leave the others waiting."""
+    with (_RUN_DIR / f"{name}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def empty_mlflow_db() -> Path:
-    home = _SESSION_DIR / "template"
-    Catalog(get_settings(home=home)).client.search_registered_models()  # runs the migrations
-    return home / "mlruns" / "mlflow.db"
+    """Built aside and renamed into place, so a worker never copies a store half migrated."""
+    template = _RUN_DIR / "template"
+    with _run_lock("template"):
+        if not template.exists():
+            building = _RUN_DIR / "template.partial"
+            shutil.rmtree(building, ignore_errors=True)
+            Catalog(get_settings(home=building)).client.search_registered_models()  # runs the migrations
+            building.rename(template)
+    return template / "mlruns" / "mlflow.db"
 
 
 @pytest.fixture(autouse=True)
@@ -61,8 +93,10 @@ def catalog(settings: Settings) -> Catalog:
 
 @pytest.fixture(scope="session")
 def shipped() -> list[ShippedModel]:
-    """The four demo versions (two shipped, two derived with llama.cpp's quantizer), made once."""
-    return prepare_shipped_models(_SESSION_DIR / "models", n_threads=get_settings().n_threads)
+    """The four demo versions (two shipped, two derived with llama.cpp's quantizer), made once per
+    run: the first worker derives them, the others wait on the lock and find the files."""
+    with _run_lock("models"):
+        return prepare_shipped_models(_RUN_DIR / "models", n_threads=get_settings().n_threads)
 
 
 @pytest.fixture(scope="session")
@@ -86,5 +120,36 @@ def session_pool() -> Iterator[WarmPool]:
         yield pool
 
 
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One real Prefect server (``prefect server start``, its own PREFECT_HOME) for this process's
+    flow runs, in-process or in a command it starts. A command without PREFECT_API_URL starts a
+    temporary server of its own, 15–40 s on 2 cores; with one already up its flow costs ~2 s.
+    Tests of Prefect's own start and of a command's temporary server do not use it."""
+    home = _SESSION_DIR / "prefect-server"
+    home.mkdir()
+    with prefect_server(free_loopback_port(), {**os.environ, "PREFECT_HOME": str(home)},
+                        log=home / "server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def prefect_harness(prefect_api: str) -> Iterator[None]:
+    """Flows run in this process report to the session's server (not a temporary one per module)."""
+    # Deferred: importing Prefect takes seconds, and the unit and data tiers never need it.
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
+        yield
+        # Send the flows' queued logs and events while the server is up (as prefect_test_harness
+        # does): at exit it is gone, and each would print "Error logging to API".
+        APILogWorker.drain_all(at_exit=False)
+        EventsWorker.drain_all(at_exit=False)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+    if _OWNS_RUN_DIR:  # xdist's controller ends after its workers
+        shutil.rmtree(_RUN_DIR, ignore_errors=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from registry.catalog.versions import Catalog
@@ -11,14 +9,6 @@ from registry.machine.hardware import fingerprint
 from registry.results.store import SCHEMA_VERSION
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def prefect_harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 def test_flow_writes_calls_and_runs_with_hardware_and_logs_mlflow(prefect_harness, catalog: Catalog, smollm2) -> None:

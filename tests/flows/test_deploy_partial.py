@@ -6,31 +6,23 @@ anything is written; a write that fails midway says which classes were written.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from support import free_port
 
 from flows.deploy import deploy
 from flows.deployed_run import BenchmarkTarget
-from flows.workers import prefect_server
 from registry.errors import ArbiterError, UserError
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    home = tmp_path_factory.mktemp("prefect")
-    env = {**os.environ, "PREFECT_HOME": str(home)}
-    with prefect_server(free_port(), env, log=home / "server.log") as url, \
-            temporary_settings(updates={PREFECT_API_URL: url}):
-        yield url
+def server(prefect_harness, prefect_api: str) -> str:
+    """The session's Prefect server: no other test writes work pools or deployments to it."""
+    return prefect_api
 
 
 @pytest.fixture
