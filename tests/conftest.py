@@ -153,3 +153,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
     if _OWNS_RUN_DIR:  # xdist's controller ends after its workers
         shutil.rmtree(_RUN_DIR, ignore_errors=True)
+
+
+from processes import SUITE_MARK, SuiteLeavesNoProcess  # noqa: E402 — the hook below is this file's last part
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Mark every process the suite starts (each inherits the environment) and fail the run if one
+    is still alive at its end (tests/processes.py says why it fails rather than warns)."""
+    os.environ.setdefault(SUITE_MARK, str(os.getpid()))  # xdist workers keep their controller's mark
+    config.pluginmanager.register(SuiteLeavesNoProcess(), "suite-leaves-no-process")
