@@ -145,4 +145,4 @@ workers: install
 	$(BIN)/python -m flows.workers $(if $(CLASSES),--class $(CLASSES))
 
 clean:
-	rm -rf $(VENV) results models .prefect mlruns/mlflow.db mlruns/artifacts
+	rm -rf $(VENV) results models .prefect mlruns/mlflow.db mlruns/artifacts mutants mutants.log .coverage .coverage.* coverage.json htmlcov
