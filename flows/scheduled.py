@@ -5,7 +5,7 @@ A worker runs it on its own machine, so every row carries that machine's fingerp
 version's declared hardware needs against this machine, runs the benchmark flow's tasks on the
 versions that can run here, leads each MLflow run back to its Prefect flow run and worker, and
 rewrites the measured versions' ``arbiter.compatibility`` tags. The logic is in
-``flows/deploy.py`` and ``registry/evaluation/compat_matrix.py``; this file only orchestrates.
+``flows/deployed_run.py`` and ``registry/evaluation/compat_matrix.py``; this file only orchestrates.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def resolve(catalog: Catalog, models: list[str] | None, route: str | None) -> li
 @task(name="check-hardware-needs", cache_policy=NO_CACHE)
 def needs_met_here(catalog: Catalog, record: VersionRecord) -> str | None:
     """The version's declared needs against this machine, before anything loads it; a shortfall
-    is the failed row (``flows.deploy.record_shortfalls``)."""
+    is the failed row (``flows.deployed_run.record_shortfalls``)."""
     return record_shortfalls(catalog, record, this_machine())
 
 

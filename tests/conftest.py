@@ -41,6 +41,7 @@ import pytest  # noqa: E402
 from flows.workers import prefect_server  # noqa: E402
 from registry.catalog.shipped import ShippedModel, prepare_shipped_models  # noqa: E402
 from registry.catalog.versions import Catalog  # noqa: E402
+from registry.cli.prefect_server import drain_prefect_workers  # noqa: E402
 from registry.gateway.background import free_loopback_port  # noqa: E402
 from registry.serving.pool import WarmPool  # noqa: E402
 from registry.settings import Settings, get_settings  # noqa: E402
@@ -137,16 +138,11 @@ def prefect_api() -> Iterator[str]:
 def prefect_harness(prefect_api: str) -> Iterator[None]:
     """Flows run in this process report to the session's server (not a temporary one per module)."""
     # Deferred: importing Prefect takes seconds, and the unit and data tiers never need it.
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
         yield
-        # Send the flows' queued logs and events while the server is up (as prefect_test_harness
-        # does): at exit it is gone, and each would print "Error logging to API".
-        APILogWorker.drain_all(at_exit=False)
-        EventsWorker.drain_all(at_exit=False)
+        drain_prefect_workers()  # while the server is up, as a command's own server block does
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

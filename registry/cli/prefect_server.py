@@ -75,7 +75,7 @@ def prefect_api(settings: Settings) -> Iterator[None]:
             try:
                 yield
             finally:
-                _drain_prefect_workers()
+                drain_prefect_workers()
     finally:
         _stop(server)
 
@@ -106,16 +106,15 @@ def _wait_healthy(server: subprocess.Popen, url: str, timeout_s: float) -> None:
                       f"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or set PREFECT_API_URL to a running server")
 
 
-def _drain_prefect_workers() -> None:
-    """Send the flow's queued logs and events while the server is up, and stop those workers, so
-    neither retries against a stopped server at exit nor carries this server's URL into a next block
-    in the same process (as ``prefect_test_harness`` does)."""
+def drain_prefect_workers() -> None:
+    """Send the flows' queued logs and events while the server is still up, and stop those workers,
+    so neither retries against a stopped server at exit ("Error logging to API") nor carries this
+    server's URL into a next block in the same process (as ``prefect_test_harness`` does)."""
     from prefect.events.worker import EventsWorker  # deferred like every Prefect import here
     from prefect.logging.handlers import APILogWorker
 
-    with contextlib.suppress(RuntimeError):  # no log worker was started
-        APILogWorker.instance().drain()
-    EventsWorker.drain_all()
+    APILogWorker.drain_all(at_exit=False)
+    EventsWorker.drain_all(at_exit=False)
 
 
 def _stop(server: subprocess.Popen, grace_s: float = SHUTDOWN_S) -> None:
