@@ -237,11 +237,11 @@ def benchmark_first(settings: Any, records: list[Any], limit: int) -> None:
     """What the rollout's benchmark phase does (registry.rollout.promotion), done before the load starts."""
     from registry.catalog.versions import Catalog
     from registry.evaluation.benchmark import benchmark_version, record_result
-    from registry.evaluation.datasets import load_validation_set
+    from registry.evaluation.tasks import TaskCatalog
     from registry.serving.pool import WarmPool
 
     catalog = Catalog(settings)
-    validation_set = load_validation_set(harness.ROUTE, settings.datasets_dir)
+    validation_set = TaskCatalog(settings).get(harness.ROUTE)
     with WarmPool(settings) as pool:
         for record in records:
             record_result(catalog, benchmark_version(pool, record, validation_set, limit=limit))

@@ -14,40 +14,46 @@ from prefect.cache_policies import NO_CACHE
 
 from registry.catalog.versions import Catalog
 from registry.evaluation.benchmark import benchmark_and_record
-from registry.evaluation.datasets import ValidationSet, load_validation_set
+from registry.evaluation.tasks import TaskCatalog, TaskVersion
 from registry.serving.pool import WarmPool
 from registry.settings import Settings, get_settings
 from registry.spec import VersionRecord
 
 
-@task(name="validate-datasets", cache_policy=NO_CACHE)
-def validate_datasets(tasks: list[str], settings: Settings) -> list[ValidationSet]:
-    """Great Expectations suites run before any model does: a bad set stops the flow here."""
-    return [load_validation_set(name, settings.datasets_dir) for name in tasks]
+@task(name="resolve-tasks", cache_policy=NO_CACHE)
+def resolve_tasks(tasks: list[str], settings: Settings) -> list[TaskVersion]:
+    """Each ``NAME`` or ``NAME/VERSION`` as its recorded version, before any model runs: a task file
+    in the datasets folder that changed is validated (Great Expectations) and recorded here."""
+    catalog = TaskCatalog(settings)
+    return [catalog.get(ref) for ref in tasks]
 
 
 @task(name="benchmark-version-on-task", cache_policy=NO_CACHE)
 def benchmark_on_task(
-    catalog: Catalog, pool: WarmPool, record: VersionRecord, validation_set: ValidationSet, limit: int | None
+    catalog: Catalog, pool: WarmPool, record: VersionRecord, task_version: TaskVersion, limit: int | None
 ) -> dict[str, Any]:
     """A judged task is judged on the same warm pool (``benchmark_and_record``)."""
-    return benchmark_and_record(catalog, pool, record, validation_set, limit=limit)
+    return benchmark_and_record(catalog, pool, record, task_version, limit=limit)
 
 
 @flow(name="benchmark", validate_parameters=True)
 def benchmark_flow(
     models: list[str], tasks: list[str], limit: int | None = None, home: str | None = None
 ) -> list[dict[str, Any]]:
-    """Benchmark ``models`` (``NAME/VERSION`` refs) on ``tasks``; returns the ``runs`` rows written."""
+    """Benchmark ``models`` (``NAME/VERSION`` refs) on ``tasks`` (``NAME`` or ``NAME/VERSION``); returns
+    the ``runs`` rows written. A version lacking a capability a task needs is skipped on that task."""
     settings = get_settings(home=home) if home else get_settings()
     catalog = Catalog(settings)
-    validation_sets = validate_datasets(tasks, settings)
+    task_versions = resolve_tasks(tasks, settings)
     records = [catalog.get_ref(ref) for ref in models]
     runs = []
     for record in records:
+        fitting = [t for t in task_versions if not t.missing_capabilities(record)]
+        if not fitting:
+            continue
         with WarmPool(settings) as pool:
-            for validation_set in validation_sets:
-                runs.append(benchmark_on_task(catalog, pool, record, validation_set, limit))
+            for task_version in fitting:
+                runs.append(benchmark_on_task(catalog, pool, record, task_version, limit))
     return runs
 
 

@@ -17,7 +17,7 @@ from registry.catalog.routes import Routes
 from registry.catalog.tracking import tag_run
 from registry.catalog.versions import Catalog
 from registry.errors import NotFoundError, UserError
-from registry.evaluation.tasks import ALL_TASKS, TASKS
+from registry.evaluation.tasks import TaskCatalog
 from registry.machine.costs import Cost
 from registry.machine.hardware import Machine, shortfalls
 from registry.serving.calls import call_row
@@ -38,9 +38,6 @@ class BenchmarkTarget:
     def __post_init__(self) -> None:
         if self.models and self.route:
             raise UserError("pass either --models or --route, not both: a route's versions are its champion and challenger")
-        unknown = [t for t in self.tasks if t not in ALL_TASKS]
-        if unknown:
-            raise UserError(f"unknown task {unknown[0]!r}: use one of {', '.join(ALL_TASKS)}")
 
     def parameters(self) -> dict[str, Any]:
         """The deployment's flow parameters (``flows.scheduled.scheduled_benchmark_flow``)."""
@@ -48,11 +45,14 @@ class BenchmarkTarget:
                 "limit": self.limit}
 
     def check(self, catalog: Catalog) -> None:
-        """Refuse at deploy time what would fail every night: unknown versions or route."""
+        """Refuse at deploy time what would fail every night: unknown versions, route or tasks."""
         for ref in self.models:
             catalog.get_ref(ref)
         if self.route:
             Routes(catalog).show(self.route)
+        tasks = TaskCatalog(catalog.settings)
+        for ref in self.tasks:
+            tasks.get(ref)
 
 
 def resolve_versions(catalog: Catalog, models: Sequence[str] | None, route: str | None) -> list[VersionRecord]:
@@ -72,9 +72,9 @@ def resolve_versions(catalog: Catalog, models: Sequence[str] | None, route: str 
     return records
 
 
-def default_tasks(route: str | None) -> list[str]:
-    """A route's own task when it is one (route ``qa`` → task ``qa``), else every reference-scored task."""
-    return [route] if route in ALL_TASKS else list(TASKS)
+def default_tasks(tasks: TaskCatalog, route: str | None) -> list[str]:
+    """A route's own task when it is one (route ``qa`` → task ``qa``), else every task that needs no judge."""
+    return [route] if route is not None and route in tasks.names() else tasks.default_names()
 
 
 def record_not_working(catalog: Catalog, record: VersionRecord, error: str, cost: Any = None) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.benchmark import benchmark_on_task, validate_datasets
+from flows.benchmark import benchmark_on_task, resolve_tasks
 from flows.deployed_run import (
     FLOW_NAME,
     default_tasks,
@@ -29,7 +29,7 @@ from flows.deployed_run import (
 from registry.catalog.versions import Catalog
 from registry.errors import ArbiterError, ConfigError
 from registry.evaluation.compat_matrix import tag_versions
-from registry.evaluation.datasets import ValidationSet
+from registry.evaluation.tasks import TaskCatalog, TaskVersion
 from registry.machine.costs import stopwatch
 from registry.machine.hardware import this_machine
 from registry.serving.pool import WarmPool
@@ -60,7 +60,7 @@ def needs_met_here(catalog: Catalog, record: VersionRecord) -> str | None:
 
 
 def benchmark_here(
-    catalog: Catalog, record: VersionRecord, validation_sets: list[ValidationSet], limit: int | None
+    catalog: Catalog, record: VersionRecord, task_versions: list[TaskVersion], limit: int | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Benchmark one version on every set, loading it once (the first task loads it, the others
     reuse the warm instance). Returns the runs, and the reason when it could not load here: then
@@ -74,10 +74,10 @@ def benchmark_here(
 
     runs: list[dict[str, Any]] = []
     with WarmPool(catalog.settings, on_event=on_event) as pool:
-        for validation_set in validation_sets:
+        for task_version in task_versions:
             with stopwatch() as cost:  # not measure(): its window would flag every call inside as overlapped
                 try:
-                    run = benchmark_on_task(catalog, pool, record, validation_set, limit)
+                    run = benchmark_on_task(catalog, pool, record, task_version, limit)
                 except ArbiterError:
                     if not load_failures:
                         raise
@@ -106,13 +106,14 @@ def scheduled_benchmark_flow(
     logger = get_run_logger()
     catalog = Catalog(worker_settings())
     records = resolve(catalog, models, route)
-    validation_sets = validate_datasets(tasks or default_tasks(route), catalog.settings)
+    task_versions = resolve_tasks(tasks or default_tasks(TaskCatalog(catalog.settings), route), catalog.settings)
     runs: list[dict[str, Any]] = []
     not_working: dict[str, str] = {}
     for record in records:
         error = needs_met_here(catalog, record)
         if error is None:
-            measured, error = benchmark_here(catalog, record, validation_sets, limit)
+            fitting = [t for t in task_versions if not t.missing_capabilities(record)]
+            measured, error = benchmark_here(catalog, record, fitting, limit)
             runs += measured
         if error is not None:
             logger.warning("%s cannot run on this machine: %s", record.ref, error)

@@ -71,7 +71,6 @@ _MOVED = {
     "registry.calls": "registry.serving.calls",
     "registry.tasks": "registry.evaluation.tasks",
     "registry.datasets": "registry.evaluation.datasets",
-    "registry.prompts": "registry.evaluation.prompts",
     "registry.scoring": "registry.evaluation.scoring",
     "registry.benchmark": "registry.evaluation.benchmark",
     "registry.judge": "registry.evaluation.judge",

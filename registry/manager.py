@@ -19,6 +19,7 @@ from typing import Any
 from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.errors import NotFoundError, ProviderError, UnavailableError
+from registry.evaluation.tasks import TaskCatalog
 from registry.providers import GenerationRequest
 from registry.results.recorder import Recorder
 from registry.selection.criteria import Criteria
@@ -65,6 +66,7 @@ class ArbiterModelManager:
         self.catalog = Catalog(self.settings)
         self.store = self.catalog.store
         self.routes = Routes(self.catalog)
+        self.tasks = TaskCatalog(self.settings)
         self.learnings = TaskLearnings(self.store)
         self.pool = WarmPool(self.settings)  # one load per version, reused by every execution
         self.selector = LocalModelSelector(
@@ -90,7 +92,7 @@ class ArbiterModelManager:
         """Answer ``request`` (a prompt, or a full request) for ``criteria.task``."""
         if isinstance(request, str):
             request = GenerationRequest(messages=({"role": "user", "content": request},))
-        (record, reason), fallback = self._choose(criteria)
+        (record, reason), fallback = self._choose(self.tasks.criteria_for(criteria))
         errors = []
         for attempt, why in ((record, reason), *([fallback] if fallback else [])):
             try:

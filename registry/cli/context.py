@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
+from registry.evaluation.tasks import TaskCatalog
 from registry.settings import get_settings
 
 
@@ -13,3 +14,7 @@ def catalog() -> Catalog:
 
 def routes() -> Routes:
     return Routes(catalog())
+
+
+def tasks() -> TaskCatalog:
+    return TaskCatalog(get_settings())

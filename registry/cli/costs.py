@@ -9,7 +9,6 @@ import click
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
 from registry.errors import UserError
-from registry.evaluation.tasks import ALL_TASKS
 from registry.machine.cost_profile import cost_profiles, tasks_with_calls
 from registry.results.store import ResultsStore
 from registry.settings import get_settings
@@ -54,7 +53,7 @@ def _explain_empty(store: ResultsStore, name: str | None, version: int | None, t
     if name is not None:
         context.catalog().get(name, version)  # unknown model or version: NotFoundError with the known ones
     if task is not None:
-        known = sorted({*ALL_TASKS, *tasks_with_calls(store)})
+        known = sorted({*context.tasks().names(), *tasks_with_calls(store)})
         if task not in known:
             raise UserError(f"unknown task {task!r}; use one of: {', '.join(known)}")
 

@@ -15,8 +15,7 @@ from registry.catalog.versions import Catalog
 from registry.cli import context
 from registry.cli.prefect_server import prefect_api
 from registry.cli.results import print_leaderboard
-from registry.evaluation.datasets import ValidationSet, load_validation_set
-from registry.evaluation.tasks import TASKS
+from registry.evaluation.tasks import TaskCatalog, TaskVersion
 from registry.machine.hardware import fingerprint
 from registry.results.store import ResultsStore
 from registry.settings import Settings
@@ -43,15 +42,17 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
                    f"{record.spec.size_bytes / 2**20:.0f} MiB, sha256 {record.spec.sha256[:12]}…")
 
     records = catalog.list_versions()
-    sets = {name: load_validation_set(name, settings.datasets_dir) for name in TASKS}
+    tasks = TaskCatalog(settings)
+    names = tasks.default_names()
+    sets = [tasks.get(name) for name in names]
     todo = [r.ref for r in records if rebenchmark or _needs_run(catalog, r, sets, limit)]
-    click.echo(f"2/6 benchmarking {len(todo)} of {len(records)} versions on {', '.join(TASKS)} with a Prefect flow…")
+    click.echo(f"2/6 benchmarking {len(todo)} of {len(records)} versions on {', '.join(names)} with a Prefect flow…")
     if todo:
         # One Prefect server for the whole demo (step 5 reuses it), stopped when the command ends.
         click.get_current_context().with_resource(prefect_api(settings))
         from flows.benchmark import benchmark_flow
 
-        benchmark_flow(models=todo, tasks=list(TASKS), limit=limit, home=str(settings.home))
+        benchmark_flow(models=todo, tasks=names, limit=limit, home=str(settings.home))
 
     click.echo("3/6 leaderboard (latest run per version on this hardware):")
     board = [row for row in catalog.store.leaderboard() if row["hardware_id"] == fingerprint().hardware_id]
@@ -59,7 +60,7 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
 
     click.echo("4/6 promoting the best version of each task's route:")
     routes = context.routes()
-    for name in TASKS:
+    for name in names:
         best = next((r for r in board if r["task"] == name), None)  # ordered by quality, then p50
         if best is None:
             click.echo(f"    route {name}: no benchmark on this hardware, nothing to promote")
@@ -96,11 +97,11 @@ def _judged_task(catalog: Catalog, limit: int | None) -> None:
         return
     record = catalog.get(champion.model, champion.version)
     judge = routes.promote("judgment", record.name, record.version, force=True).champion
-    summarize_set = load_validation_set("summarize", catalog.settings.datasets_dir)
+    summarize = TaskCatalog(catalog.settings).get("summarize")
     items = min(limit or _JUDGED_ITEMS, _JUDGED_ITEMS)
     click.echo(f"5/6 a judged open-ended task: {record.ref} summarizes {items} texts, judged by route judgment's "
                f"champion {judge.model}/{judge.version} (the judge is a routed model too)…")
-    if _needs_run(catalog, record, {"summarize": summarize_set}, items):
+    if _needs_run(catalog, record, [summarize], items):
         click.get_current_context().with_resource(prefect_api(catalog.settings))  # step 2's server, if it ran
         from flows.benchmark import benchmark_flow
 
@@ -111,17 +112,19 @@ def _judged_task(catalog: Catalog, limit: int | None) -> None:
                f"`arbiter judge calibrate` says how far to trust this judge")
 
 
-def _needs_run(catalog: Catalog, record: VersionRecord, sets: dict[str, ValidationSet], limit: int | None) -> bool:
-    """True when some task has no run of this version on this hardware, with the current data and
-    as many items as asked (a quick ``--limit`` run does not stand in for a full one)."""
+def _needs_run(catalog: Catalog, record: VersionRecord, tasks: list[TaskVersion], limit: int | None) -> bool:
+    """True when some task has no run of this version on this hardware, of the task's current version
+    and with as many items as asked (a quick ``--limit`` run does not stand in for a full one)."""
     hardware = fingerprint().hardware_id
-    for name, validation_set in sets.items():
-        run = catalog.store.latest_run(name, record.name, record.version, hardware)
-        wanted = min(limit, len(validation_set.items)) if limit else len(validation_set.items)
+    for task in tasks:
+        if task.missing_capabilities(record):
+            continue  # the flow skips it: no run will ever come
+        run = catalog.store.latest_run(task.name, record.name, record.version, hardware)
+        wanted = min(limit, len(task.items)) if limit else len(task.items)
         if (
             run is None
             or run["hardware_id"] != hardware
-            or run["dataset_sha256"] != validation_set.sha256
+            or run.get("task_sha256") != task.sha256
             or run["n"] != wanted
         ):
             return True

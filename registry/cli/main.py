@@ -53,12 +53,14 @@ def _register_commands() -> None:
         routes,
         select,
         serve,
+        tasks,
     )
 
     cli.add_command(models.models)
     cli.add_command(routes.routes)
     cli.add_command(results.results)
     cli.add_command(costs.costs)
+    cli.add_command(tasks.tasks)
     cli.add_command(benchmark.benchmark)
     cli.add_command(deploy.deploy)
     cli.add_command(generate.generate)

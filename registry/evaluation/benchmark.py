@@ -6,6 +6,7 @@ figure lives here so it can be tested and reused without Prefect.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -14,12 +15,9 @@ from typing import Any
 
 from registry.catalog.tracking import log_run
 from registry.catalog.versions import Catalog
-from registry.errors import JudgeError, UserError
-from registry.evaluation.datasets import ValidationSet
+from registry.errors import UserError
 from registry.evaluation.judge import ModelBasedJudge
-from registry.evaluation.prompts import WARMUP_MESSAGES, build_messages, max_tokens_for
-from registry.evaluation.scoring import score
-from registry.evaluation.tasks import JUDGED_TASKS, Item
+from registry.evaluation.tasks import TaskVersion
 from registry.machine.energy import as_precise_as
 from registry.machine.hardware import fingerprint
 from registry.providers import GenerationRequest, Provider
@@ -29,6 +27,16 @@ from registry.serving.pool import WarmPool
 from registry.spec import VersionRecord
 
 BENCHMARK_EXPERIMENT = "arbiter-benchmarks"
+
+WARMUP_MESSAGES: tuple[list[dict[str, str]], ...] = (
+    [{"role": "user", "content": "Say hello in one short sentence."}],
+    [{"role": "user", "content": "Count from one to five."}],
+)
+"""Unscored prompts sent before timing starts, so a model's first-call costs (weights paged in,
+buffers allocated) do not land on the first scored item."""
+
+ItemDone = Callable[[int, int], None]
+"""Told ``(items done, items in the run)`` after each item: how a terminal shows progress."""
 
 
 @dataclass(frozen=True)
@@ -45,49 +53,31 @@ def warm_up(provider: Provider) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-Scorer = Callable[[Item, list[dict[str, str]], str], float | None]
-
-
-def reference_scorer(item: Item, messages: list[dict[str, str]], output: str) -> float:
-    """Reference tasks: the answer against the item's references (registry/evaluation/scoring.py)."""
-    return score(item, output)
-
-
-def judge_scorer(judge: ModelBasedJudge) -> Scorer:
-    """Judged tasks: the judge's mean over the task's criteria, given the instruction the model saw.
-    An empty answer scores 0 without a judgement; a judge that fails twice leaves the item unscored
-    (``None``, counted in the run's ``n_unscored``) rather than inventing a score."""
-
-    def judged(item: Item, messages: list[dict[str, str]], output: str) -> float | None:
-        if not output.strip():
-            return 0.0
-        try:
-            judgements = judge.evaluate(messages[-1]["content"], output, JUDGED_TASKS[item.task])
-        except JudgeError:
-            return None
-        return statistics.fmean(j.score for j in judgements)
-
-    return judged
-
-
 def run_items(
-    provider: Provider, record: VersionRecord, validation_set: ValidationSet, run_id: str, limit: int | None = None,
-    scorer: Scorer = reference_scorer,
+    provider: Provider, record: VersionRecord, task: TaskVersion, run_id: str, limit: int | None = None,
+    judge: ModelBasedJudge | None = None, on_item: ItemDone | None = None,
 ) -> list[MeasuredCall]:
-    """Run and score each item (the first ``limit`` when given); one measured call per item."""
-    items = validation_set.items[:limit] if limit else validation_set.items
+    """Run and score each item (the first ``limit`` when given); one measured call per item, whose
+    row keeps the answer and each scorer's score (``answer``, ``scores``) for per-item comparison."""
+    items = task.items[:limit] if limit else task.items
     calls = []
-    for item in items:
-        messages = build_messages(item)
-        request = GenerationRequest(messages=tuple(messages), max_tokens=max_tokens_for(item.task))
-        call = measured_call(provider, record, request, source="benchmark", task=item.task, run_id=run_id, item_id=item.id)
-        call.row["quality"] = scorer(item, messages, call.generation.text) if call.generation else 0.0
+    for done, item in enumerate(items, start=1):
+        messages = task.messages(item)
+        call = measured_call(provider, record, task.request(messages), source="benchmark", task=task.name,
+                             run_id=run_id, item_id=item.id)
+        if call.generation is not None:
+            scored = task.score(item, messages, call.generation.text, judge)
+            call.row.update(quality=scored.quality, answer=call.generation.text, scores=json.dumps(scored.scores))
+        else:
+            call.row["quality"] = 0.0  # a failed call is a wrong answer, not an unscored one
         calls.append(call)
+        if on_item is not None:
+            on_item(done, len(items))
     return calls
 
 
 def summarize(
-    calls: list[MeasuredCall], record: VersionRecord, validation_set: ValidationSet, run_id: str,
+    calls: list[MeasuredCall], record: VersionRecord, task: TaskVersion, run_id: str,
     *, load_ms: float | None, warmup_ms: float, quality_source: str = "reference",
 ) -> dict[str, Any]:
     """The ``runs`` row: quality over all scored items (a failure scores 0), latency over successful
@@ -110,10 +100,12 @@ def summarize(
     return {
         "run_id": run_id,
         "ts": now_utc(),
-        "task": validation_set.task,
+        "task": task.name,
+        "task_version": task.version,
+        "task_sha256": task.sha256,
         "model": record.name,
         "version": record.version,
-        "dataset_sha256": validation_set.sha256,
+        "dataset_sha256": task.data_sha256,
         "n": len(calls),
         "n_ok": len(ok),
         "quality": statistics.fmean(scored) if scored else 0.0,
@@ -137,40 +129,41 @@ def summarize(
 
 
 def benchmark_version(
-    pool: WarmPool, record: VersionRecord, validation_set: ValidationSet, *, limit: int | None = None,
-    judge: ModelBasedJudge | None = None,
+    pool: WarmPool, record: VersionRecord, task: TaskVersion, *, limit: int | None = None,
+    judge: ModelBasedJudge | None = None, on_item: ItemDone | None = None,
 ) -> BenchmarkResult:
-    """Warm up, run, score and summarize one version on one validation set (nothing written yet).
-    A judged task (``JUDGED_TASKS``) needs ``judge``; its runs name the judge version."""
-    scorer: Scorer = reference_scorer
+    """Warm up, run, score and summarize one version on one task (nothing written yet). A task
+    with a judge scorer needs ``judge``; its runs name the judge version."""
     quality_source = "reference"
-    if validation_set.task in JUDGED_TASKS:
+    if task.needs_judge:
         if judge is None:
-            raise UserError(f"task {validation_set.task!r} is scored by a judge; pass one (route 'judgment')")
+            raise UserError(f"task {task.name!r} is scored by a judge; pass one (route 'judgment')")
         quality_source = f"judge:{judge.judge_version().ref}"
-        scorer = judge_scorer(judge)
+    missing = task.missing_capabilities(record)
+    if missing:
+        raise UserError(f"{record.ref} lacks {missing}, which task {task.name!r} needs; benchmark a version that has "
+                        f"them, or register it with --capability")
     was_warm = pool.is_warm(record)
     provider = pool.get(record)
     warmup_ms = 0.0 if was_warm else warm_up(provider)
     run_id = new_id()
-    calls = run_items(provider, record, validation_set, run_id, limit, scorer)
+    calls = run_items(provider, record, task, run_id, limit, judge if task.needs_judge else None, on_item)
     # Only the run that loaded the model paid for the load; later tasks on the warm instance did not.
     load_ms = None if was_warm else provider.load_ms
-    run = summarize(calls, record, validation_set, run_id, load_ms=load_ms, warmup_ms=warmup_ms,
-                    quality_source=quality_source)
+    run = summarize(calls, record, task, run_id, load_ms=load_ms, warmup_ms=warmup_ms, quality_source=quality_source)
     return BenchmarkResult(run=run, calls=[c.row for c in calls])
 
 
 def benchmark_and_record(
-    catalog: Catalog, pool: WarmPool, record: VersionRecord, validation_set: ValidationSet, *,
-    limit: int | None, judge: ModelBasedJudge | None = None,
+    catalog: Catalog, pool: WarmPool, record: VersionRecord, task: TaskVersion, *,
+    limit: int | None, judge: ModelBasedJudge | None = None, on_item: ItemDone | None = None,
 ) -> dict[str, Any]:
     """Benchmark one version on one task and record it; returns the ``runs`` row written. The one
     way every caller (the benchmark flow, the promote flow, a rollout without Prefect) does it. A
     judged task without ``judge`` is judged by the ``judgment`` route's champion on the same pool."""
-    if judge is None and validation_set.task in JUDGED_TASKS:
+    if judge is None and task.needs_judge:
         judge = ModelBasedJudge(catalog, pool)
-    return record_result(catalog, benchmark_version(pool, record, validation_set, limit=limit, judge=judge))
+    return record_result(catalog, benchmark_version(pool, record, task, limit=limit, judge=judge, on_item=on_item))
 
 
 def record_result(catalog: Catalog, result: BenchmarkResult) -> dict[str, Any]:
@@ -189,6 +182,8 @@ def log_to_mlflow(catalog: Catalog, run: dict[str, Any]) -> str:
         "arbiter.version": str(run["version"]),
         "arbiter.model_version": f"{run['model']}/{run['version']}",
         "arbiter.task": run["task"],
+        "arbiter.task_version": str(run["task_version"]),
+        "arbiter.task_sha256": run["task_sha256"],
         "arbiter.hardware_id": run["hardware_id"],
         "arbiter.cpu_model": run["cpu_model"],
         "arbiter.gpu": run["gpu"],

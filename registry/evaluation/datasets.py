@@ -1,22 +1,25 @@
-"""Validation sets: load them and refuse malformed ones before any model time is spent.
+"""Validation sets: read a task's data and refuse a malformed set before any model time is spent.
 
 A benchmark is only comparable across models and runs if every model sees the same well-formed
-items, so ``load_validation_set`` reads ``datasets/<task>.jsonl``, refuses a malformed file with one
-line that names the bad rows (a Great Expectations suite per task), and records the file's sha256 so
-a result row says exactly which data produced it. Prompts live in ``prompts.py``, scoring rules in
-``scoring.py``; the schemas and rules are documented for users in ``datasets/README.md``.
+items. ``read_items`` reads a task's JSONL, CSV or Parquet file and runs a Great Expectations suite
+built from the task file (``registry/evaluation/taskspec.py``): every declared field present and of
+its type and bounds, unique ids, values within their declared sets, and the row checks its scorers
+need (a label within the item's labels). A failure is one line naming the file, the expectation and
+the rows (by id; by line where the id is what is wrong). Columns the spec does not declare are
+ignored: a template or scorer can only use declared fields, which the spec checks.
 
-The judge's calibration set (``load_calibration_set``) goes through the same machinery: its own
-columns and checks under the key ``judge_calibration``, plus a per-criterion count that needs the
-whole table.
+The judge's calibration set (``load_calibration_set``) goes through the same machinery with its own
+fixed suite, plus a per-criterion count that needs the whole table.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import math
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,56 +30,224 @@ import pandas as pd
 
 from registry.errors import DatasetError
 from registry.evaluation.rubrics import CRITERIA, SCALE
-from registry.evaluation.scoring import normalize
-from registry.evaluation.tasks import ALL_TASKS, Item, unknown_task
+from registry.evaluation.scorers import normalize
+from registry.evaluation.taskspec import DATA_FORMATS, FieldSpec, TaskSpec
 
 CALIBRATION = "judge_calibration"  # the judge's labelled set: validated like a task's set, under this key
 CALIBRATION_FILE = f"{CALIBRATION}.jsonl"
 CALIBRATION_MAX_CHARS = 1200  # per task and per output; the judge is a small model with a 2k context
 CALIBRATION_MIN_PER_CRITERION = 12  # fewer and a per-criterion agreement figure means little
 
-# The keys each row of a task must have, and nothing else.
-_COLUMNS: dict[str, tuple[str, ...]] = {
-    "qa": ("id", "question", "references"),
-    "extract": ("id", "text", "fields"),
-    "classify": ("id", "text", "labels", "label"),
-    "summarize": ("id", "text"),
-    CALIBRATION: ("id", "criterion", "task", "output", "label", "injection", "note"),
-}
-# Keys a row may leave out, and the value it then has (a key given as null is still refused).
-_DEFAULTS: dict[str, dict[str, Any]] = {CALIBRATION: {"injection": False}}
 _SHOWN_ROWS = 5  # failing rows named per expectation, so the error stays one readable line
 # One GE context is shared by the process; building a suite twice or running two batches through
 # the same asset at once are races, and flows may validate from several threads.
 _GX_LOCK = threading.Lock()
 
+Check = Callable[[dict[str, Any]], bool]
+"""A row check: sees the whole row, is only called when every field it reads is present."""
+
 
 @dataclass(frozen=True)
-class ValidationSet:
-    """A validated set and the sha256 of its file bytes, recorded with every benchmark run."""
+class Suite:
+    """What a table must satisfy, in a hashable form so its GE suite is built once per process."""
 
-    task: str
-    path: Path
-    items: tuple[Item, ...]
-    sha256: str
+    name: str
+    columns: tuple[str, ...]  # present and not null
+    optional: tuple[str, ...] = ()  # may be null or missing
+    checks: tuple[tuple[str, tuple[str, ...]], ...] = ()  # derived boolean columns, expected True
+    value_sets: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    distinct_must_contain: tuple[str, tuple[Any, ...]] | None = None
+    id_column: str = "id"
 
 
-# --------------------------------------------------------------------------- loading
+@dataclass(frozen=True)
+class Rows:
+    """A parsed table: rows by 1-based position, and the word that names a position in messages."""
+
+    rows: dict[int, dict[str, Any]]
+    unit: str  # "line" (JSONL, CSV: the line in the file) or "row" (Parquet)
 
 
-def load_validation_set(task: str, datasets_dir: Path) -> ValidationSet:
-    """Read and validate ``datasets_dir/<task>.jsonl``; raise ``DatasetError`` saying what to fix.
+# --------------------------------------------------------------------------- task sets
 
-    Example::
 
-        vs = load_validation_set("qa", settings.datasets_dir)
-        vs.items[0].data["question"]      # 'What is the capital of France?'
-    """
-    path = Path(datasets_dir) / f"{task}.jsonl"
-    raw = _read_bytes(path, task)
-    frame = _expect(path, task, _parse(path, raw))
-    items = tuple(Item(id=row["id"], task=task, data=row) for row in frame.to_dict("records"))
-    return ValidationSet(task=task, path=path, items=items, sha256=hashlib.sha256(raw).hexdigest())
+def read_items(spec: TaskSpec, data_path: Path, scorer_checks: dict[str, tuple[tuple[str, ...], Check]],
+               value_sets: dict[str, tuple[Any, ...]]) -> tuple[list[dict[str, Any]], bytes]:
+    """Read and validate a task's data; returns its rows (declared fields only, in file order) and
+    the file's bytes (hashed into the task's version). Raises ``DatasetError`` saying what to fix."""
+    raw = _read_bytes(data_path)
+    parsed = parse_rows(data_path, raw, spec.data.fields)
+    columns = tuple(spec.data.fields)
+    checks = {**_field_checks(spec.data.fields), **scorer_checks}
+    sets = {name: f.values for name, f in spec.data.fields.items() if f.values is not None and not f.type.startswith("list")}
+    sets.update({k: tuple(v) for k, v in value_sets.items()})
+    suite = Suite(
+        name=f"task-{spec.name}",
+        columns=tuple(c for c in columns if spec.data.fields[c].required),
+        optional=tuple(c for c in columns if not spec.data.fields[c].required),
+        checks=tuple((name, inputs) for name, (inputs, _) in checks.items()),
+        value_sets=tuple(sorted((k, tuple(v)) for k, v in sets.items())),
+        id_column=spec.data.id,
+    )
+    frame = _expect(data_path, suite, {name: check for name, (_, check) in checks.items()}, parsed)
+    return frame.to_dict("records"), raw
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        raise DatasetError(f"no validation set at {path}; create it, or fix data.path in the task file")
+    return path.read_bytes()
+
+
+def parse_rows(path: Path, raw: bytes, fields: dict[str, FieldSpec] | None = None) -> Rows:
+    """Rows by 1-based line (JSONL, CSV) or row (Parquet) number; blank JSONL lines are skipped so that
+    numbers match an editor's. CSV cells are text: a declared number, boolean, list or object is
+    converted (lists and objects written as JSON), and an empty cell is missing."""
+    kind = DATA_FORMATS.get(path.suffix.lower(), "jsonl")
+    if kind == "parquet":
+        rows = _parquet_rows(path, raw)
+    elif kind == "csv":
+        rows = _csv_rows(path, raw, fields or {})
+    else:
+        rows = _jsonl_rows(path, raw)
+    if not rows.rows:
+        raise DatasetError(f"{path} is empty; add at least one item (see docs/tasks.md)")
+    return rows
+
+
+def _text(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _jsonl_rows(path: Path, raw: bytes) -> Rows:
+    rows: dict[int, dict[str, Any]] = {}
+    for number, line in enumerate(_text(path, raw).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path} line {number} is not valid JSON ({exc.msg}); fix that line and run again") from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path} line {number} is not a JSON object; each line must be one {{...}} row")
+        rows[number] = row
+    return Rows(rows, "line")
+
+
+def _csv_rows(path: Path, raw: bytes, fields: dict[str, FieldSpec]) -> Rows:
+    try:
+        frame = pd.read_csv(io.StringIO(_text(path, raw)), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DatasetError(f"{path} is not a readable CSV file ({str(exc).strip()})") from None
+    rows = {}
+    for position, record in enumerate(frame.to_dict("records")):
+        rows[position + 2] = {k: _from_cell(v, fields.get(k)) for k, v in record.items()}  # line 1 is the header
+    return Rows(rows, "line")
+
+
+def _from_cell(cell: str, field: FieldSpec | None) -> Any:
+    """A CSV cell as the declared type; left as text when it does not convert (the suite then says so)."""
+    if cell == "":
+        return None
+    kind = field.type if field else "string"
+    try:
+        if kind == "integer" and re.fullmatch(r"\s*[-+]?\d+\s*", cell):
+            return int(cell)
+        if kind == "number":
+            return float(cell)
+        if kind == "boolean" and cell.strip().lower() in ("true", "false"):
+            return cell.strip().lower() == "true"
+        if kind == "object" or kind.startswith("list"):
+            return json.loads(cell)
+    except ValueError:
+        return cell
+    return cell
+
+
+def _parquet_rows(path: Path, raw: bytes) -> Rows:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(raw))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DatasetError(f"{path} is not a readable Parquet file ({exc})") from None
+    return Rows({n: row for n, row in enumerate(table.to_pylist(), start=1)}, "row")
+
+
+# --------------------------------------------------------------------------- field checks
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def is_text(value: Any) -> bool:
+    """A string with at least one scorable word (``"The"`` normalizes to nothing, so it is not)."""
+    return isinstance(value, str) and normalize(value) != ""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_SCALARS: dict[str, Callable[[Any], bool]] = {
+    "text": is_text,
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": _is_number,
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def _conforms(field: FieldSpec, value: Any) -> bool:
+    if field.type.startswith("list["):
+        element = _SCALARS[field.type[5:-1]]
+        if not isinstance(value, list) or not all(map(element, value)):
+            return False
+        if field.unique_items and len({json.dumps(v, sort_keys=True) for v in value}) != len(value):
+            return False
+        if field.values is not None and not all(v in field.values for v in value):
+            return False
+        size = len(value)
+        low = 1 if field.min_length is None else field.min_length
+    else:
+        if not _SCALARS[field.type](value):
+            return False
+        size = len(value) if isinstance(value, str | dict) else None
+        low = field.min_length
+    if size is None:
+        return True
+    return (low is None or size >= low) and (field.max_length is None or size <= field.max_length)
+
+
+def _describe_field(name: str, field: FieldSpec) -> str:
+    """The derived column's name says the rule: ``text_is_text_of_80_to_1000_chars``."""
+    kind = field.type.replace("list[", "list_of_distinct_" if field.unique_items else "list_of_").rstrip("]")
+    unit = "items" if field.type.startswith("list") or field.type == "object" else "chars"
+    low = field.min_length if field.min_length is not None else (1 if field.type.startswith("list") else None)
+    bounds = ""
+    if low is not None and field.max_length is not None:
+        bounds = f"_of_{low}_to_{field.max_length}_{unit}"
+    elif low is not None:
+        bounds = f"_of_{low}_or_more_{unit}"
+    elif field.max_length is not None:
+        bounds = f"_of_at_most_{field.max_length}_{unit}"
+    return f"{name}_is_{kind}{bounds}"
+
+
+def _field_checks(fields: dict[str, FieldSpec]) -> dict[str, tuple[tuple[str, ...], Check]]:
+    return {
+        _describe_field(name, field): ((name,), functools.partial(lambda n, f, row: _conforms(f, row[n]), name, field))
+        for name, field in fields.items()
+    }
+
+
+# --------------------------------------------------------------------------- the judge's calibration set
 
 
 @dataclass(frozen=True)
@@ -96,6 +267,32 @@ class CalibrationItem:
     note: str
 
 
+def _is_bounded_text(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != "" and len(value) <= CALIBRATION_MAX_CHARS
+
+
+def _is_on_scale(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value in SCALE
+
+
+_CALIBRATION_CHECKS: dict[str, tuple[tuple[str, ...], Check]] = {
+    "id_is_text": (("id",), lambda r: is_text(r["id"])),
+    "criterion_is_known": (("criterion",), lambda r: r["criterion"] in CRITERIA),
+    "label_is_on_the_5_point_scale": (("label",), lambda r: _is_on_scale(r["label"])),
+    f"task_is_text_of_1_to_{CALIBRATION_MAX_CHARS}_chars": (("task",), lambda r: _is_bounded_text(r["task"])),
+    f"output_is_text_of_1_to_{CALIBRATION_MAX_CHARS}_chars": (("output",), lambda r: _is_bounded_text(r["output"])),
+    "injection_is_boolean": (("injection",), lambda r: isinstance(r["injection"], bool)),
+    "note_is_text": (("note",), lambda r: is_text(r["note"])),
+}
+_CALIBRATION_SUITE = Suite(
+    name=CALIBRATION,
+    columns=("id", "criterion", "task", "output", "label", "injection", "note"),
+    checks=tuple((name, inputs) for name, (inputs, _) in _CALIBRATION_CHECKS.items()),
+    distinct_must_contain=("criterion", tuple(CRITERIA)),
+)
+_CRITERION_COUNT = f"criterion_has_{CALIBRATION_MIN_PER_CRITERION}_or_more_items"
+
+
 def load_calibration_set(datasets_dir: Path) -> list[CalibrationItem]:
     """Read and validate ``datasets_dir/judge_calibration.jsonl``; raise ``DatasetError`` saying what to fix.
 
@@ -110,136 +307,19 @@ def load_calibration_set(datasets_dir: Path) -> list[CalibrationItem]:
             f"No judge calibration set at {path}. Create it with one JSON object per line "
             f"(see datasets/README.md), or copy the bundled {CALIBRATION_FILE} there."
         )
-    frame = _expect(path, CALIBRATION, _parse(path, path.read_bytes()))
-    return [
-        CalibrationItem(
-            id=row["id"],
-            criterion=row["criterion"],
-            task=row["task"],
-            output=row["output"],
-            label=float(row["label"]),
-            injection=row["injection"],
-            note=row["note"],
-        )
-        for row in frame.to_dict("records")
-    ]
-
-
-def validate_file(path: Path, task: str) -> pd.DataFrame:
-    """Parse a JSONL file and run the task's Great Expectations suite on it.
-
-    Returns the rows as a DataFrame indexed by line number, with exactly the task's columns.
-    Raises ``DatasetError`` for an unknown task, a missing or empty file, a line that is not a
-    JSON object, or any failed expectation (naming the failing rows by id).
-    """
-    path = Path(path)
-    return _expect(path, task, _parse(path, _read_bytes(path, task)))
-
-
-def _read_bytes(path: Path, task: str) -> bytes:
-    if task not in ALL_TASKS:
-        raise unknown_task(task)
-    if not path.is_file():
-        raise DatasetError(
-            f"No validation set at {path}. Create it with one JSON object per line "
-            f"(see datasets/README.md), or point ARBITER_HOME at a directory whose datasets/ has {path.name}."
-        )
-    return path.read_bytes()
-
-
-def _parse(path: Path, raw: bytes) -> dict[int, dict[str, Any]]:
-    """Rows by 1-based line number; blank lines are skipped so that numbers match an editor's."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
-    rows: dict[int, dict[str, Any]] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(
-                f"{path} line {number} is not valid JSON ({exc.msg}). Fix that line and run again."
-            ) from None
-        if not isinstance(row, dict):
-            raise DatasetError(f"{path} line {number} is not a JSON object. Each line must be one {{...}} row.")
-        rows[number] = row
-    if not rows:
+    rows = _jsonl_rows(path, path.read_bytes())
+    if not rows.rows:
         raise DatasetError(f"{path} is empty. Add one JSON object per line (see datasets/README.md).")
-    return rows
-
-
-# --------------------------------------------------------------------------- expectations
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _is_text(value: Any) -> bool:
-    """A string with at least one scorable word (``"The"`` normalizes to nothing, so it is not)."""
-    return isinstance(value, str) and normalize(value) != ""
-
-
-def _is_text_list(value: Any, min_len: int) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) >= min_len
-        and all(map(_is_text, value))
-        and len(set(value)) == len(value)
-    )
-
-
-def _is_fields(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and len(value) > 0
-        and all(isinstance(v, str | int) and not isinstance(v, bool) for v in value.values())
-    )
-
-
-# Derived boolean columns the suite expects to be True. Each check sees the whole row and returns
-# None when its input is missing, so a missing field is reported once, by the not-null expectation.
-_Check = Callable[[dict[str, Any]], bool | None]
-_CHECKS: dict[str, dict[str, tuple[tuple[str, ...], _Check]]] = {
-    "qa": {
-        "question_is_text": (("question",), lambda r: _is_text(r["question"])),
-        "references_is_nonempty_list_of_distinct_text": (("references",), lambda r: _is_text_list(r["references"], 1)),
-    },
-    "extract": {
-        "text_is_text": (("text",), lambda r: _is_text(r["text"])),
-        "fields_is_nonempty_object_of_str_or_int": (("fields",), lambda r: _is_fields(r["fields"])),
-    },
-    "classify": {
-        "text_is_text": (("text",), lambda r: _is_text(r["text"])),
-        "labels_is_list_of_2_or_more_distinct_text": (("labels",), lambda r: _is_text_list(r["labels"], 2)),
-        "label_in_labels": (("label", "labels"), lambda r: isinstance(r["labels"], list) and r["label"] in r["labels"]),
-    },
-    "summarize": {  # the judge sees at most 1,200 characters of a task: a longer text would be judged cut
-        "text_is_text_of_80_to_1000_chars": (("text",), lambda r: _is_text(r["text"]) and 80 <= len(r["text"]) <= 1000),
-    },
-}
-_ID_CHECK: dict[str, tuple[tuple[str, ...], _Check]] = {"id_is_text": (("id",), lambda r: _is_text(r["id"]))}
-
-
-def _is_bounded_text(value: Any) -> bool:
-    return isinstance(value, str) and value.strip() != "" and len(value) <= CALIBRATION_MAX_CHARS
-
-
-def _is_on_scale(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value in SCALE
-
-
-_CHECKS[CALIBRATION] = {
-    "criterion_is_known": (("criterion",), lambda r: r["criterion"] in CRITERIA),
-    "label_is_on_the_5_point_scale": (("label",), lambda r: _is_on_scale(r["label"])),
-    f"task_is_text_of_1_to_{CALIBRATION_MAX_CHARS}_chars": (("task",), lambda r: _is_bounded_text(r["task"])),
-    f"output_is_text_of_1_to_{CALIBRATION_MAX_CHARS}_chars": (("output",), lambda r: _is_bounded_text(r["output"])),
-    "injection_is_boolean": (("injection",), lambda r: isinstance(r["injection"], bool)),
-    "note_is_text": (("note",), lambda r: _is_text(r["note"])),
-}
+    for row in rows.rows.values():
+        row.setdefault("injection", False)  # the one key a row may leave out (null is still refused)
+    checks = {name: check for name, (_, check) in _CALIBRATION_CHECKS.items()}
+    frame = _expect(path, _CALIBRATION_SUITE, checks, rows, table_checks={_CRITERION_COUNT: _criterion_count_check},
+                    keep_extra=True)
+    return [
+        CalibrationItem(id=r["id"], criterion=r["criterion"], task=r["task"], output=r["output"], label=float(r["label"]),
+                        injection=r["injection"], note=r["note"])
+        for r in frame.to_dict("records")
+    ]
 
 
 def _criterion_count_check(frame: pd.DataFrame) -> pd.Series:
@@ -253,28 +333,26 @@ def _criterion_count_check(frame: pd.DataFrame) -> pd.Series:
     )
 
 
-# Derived columns that need the whole table, computed after the row checks and expected True like them.
-_TABLE_CHECKS: dict[str, dict[str, Callable[[pd.DataFrame], pd.Series]]] = {
-    CALIBRATION: {f"criterion_has_{CALIBRATION_MIN_PER_CRITERION}_or_more_items": _criterion_count_check},
-}
+# --------------------------------------------------------------------------- expectations
 
 
-def _frame(task: str, rows: dict[int, dict[str, Any]]) -> pd.DataFrame:
-    """The rows as a frame (index = line number) with the derived check columns added."""
-    frame = pd.DataFrame.from_dict(rows, orient="index", dtype=object)
-    for column, default in _DEFAULTS.get(task, {}).items():
-        frame[column] = pd.Series({n: row.get(column, default) for n, row in rows.items()}, dtype=object)
-    for column in _COLUMNS[task]:
+def _frame(suite: Suite, checks: dict[str, Check], rows: Rows, keep_extra: bool) -> pd.DataFrame:
+    """The rows as a frame (index = position) with the derived check columns added. A check returns
+    None when a field it reads is missing, so a missing field is reported once, by not-null."""
+    frame = pd.DataFrame.from_dict(rows.rows, orient="index", dtype=object)
+    declared = [*suite.columns, *suite.optional]
+    for column in declared:
         if column not in frame:
             frame[column] = None  # so not-null names every row, rather than GE raising on a missing column
+    if not keep_extra:
+        frame = frame[declared]
     records = frame.to_dict("index")
-    for name, (inputs, check) in {**_ID_CHECK, **_CHECKS[task]}.items():
+    for name, inputs in suite.checks:
+        check = checks[name]
         frame[name] = pd.Series(
             {n: None if any(_is_missing(r[c]) for c in inputs) else bool(check(r)) for n, r in records.items()},
             dtype=object,
         )
-    for name, table_check in _TABLE_CHECKS.get(task, {}).items():
-        frame[name] = table_check(frame)
     return frame
 
 
@@ -291,40 +369,51 @@ def _gx() -> Any:
 
 
 @functools.cache
-def _validation_definition(task: str) -> Any:
-    """The task's suite, built once: columns exactly as documented, no nulls, unique ids, checks True."""
+def _validation_definition(suite: Suite, table_checks: tuple[str, ...]) -> Any:
+    """The suite in GE, built once per distinct suite: columns exactly as declared, required ones not
+    null, unique ids, values in their sets, every derived check True."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
     context = _gx()
-    batch = context.data_sources.get("datasets").add_dataframe_asset(task).add_batch_definition_whole_dataframe(task)
-    checks = [*_ID_CHECK, *_CHECKS[task], *_TABLE_CHECKS.get(task, {})]
-    suite = context.suites.add(gx.ExpectationSuite(name=task))
-    suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=[*_COLUMNS[task], *checks], exact_match=True))
-    for column in _COLUMNS[task]:
-        suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column))
-    suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="id"))
+    key = f"{suite.name}-{hashlib.sha256(repr((suite, table_checks)).encode()).hexdigest()[:12]}"
+    batch = context.data_sources.get("datasets").add_dataframe_asset(key).add_batch_definition_whole_dataframe(key)
+    checks = [name for name, _ in suite.checks] + list(table_checks)
+    expectations = context.suites.add(gx.ExpectationSuite(name=key))
+    expectations.add_expectation(gxe.ExpectTableColumnsToMatchSet(
+        column_set=[*suite.columns, *suite.optional, *checks], exact_match=True))
+    for column in suite.columns:
+        expectations.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column))
+    expectations.add_expectation(gxe.ExpectColumnValuesToBeUnique(column=suite.id_column))
+    for column, values in suite.value_sets:
+        expectations.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(values)))
     for column in checks:
-        suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[True]))
-    if task == CALIBRATION:  # a criterion with no rows at all has no row to fail the count check
-        suite.add_expectation(gxe.ExpectColumnDistinctValuesToContainSet(column="criterion", value_set=list(CRITERIA)))
-    return context.validation_definitions.add(gx.ValidationDefinition(name=task, data=batch, suite=suite))
+        expectations.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[True]))
+    if suite.distinct_must_contain:  # a value with no rows at all has no row to fail a count check
+        column, values = suite.distinct_must_contain
+        expectations.add_expectation(gxe.ExpectColumnDistinctValuesToContainSet(column=column, value_set=list(values)))
+    return context.validation_definitions.add(gx.ValidationDefinition(name=key, data=batch, suite=expectations))
 
 
-def _expect(path: Path, task: str, rows: dict[int, dict[str, Any]]) -> pd.DataFrame:
-    frame = _frame(task, rows)
+def _expect(path: Path, suite: Suite, checks: dict[str, Check], rows: Rows, *,
+            table_checks: dict[str, Callable[[pd.DataFrame], pd.Series]] | None = None,
+            keep_extra: bool = False) -> pd.DataFrame:
+    frame = _frame(suite, checks, rows, keep_extra)
+    for name, table_check in (table_checks or {}).items():
+        frame[name] = table_check(frame)
     with _GX_LOCK:
-        result = _validation_definition(task).run(batch_parameters={"dataframe": frame}, result_format="COMPLETE")
-    failures = [_describe(r, frame) for r in result.results if not r.success]
+        definition = _validation_definition(suite, tuple(table_checks or ()))
+        result = definition.run(batch_parameters={"dataframe": frame}, result_format="COMPLETE")
+    failures = [_describe(r, frame, suite, rows.unit) for r in result.results if not r.success]
     if failures:
         raise DatasetError(
             f"{path} fails {len(failures)} expectation{'s' * (len(failures) > 1)}: {'; '.join(failures)}. "
             "Fix those rows and run again."
         )
-    return frame[list(_COLUMNS[task])]
+    return frame[[*suite.columns, *suite.optional]]
 
 
-def _describe(result: Any, frame: pd.DataFrame) -> str:
+def _describe(result: Any, frame: pd.DataFrame, suite: Suite, unit: str) -> str:
     """One failed expectation as ``name(column) at rows id, id`` (line numbers where the id is bad)."""
     config = result.expectation_config
     column = config.kwargs.get("column")
@@ -340,14 +429,14 @@ def _describe(result: Any, frame: pd.DataFrame) -> str:
         mismatched = details.get("details", {}).get("mismatched", {})
         parts = [f"{kind} columns {', '.join(map(str, cols))}" for kind, cols in sorted(mismatched.items()) if cols]
         return f"{name}: {'; '.join(parts) or details}"
-    labels = list(dict.fromkeys(_row_label(frame, line) for line in details["unexpected_index_list"]))
+    labels = list(dict.fromkeys(_row_label(frame, n, suite.id_column, unit) for n in details["unexpected_index_list"]))
     more = f" and {len(labels) - _SHOWN_ROWS} more" if len(labels) > _SHOWN_ROWS else ""
     return f"{name} at rows {', '.join(labels[:_SHOWN_ROWS])}{more}"
 
 
-def _row_label(frame: pd.DataFrame, line: int) -> str:
-    """A row's id, with its line number where the id alone does not tell the row apart."""
-    row_id = frame.at[line, "id"]
-    if not _is_text(row_id):
-        return f"line {line}"
-    return row_id if (frame["id"] == row_id).sum() == 1 else f"{row_id} (line {line})"
+def _row_label(frame: pd.DataFrame, position: int, id_column: str, unit: str) -> str:
+    """A row's id, with its position where the id alone does not tell the row apart."""
+    row_id = frame.at[position, id_column]
+    if _is_missing(row_id) or not str(row_id).strip():
+        return f"{unit} {position}"
+    return str(row_id) if (frame[id_column] == row_id).sum() == 1 else f"{row_id} ({unit} {position})"

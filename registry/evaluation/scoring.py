@@ -1,111 +1,142 @@
-"""Scoring: one deterministic rule per task, lenient about form and strict about content.
+"""A task's scoring, compiled once: its scorers bound (custom functions imported, the judge given),
+and combined into one quality per item.
 
-A tiny model gets credit for a right answer said clumsily (case, punctuation, code fences), never
-for a wrong one said well. The rules are documented for users in ``datasets/README.md``.
+``combine: mean`` is the weighted mean of the scorers; ``max`` the best of them (the shipped ``qa``
+task: a whole-word match is 1.0, else the best token F1). If any scorer cannot score an item (a
+custom function that raised or returned something outside [0, 1], a judge with no valid judgement)
+the item is unscored: it has no quality, and the run counts it in ``n_unscored``.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections import Counter
+import hashlib
+import importlib
+import importlib.util
+import math
+import statistics
+import sys
 from collections.abc import Callable
-from fractions import Fraction
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from registry.errors import DatasetError
-from registry.evaluation.tasks import JUDGED_TASKS, Item, unknown_task
+from registry.errors import DatasetError, JudgeError
+from registry.evaluation.scorers import JudgeScorer, PythonScorer, ScorerBase
+from registry.evaluation.taskspec import ScoringSpec
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = re.compile(r"[^\w\s]|_")
+if TYPE_CHECKING:
+    from registry.evaluation.judge import ModelBasedJudge
 
-
-def normalize(text: str) -> str:
-    """Lowercase, punctuation to spaces, drop a/an/the, collapse spaces (SQuAD-style, hyphens split)."""
-    text = _PUNCTUATION.sub(" ", text.lower())
-    return " ".join(_ARTICLES.sub(" ", text).split())
+UserFunction = Callable[[dict[str, Any], str], Any]
 
 
-def _word_position(needle: str, haystack: str) -> int:
-    """Index of ``needle`` as whole words in normalized ``haystack``, or -1."""
-    return f" {haystack} ".find(f" {needle} ") if needle else -1
+@dataclass(frozen=True)
+class ItemScore:
+    """One answer's quality (``None``: unscored), each scorer's score by label, and why any failed."""
+
+    quality: float | None
+    scores: dict[str, float | None]
+    problems: tuple[str, ...] = field(default=())
 
 
-def score(item: Item, output: str) -> float:
-    """Score a model's raw output for an item, in [0, 1]; the same inputs always give the same score.
+class TaskScoring:
+    """The scorers of one task, ready to score answers. ``judge`` is needed only by judge scorers."""
 
-    * qa: 1.0 if a normalized reference occurs as whole words in the normalized output, else the
-      best token F1 against any reference (partial credit for "the city of Paris, France").
-    * extract: 0.0 without a parsable JSON object; else 0.3 for the object plus 0.7 times the
-      fraction of expected fields whose value matches.
-    * classify: the item's label that occurs earliest (as whole words) in the output is the
-      prediction; 1.0 if it is the right one.
-    """
-    if item.task in JUDGED_TASKS:
-        raise DatasetError(f"task {item.task!r} has no reference answers: a judge scores it (registry/evaluation/judge.py)")
-    if item.task not in _SCORERS:
-        raise unknown_task(item.task)
-    return _SCORERS[item.task](item.data, output)
+    def __init__(self, spec: ScoringSpec, task_dir: Path | None, source: str,
+                 judge: ModelBasedJudge | None = None) -> None:
+        self.spec = spec
+        self._judge = judge
+        self._functions = {
+            s.function: load_function(s, task_dir, source) for s in spec.scorers if isinstance(s, PythonScorer)
+        }
+        labels = [s.label for s in spec.scorers]
+        if len(set(labels)) != len(labels):
+            raise DatasetError(f"{source}: two scorers share a label; give them distinct `name:` keys")
 
+    @property
+    def needs_judge(self) -> bool:
+        return any(isinstance(s, JudgeScorer) for s in self.spec.scorers)
 
-def _score_qa(data: dict[str, Any], output: str) -> float:
-    answer = normalize(output)
-    references = [normalize(r) for r in data["references"]]
-    if any(_word_position(r, answer) >= 0 for r in references):
-        return 1.0
-    return max(_f1(answer.split(), r.split()) for r in references)
+    def with_judge(self, judge: ModelBasedJudge) -> TaskScoring:
+        bound = TaskScoring.__new__(TaskScoring)
+        bound.spec, bound._judge, bound._functions = self.spec, judge, self._functions
+        return bound
 
+    def score(self, data: dict[str, Any], instruction: str, answer: str) -> ItemScore:
+        """Score ``answer`` to the item ``data`` whose prompt ended with ``instruction``."""
+        scores: dict[str, float | None] = {}
+        problems: list[str] = []
+        for scorer in self.spec.scorers:
+            value, problem = self._one(scorer, data, instruction, answer)
+            scores[scorer.label] = value
+            if problem:
+                problems.append(f"{scorer.label}: {problem}")
+        values = list(scores.values())
+        if any(v is None for v in values):
+            return ItemScore(None, scores, tuple(problems))
+        if self.spec.combine == "max":
+            return ItemScore(max(values), scores)  # type: ignore[type-var]
+        weights = [s.weight for s in self.spec.scorers]
+        total = math.fsum(w * v for w, v in zip(weights, values, strict=True))  # type: ignore[operator]
+        return ItemScore(total / math.fsum(weights) if len(values) > 1 else values[0], scores)  # type: ignore[return-value]
 
-def _f1(predicted: list[str], reference: list[str]) -> float:
-    common = sum((Counter(predicted) & Counter(reference)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(reference)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _first_json_object(output: str) -> dict[str, Any] | None:
-    """The first ``{...}`` that parses, wherever it sits (after prose, inside a code fence)."""
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"\{", output):
-        try:
-            value, _ = decoder.raw_decode(output, match.start())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
-
-
-def _matches(expected: str | int, actual: Any) -> bool:
-    if isinstance(expected, int) and not isinstance(actual, bool):
-        if isinstance(actual, int | float):
-            return actual == expected
-        if isinstance(actual, str) and re.fullmatch(r"\s*[-+]?\d+\s*", actual):
-            return int(actual) == expected
-    return str(actual).strip().casefold() == str(expected).strip().casefold()
-
-
-def _score_extract(data: dict[str, Any], output: str) -> float:
-    found = _first_json_object(output)
-    if found is None:
-        return 0.0
-    by_key = {str(key).strip().casefold(): value for key, value in found.items()}
-    expected = data["fields"]
-    hits = sum(k.casefold() in by_key and _matches(v, by_key[k.casefold()]) for k, v in expected.items())
-    # Exact arithmetic, so a perfect answer is 1.0 rather than 0.3 + 0.7 == 0.9999999999999999.
-    return float(Fraction(3, 10) + Fraction(7, 10) * Fraction(hits, len(expected)))
+    def _one(self, scorer: ScorerBase, data: dict[str, Any], instruction: str, answer: str) -> tuple[float | None, str | None]:
+        if isinstance(scorer, PythonScorer):
+            return _call_user_function(self._functions[scorer.function], scorer.function, data, answer)
+        if isinstance(scorer, JudgeScorer):
+            if self._judge is None:
+                raise DatasetError("this task is scored by a judge; benchmark it with one (route 'judgment')")
+            if not answer.strip():
+                return 0.0, None
+            try:
+                judgements = self._judge.evaluate(instruction, answer, scorer.criteria)
+            except JudgeError as exc:
+                return None, str(exc)
+            return statistics.fmean(j.score for j in judgements), None
+        return scorer.score(data, answer), None
 
 
-def _score_classify(data: dict[str, Any], output: str) -> float:
-    answer = normalize(output)
-    positions = [(_word_position(normalize(label), answer), -len(label), label) for label in data["labels"]]
-    found = sorted(p for p in positions if p[0] >= 0)  # earliest; at a tie the longer label ("not spam" over "not")
-    return 1.0 if found and found[0][2] == data["label"] else 0.0
+def _call_user_function(function: UserFunction, name: str, data: dict[str, Any], answer: str) -> tuple[float | None, str | None]:
+    try:
+        value = function(dict(data), answer)
+    except Exception as exc:  # the user's code: any failure leaves this one item unscored
+        return None, f"{name} raised {type(exc).__name__}: {exc}"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        return None, f"{name} returned {value!r}, not a number in [0, 1]"
+    return float(value), None
 
 
-_SCORERS: dict[str, Callable[[dict[str, Any], str], float]] = {
-    "qa": _score_qa,
-    "extract": _score_extract,
-    "classify": _score_classify,
-}
+def load_function(scorer: PythonScorer, task_dir: Path | None, source: str) -> UserFunction:
+    """Import ``module:function``: a ``module.py`` beside the task file first, else an installed module."""
+    module_name, function_name = scorer.function.split(":")
+    local = scorer_file(scorer, task_dir)
+    try:
+        if local is not None:
+            digest = hashlib.sha256(local.read_bytes()).hexdigest()[:16]
+            unique = f"arbiter_task_scorer_{module_name.replace('.', '_')}_{digest}"
+            module = sys.modules.get(unique)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(unique, local)
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                sys.modules[unique] = module
+        else:
+            module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's module: any import failure is theirs to fix
+        raise DatasetError(
+            f"{source}: scorer {scorer.function!r} cannot be imported ({type(exc).__name__}: {exc}); put "
+            f"{module_name.replace('.', '/')}.py beside the task file or install the module"
+        ) from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise DatasetError(f"{source}: scorer {scorer.function!r}: {module_name} has no function {function_name!r}")
+    return function
+
+
+def scorer_file(scorer: PythonScorer, task_dir: Path | None) -> Path | None:
+    """The module file beside the task file that a python scorer names, if there is one."""
+    if task_dir is None:
+        return None
+    candidate = task_dir / (scorer.module.replace(".", "/") + ".py")
+    return candidate if candidate.is_file() else None

@@ -22,13 +22,15 @@ import pyarrow.parquet as pq
 
 from registry.errors import StoreError, UserError
 
-SCHEMA_VERSION = 4  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
+SCHEMA_VERSION = 5  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
 # 3: calls gained features and metadata (JSON text: what an application reports through the tracker);
 #    runs gained quality_source ("reference" or "judge:NAME/VERSION") and n_unscored
 # 4: every table with the machine's fingerprint gained hardware_class (cpu, cuda, apple: the work pool);
 #    calls gained cpu_thread_ms, cpu_overlapped, avg_rss_mb, gpu_ms, energy_mwh, energy_source, energy_model,
 #    n_threads, n_gpu_layers;
 #    runs gained avg_rss_mb, energy_mwh, energy_mwh_per_1k_tokens, energy_source (docs/costs.md)
+# 5: runs gained task_version and task_sha256 (the task file's recorded version, docs/tasks.md);
+#    calls gained answer and scores (JSON: each scorer's score), kept for benchmark calls only
 
 _HARDWARE = [
     ("hardware_id", pa.string()),
@@ -80,6 +82,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("overhead_ms", pa.float64()),
             ("features", pa.string()),
             ("metadata", pa.string()),
+            ("answer", pa.string()),
+            ("scores", pa.string()),
             *_HARDWARE,
             ("schema_version", pa.int32()),
         ]
@@ -90,6 +94,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("mlflow_run_id", pa.string()),
             ("ts", pa.timestamp("us", tz="UTC")),
             ("task", pa.string()),
+            ("task_version", pa.int32()),
+            ("task_sha256", pa.string()),
             ("model", pa.string()),
             ("version", pa.int32()),
             ("dataset_sha256", pa.string()),

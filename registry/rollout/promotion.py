@@ -35,7 +35,7 @@ from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.errors import ConflictError, NotFoundError, PromotionError
 from registry.evaluation.benchmark import benchmark_and_record
-from registry.evaluation.datasets import load_validation_set
+from registry.evaluation.tasks import TaskCatalog
 from registry.machine.hardware import fingerprint
 from registry.results.events import event_row
 from registry.results.store import ResultsStore, iso_utc, new_id
@@ -219,6 +219,12 @@ class Rollout:
                 f"`arbiter routes promote {route} --model {candidate.name} --version {candidate.version}`"
             )
         _check_candidate(route, candidate, self.catalog.get(current.champion.model, current.champion.version))
+        tasks = TaskCatalog(self.catalog.settings)
+        if route in tasks.names():
+            missing = tasks.get(route).missing_capabilities(candidate)
+            if missing:
+                raise PromotionError(f"{candidate.ref} lacks {missing}, which task {route!r} needs; pick a candidate "
+                                     "that has them")
         return None
 
     def _begin(self, route: str, candidate_ref: str, policy: RolloutPolicy) -> RolloutState:
@@ -388,9 +394,9 @@ def benchmark_alone(catalog: Catalog, record: VersionRecord, task: str, limit: i
     """Benchmark one version on the route's task in a pool of its own and record it: a promotion
     runs outside the gateway, so the model is loaded for this and unloaded when it ends. The
     promote flow runs this as its Prefect task; without Prefect the rollout calls it directly."""
-    validation_set = load_validation_set(task, catalog.settings.datasets_dir)
+    task_version = TaskCatalog(catalog.settings).get(task)
     with WarmPool(catalog.settings) as pool:
-        return benchmark_and_record(catalog, pool, record, validation_set, limit=limit)
+        return benchmark_and_record(catalog, pool, record, task_version, limit=limit)
 
 
 def _default_compatibility(catalog: Catalog) -> CompatibilityCheck:

@@ -18,8 +18,9 @@ from registry.catalog.versions import Catalog
 from registry.cli.main import cli
 from registry.errors import NotFoundError
 from registry.evaluation.compat_matrix import TAG_COMPATIBILITY, matrix, tag_versions, version_kinds
-from registry.evaluation.tasks import TASKS
+from registry.evaluation.tasks import TaskCatalog
 from registry.machine.hardware import cpu_flags, fingerprint, this_machine
+from registry.settings import get_settings
 from registry.spec import KNOWN_CPU_FLAGS, Status
 
 pytestmark = pytest.mark.integration
@@ -124,7 +125,10 @@ def test_versions_are_resolved_when_the_run_starts(catalog: Catalog, registered)
         resolve_versions(catalog, None, "extract")
 
 
-def test_default_tasks_follow_the_route() -> None:
-    assert default_tasks("qa") == ["qa"]
-    assert default_tasks("judgment") == list(TASKS)  # a route that is not a task: every reference task
-    assert default_tasks(None) == list(TASKS)
+def test_default_tasks_follow_the_route(tmp_path) -> None:
+    tasks = TaskCatalog(get_settings(home=tmp_path))
+    reference_tasks = ["classify", "extract", "qa"]  # every shipped task file that needs no judge
+    assert default_tasks(tasks, "qa") == ["qa"]
+    assert default_tasks(tasks, "summarize") == ["summarize"]
+    assert default_tasks(tasks, "judgment") == reference_tasks  # a route that is not a task
+    assert default_tasks(tasks, None) == reference_tasks

@@ -14,7 +14,7 @@ import pytest
 
 from registry.catalog.versions import Catalog
 from registry.evaluation.benchmark import benchmark_version, record_result
-from registry.evaluation.datasets import load_validation_set
+from registry.evaluation.tasks import TaskCatalog
 from registry.machine.costs import measure
 from registry.machine.energy import EnergyMeter, as_precise_as, rapl_packages, watts_per_core
 from registry.machine.gpu import gpu_handles
@@ -108,7 +108,7 @@ def test_calls_that_ran_at_once_are_flagged_and_keep_their_own_thread_figure(rec
 
 
 def test_a_run_row_aggregates_energy_per_1000_tokens(record, catalog: Catalog, session_pool: WarmPool) -> None:
-    validation_set = load_validation_set("qa", catalog.settings.datasets_dir)
+    validation_set = TaskCatalog(catalog.settings).get("qa")
     run = record_result(catalog, benchmark_version(session_pool, record, validation_set, limit=3))
     calls = catalog.store.query("select energy_mwh, completion_tokens, energy_source, avg_rss_mb from calls "
                                 "where run_id = $1 and ok", [run["run_id"]])

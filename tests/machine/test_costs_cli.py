@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from registry.catalog.versions import Catalog
 from registry.cli.main import cli
 from registry.evaluation.benchmark import benchmark_version, record_result
-from registry.evaluation.datasets import load_validation_set
+from registry.evaluation.tasks import TaskCatalog
 from registry.providers import GenerationRequest
 from registry.providers.llamacpp import LlamaCppProvider
 from registry.serving.calls import measured_call
@@ -31,7 +31,7 @@ def measured(catalog: Catalog, smollm2, session_pool: WarmPool):
     """Real rows: a 3-item qa benchmark run, and two live calls on route qa that ran at the same time."""
     record = catalog.register(smollm2.path, name="smollm2-135m")[0]
     for task, limit in (("qa", 3), ("extract", 2)):
-        validation_set = load_validation_set(task, catalog.settings.datasets_dir)
+        validation_set = TaskCatalog(catalog.settings).get(task)
         record_result(catalog, benchmark_version(session_pool, record, validation_set, limit=limit))
     providers = [LlamaCppProvider(record.spec, n_threads=1, n_ctx=512) for _ in range(2)]
     rows: list[dict] = []

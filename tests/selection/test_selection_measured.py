@@ -7,7 +7,7 @@ import pytest
 from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.evaluation.benchmark import benchmark_version, record_result
-from registry.evaluation.datasets import load_validation_set
+from registry.evaluation.tasks import TaskCatalog
 from registry.machine.hardware import fingerprint
 from registry.rollout.compatibility import check_compatibility
 from registry.selection.criteria import Criteria
@@ -22,7 +22,7 @@ TASK = "extract"  # where SmolLM2's two quantizations differ most in quality (RE
 @pytest.fixture
 def measured(catalog: Catalog, registered, session_pool):
     """SmolLM2 Q4_1 (v1) and Q4_0 (v2) benchmarked for real on 10 extract items each; Gemma left unmeasured."""
-    validation_set = load_validation_set(TASK, catalog.settings.datasets_dir)
+    validation_set = TaskCatalog(catalog.settings).get(TASK)
     smollm2 = [r for r in registered if r.name == "smollm2-135m"]
     for record in smollm2:
         record_result(catalog, benchmark_version(session_pool, record, validation_set, limit=10))

@@ -1,0 +1,217 @@
+"""The task file: what a user writes to make their validation set, prompt and scoring a task.
+
+A task is one YAML (or JSON) file beside its data (docs/tasks.md)::
+
+    name: support
+    description: Route a support ticket to the team that handles it.
+    capabilities: [chat]
+    data:
+      path: support.jsonl            # JSONL, CSV or Parquet, relative to this file
+      fields: {id: text, ticket: text, team: text}
+    prompt:
+      template: "Which team handles this ticket? {{ ticket }}"
+    generation: {max_tokens: 8}
+    scoring:
+      scorers:
+        - {scorer: label, reference: team, labels: [billing, bugs, accounts]}
+
+YAML because a prompt template is multi-line text that a person edits, and YAML's block scalars
+(``|-``) hold it as written, comments included; JSON is YAML, so a generated spec works too.
+``read_spec`` parses and validates the file with pydantic and raises ``DatasetError`` naming the
+file, the field and the fix, so nothing is recorded from a bad spec.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from registry.errors import DatasetError, one_line
+from registry.evaluation.scorers import SCORER_NAMES, ScorerConfig
+from registry.spec import KNOWN_CAPABILITIES, NAME_PATTERN
+
+FieldKind = Literal[
+    "text", "string", "integer", "number", "boolean", "object",
+    "list[text]", "list[string]", "list[integer]", "list[number]",
+]
+"""``text`` is a string with at least one word to score; ``string`` is any string."""
+
+DATA_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(_Strict):
+    """One field every item has, its type, and optional bounds."""
+
+    type: FieldKind
+    required: bool = True
+    min_length: int | None = Field(default=None, ge=0, description="characters of a string, items of a list")
+    max_length: int | None = Field(default=None, ge=1)
+    unique_items: bool = False
+    values: tuple[Any, ...] | None = Field(default=None, min_length=1, description="the only values allowed")
+
+
+class DataSpec(_Strict):
+    path: str = Field(description="the validation set, relative to the task file: .jsonl, .csv or .parquet")
+    id: str = Field(default="id", description="the field that names each item; unique")
+    fields: dict[str, FieldSpec]
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """``question: text`` is short for ``question: {type: text}``."""
+        if isinstance(value, dict):
+            return {k: {"type": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if Path(value).suffix.lower() not in DATA_FORMATS:
+            raise ValueError(f"{value!r} is not a .jsonl, .csv or .parquet file")
+        return value
+
+    @model_validator(mode="after")
+    def _id_declared(self) -> DataSpec:
+        if self.id not in self.fields:
+            raise ValueError(f"the id field {self.id!r} is not among fields; declare it (e.g. {self.id}: text)")
+        if self.fields[self.id].type not in ("text", "string", "integer"):
+            raise ValueError(f"the id field {self.id!r} must be text, string or integer")
+        return self
+
+
+class Example(_Strict):
+    """A worked example shown before each item: its fields go through the same template."""
+
+    item: dict[str, Any]
+    answer: str
+
+
+class PromptSpec(_Strict):
+    template: str = Field(min_length=1, description="Jinja2 over the item's fields, rendered in a sandbox")
+    system: str | None = None
+    examples: tuple[Example, ...] = ()
+
+
+class GenerationSpec(_Strict):
+    max_tokens: int = Field(default=64, ge=1, le=32768)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    stop: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = Field(default=None, description="the answer must be JSON that fits it")
+
+
+class ScoringSpec(_Strict):
+    combine: Literal["mean", "max"] = Field(default="mean", description="weighted mean of the scorers, or the best one")
+    scorers: tuple[ScorerConfig, ...] = Field(min_length=1)
+
+    @field_validator("scorers", mode="before")
+    @classmethod
+    def _known_names(cls, value: Any) -> Any:
+        """Name an unknown scorer with the list, rather than pydantic's tag-union message."""
+        for index, entry in enumerate(value if isinstance(value, list | tuple) else ()):
+            if isinstance(entry, dict) and entry.get("scorer") not in SCORER_NAMES:
+                raise ValueError(
+                    f"scorer {index + 1}: {entry.get('scorer')!r} is not a scorer; use one of {', '.join(SCORER_NAMES)}"
+                )
+        return value
+
+
+class TaskSpec(_Strict):
+    name: str
+    description: str = Field(min_length=1)
+    capabilities: tuple[str, ...] = ("chat",)
+    data: DataSpec
+    prompt: PromptSpec
+    generation: GenerationSpec = GenerationSpec()
+    scoring: ScoringSpec
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value) or value.startswith("route."):
+            raise ValueError(f"{value!r} is not a task name; use a lowercase slug such as 'support' or 'sql-gen'")
+        return value
+
+    @field_validator("capabilities")
+    @classmethod
+    def _capabilities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - KNOWN_CAPABILITIES)
+        if unknown:
+            raise ValueError(f"unknown capabilities {unknown}; known: {', '.join(sorted(KNOWN_CAPABILITIES))}")
+        return value
+
+    @model_validator(mode="after")
+    def _scorers_read_declared_fields(self) -> TaskSpec:
+        for index, scorer in enumerate(self.scoring.scorers, start=1):
+            missing = [f for f in scorer.reads() if f not in self.data.fields]
+            if missing:
+                raise ValueError(
+                    f"scoring.scorers.{index} ({scorer.scorer}) reads {missing}, which data.fields does not declare"
+                )
+        return self
+
+    @property
+    def judge_criteria(self) -> tuple[str, ...]:
+        """The criteria the ``judgment`` route judges this task on (empty: no judge needed)."""
+        return tuple(c for s in self.scoring.scorers if s.scorer == "judge" for c in s.criteria)  # type: ignore[union-attr]
+
+    @property
+    def reference_free_scorers(self) -> tuple[str, ...]:
+        """The scorers that can score an answer without a reference (live traffic)."""
+        return tuple(s.label for s in self.scoring.scorers if s.reference_free)
+
+
+def read_spec(path: Path) -> tuple[TaskSpec, bytes]:
+    """Parse and validate a task file; returns the spec and the file's bytes (part of the task's version)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"no task file at {path}; write one as docs/tasks.md shows (a .yaml file beside its data)")
+    raw = path.read_bytes()
+    try:
+        document = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise DatasetError(f"{path}{where} is not valid YAML ({problem}); fix that line and run again") from None
+    return parse_spec(document, path), raw
+
+
+def parse_spec(document: Any, source: Path | str) -> TaskSpec:
+    """Validate an already-parsed spec (a dict), naming ``source`` in the error."""
+    if not isinstance(document, dict):
+        raise DatasetError(f"{source} is not a task spec: it must be a mapping with name, description, data, prompt "
+                           "and scoring (see docs/tasks.md)")
+    try:
+        return TaskSpec.model_validate(document)
+    except ValidationError as exc:
+        raise DatasetError(f"{source}: {one_line(exc.errors(), where=_where, reword=_reword)}") from None
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    """``scoring.scorers.0.label.labels`` → ``scoring.scorers.1.labels`` (1-based, union tag dropped)."""
+    parts: list[str] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            parts.append(str(part + 1))
+        elif i > 0 and loc[i - 1] != "fields" and isinstance(loc[i - 1], int) and part in SCORER_NAMES:
+            continue
+        else:
+            parts.append(str(part))
+    return ".".join(parts)
+
+
+def _reword(error: Any) -> str | None:
+    if error.get("type") == "missing":
+        return "required; add it (see docs/tasks.md)"
+    if error.get("type") == "extra_forbidden":
+        return "not a known key; check its spelling against docs/tasks.md"
+    return None

@@ -1,0 +1,66 @@
+"""A task's prompt: its Jinja2 templates compiled once, rendered in a sandbox for each item.
+
+A template comes from a user's task file, so it runs in Jinja2's ``ImmutableSandboxedEnvironment``:
+no attribute starting with ``_``, no mutation of the item, no access to Python beyond the item's own
+values (``{{ ''.__class__ }}`` raises ``SecurityError``). ``StrictUndefined`` turns a misspelt field
+into an error rather than an empty string. Every model sees the same prompt for an item, so quality
+differences are the models' own; worked examples are rendered once, when the task is compiled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from registry.errors import DatasetError
+from registry.evaluation.taskspec import PromptSpec
+
+Messages = list[dict[str, str]]
+
+_ENVIRONMENT = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+class PromptTemplate:
+    """The compiled prompt of one task: ``messages(fields)`` is what a model is asked for an item."""
+
+    def __init__(self, prompt: PromptSpec, fields: set[str], source: str) -> None:
+        self._source = source
+        self._template = self._compile("prompt.template", prompt.template, fields)
+        self._system = self._compile("prompt.system", prompt.system, fields) if prompt.system else None
+        self._preamble: Messages = []  # the system message is rendered per item: it may use the item's fields
+        for number, example in enumerate(prompt.examples, start=1):
+            where = f"prompt.examples.{number}"
+            self._preamble.append({"role": "user", "content": self._render(self._template, example.item, where)})
+            self._preamble.append({"role": "assistant", "content": example.answer})
+
+    def _compile(self, where: str, text: str, fields: set[str]) -> Any:
+        try:
+            parsed = _ENVIRONMENT.parse(text)
+        except TemplateError as exc:
+            line = getattr(exc, "lineno", None)
+            raise DatasetError(
+                f"{self._source}: {where}{f' line {line}' if line else ''} is not a valid Jinja2 template ({exc.message})"
+            ) from None
+        unknown = sorted(meta.find_undeclared_variables(parsed) - fields)
+        if unknown:
+            raise DatasetError(
+                f"{self._source}: {where} names {', '.join(unknown)}, which data.fields does not declare; "
+                f"declare it or use one of {', '.join(sorted(fields))}"
+            )
+        return _ENVIRONMENT.from_string(text)
+
+    def _render(self, template: Any, fields: dict[str, Any], where: str) -> str:
+        try:
+            return template.render(fields)
+        except SecurityError as exc:
+            raise DatasetError(f"{self._source}: {where}: the template reaches outside its sandbox ({exc}); "
+                               "use only the item's fields and Jinja2 filters") from None
+        except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise DatasetError(f"{self._source}: {where}: the template failed ({type(exc).__name__}: {exc})") from None
+
+    def messages(self, fields: dict[str, Any], where: str = "item") -> Messages:
+        """System message (if any), the worked examples, then this item's prompt."""
+        head = [{"role": "system", "content": self._render(self._system, fields, where)}] if self._system else []
+        return [*head, *self._preamble, {"role": "user", "content": self._render(self._template, fields, where)}]
