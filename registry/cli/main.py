@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -12,7 +13,17 @@ from registry.errors import ArbiterError, UserError
 
 
 class ArbiterGroup(click.Group):
-    """Turns our errors into ``error: …`` on stderr and an exit code, never a stack trace."""
+    """Turns our errors into ``error: …`` on stderr and an exit code, never a stack trace; loads a
+    command's module when the command is asked for (``_COMMANDS``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _COMMANDS and cmd_name not in self.commands:
+            module, attribute = _COMMANDS[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -37,43 +48,25 @@ def cli() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
-def _register_commands() -> None:
-    from registry.cli import (
-        benchmark,
-        costs,
-        demo,
-        deploy,
-        export,
-        generate,
-        hardware,
-        judge,
-        learnings,
-        models,
-        results,
-        routes,
-        select,
-        serve,
-        tasks,
-    )
-
-    cli.add_command(models.models)
-    cli.add_command(routes.routes)
-    cli.add_command(results.results)
-    cli.add_command(costs.costs)
-    cli.add_command(tasks.tasks)
-    cli.add_command(benchmark.benchmark)
-    cli.add_command(deploy.deploy)
-    cli.add_command(generate.generate)
-    cli.add_command(demo.demo)
-    cli.add_command(serve.serve)
-    cli.add_command(select.select)
-    cli.add_command(learnings.learnings)
-    cli.add_command(judge.judge)
-    cli.add_command(export.export)
-    cli.add_command(hardware.hardware)
-
-
-_register_commands()
+_COMMANDS: dict[str, str] = {
+    "models": "registry.cli.models:models",
+    "routes": "registry.cli.routes:routes",
+    "results": "registry.cli.results:results",
+    "costs": "registry.cli.costs:costs",
+    "tasks": "registry.cli.tasks:tasks",
+    "benchmark": "registry.cli.benchmark:benchmark",
+    "deploy": "registry.cli.deploy:deploy",
+    "generate": "registry.cli.generate:generate",
+    "demo": "registry.cli.demo:demo",
+    "serve": "registry.cli.serve:serve",
+    "select": "registry.cli.select:select",
+    "learnings": "registry.cli.learnings:learnings",
+    "judge": "registry.cli.judge:judge",
+    "export": "registry.cli.export:export",
+    "hardware": "registry.cli.hardware:hardware",
+}
+"""Each command's module, imported only when that command runs (or ``--help`` lists them all): a
+command pays for its own imports, not every other command's (llama.cpp, DuckDB, MLflow, …)."""
 
 
 def main() -> None:

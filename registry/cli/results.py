@@ -37,16 +37,18 @@ def leaderboard(task: str | None, as_json: bool) -> None:
 
 
 def print_leaderboard(rows: list[dict[str, Any]]) -> None:
-    """One table per task (titled with it), rows in the leaderboard's order."""
-    for name in dict.fromkeys(r["task"] for r in rows):
-        task_rows = [r for r in rows if r["task"] == name]
+    """One table per task version (titled ``task/version``; runs from before task versions: ``task``),
+    rows in the leaderboard's order."""
+    for name, task_version in dict.fromkeys((r["task"], r.get("task_version")) for r in rows):
+        task_rows = [r for r in rows if r["task"] == name and r.get("task_version") == task_version]
         sources = {r["quality_source"] for r in task_rows}
         # Where quality came from is in the title: a judge's scores are not a reference's.
         scored_by = "" if sources == {"reference"} else f" (quality by {', '.join(sorted(sources))})"
         energy = sorted({r["energy_source"] for r in task_rows if r["energy_source"]})  # how mWh_per_1k was obtained
         energy_by = f", energy by {', '.join(energy)}" if energy else ""
         shown = [r | {"tok/s": r["tokens_per_s"], "mWh/1k": r["energy_mwh_per_1k_tokens"]} for r in task_rows]
-        print_table(f"leaderboard: {name}{scored_by}{energy_by}", shown, LEADERBOARD_COLUMNS)
+        title = name if task_version is None else f"{name}/{task_version}"
+        print_table(f"leaderboard: {title}{scored_by}{energy_by}", shown, LEADERBOARD_COLUMNS)
 
 
 @results.command("matrix")

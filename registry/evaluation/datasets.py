@@ -89,8 +89,8 @@ def read_items(spec: TaskSpec, data_path: Path, scorer_checks: dict[str, tuple[t
         value_sets=tuple(sorted((k, tuple(v)) for k, v in sets.items())),
         id_column=spec.data.id,
     )
-    frame = _expect(data_path, suite, {name: check for name, (_, check) in checks.items()}, parsed)
-    return frame.to_dict("records"), raw
+    _expect(data_path, suite, {name: check for name, (_, check) in checks.items()}, parsed)
+    return [{column: row.get(column) for column in columns} for row in parsed.rows.values()], raw
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -339,14 +339,17 @@ def _criterion_count_check(frame: pd.DataFrame) -> pd.Series:
 def _frame(suite: Suite, checks: dict[str, Check], rows: Rows, keep_extra: bool) -> pd.DataFrame:
     """The rows as a frame (index = position) with the derived check columns added. A check returns
     None when a field it reads is missing, so a missing field is reported once, by not-null."""
-    frame = pd.DataFrame.from_dict(rows.rows, orient="index", dtype=object)
+    # From a list of rows, not ``from_dict(orient="index")``: that one makes a column of integers with
+    # a gap floats (1 -> 1.0), failing every other row's integer check. Gaps are None, as in a snapshot.
+    frame = pd.DataFrame(list(rows.rows.values()), index=list(rows.rows), dtype=object)
+    frame = frame.where(frame.notna(), None)
     declared = [*suite.columns, *suite.optional]
     for column in declared:
         if column not in frame:
             frame[column] = None  # so not-null names every row, rather than GE raising on a missing column
     if not keep_extra:
         frame = frame[declared]
-    records = frame.to_dict("index")
+    records = {n: {c: row.get(c) for c in declared} for n, row in rows.rows.items()}
     for name, inputs in suite.checks:
         check = checks[name]
         frame[name] = pd.Series(

@@ -247,18 +247,20 @@ class ResultsStore:
         return query_on(self.connect(), sql, params)
 
     def leaderboard(self, task: str | None = None) -> list[dict[str, Any]]:
-        """The latest benchmark run of each version per task and hardware, best quality first."""
+        """The latest benchmark run of each version per task version and hardware, best quality first;
+        a task's newest version first (figures from two versions of a task are not comparable)."""
         rows = self.query(
             """
-            select task, model, version, quality, coalesce(quality_source, 'reference') as quality_source,
+            select task, task_version, model, version, quality,
+                   coalesce(quality_source, 'reference') as quality_source,
                    p50_ms, p95_ms, tokens_per_s, n, n_ok,
                    cpu_ms_per_token, peak_rss_mb, energy_mwh_per_1k_tokens, energy_source,
                    hardware_id, mlflow_run_id, ts
             from (select *, row_number() over (
-                      partition by task, model, version, hardware_id order by ts desc) as latest
+                      partition by task, task_version, model, version, hardware_id order by ts desc) as latest
                   from runs)
             where latest = 1 and ($1 is null or task = $1)
-            order by task, quality desc, p50_ms asc
+            order by task, task_version desc nulls last, quality desc, p50_ms asc
             """,
             [task],
         )
