@@ -13,14 +13,18 @@ the same profiles the selector reads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.errors import NotFoundError, ProviderError, UnavailableError
-from registry.evaluation.tasks import TaskCatalog
+from registry.evaluation.benchmark import benchmark_and_record
+from registry.evaluation.tasks import TaskCatalog, TaskVersion
 from registry.providers import GenerationRequest
+from registry.results.frames import ModelFilter, answers_frame, leaderboard_frame, runs_frame
 from registry.results.recorder import Recorder
 from registry.selection.criteria import Criteria
 from registry.selection.learnings import TaskLearnings
@@ -29,7 +33,10 @@ from registry.selection.selector import LocalModelSelector
 from registry.serving.calls import measured_call
 from registry.serving.pool import WarmPool
 from registry.settings import Settings, get_settings
-from registry.spec import VersionRecord
+from registry.spec import VersionRecord, parse_ref
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,12 @@ class ArbiterModelManager:
             manager.force_swap("qa", "smollm2-135m/2")
             manager.rollback("qa")
             manager.task_summary("qa"), manager.statistics()
+
+    A data scientist's own task, in a notebook (notebooks/own-task.ipynb)::
+
+            manager.add_task_frame(frame, {"name": "capitals", ...})
+            manager.benchmark(["smollm2-135m/1", "smollm2-135m/2"], "capitals")  # a DataFrame of runs
+            manager.answers("capitals").pivot(index="item_id", columns="ref", values="answer")
     """
 
     def __init__(self, settings: Settings | None = None) -> None:
@@ -169,3 +182,52 @@ class ArbiterModelManager:
         # An auto-swap or a finished rollout moves aliases through a promote/rollback, so those two
         # count every alias move once; the others say who or what decided.
         return {"swaps": swaps, "total_swaps": swaps.get("promote", 0) + swaps.get("rollback", 0), "tasks": calls}
+
+    # --- own tasks and results as DataFrames (for notebooks) --------------------------------
+
+    def add_task(self, path: str | Path, *, new_version: bool = False) -> TaskVersion:
+        """Validate and record a task file, as ``arbiter tasks add`` does; the same content again
+        is the same version, and a name taken by other content needs ``new_version``."""
+        return self.tasks.add(Path(path), new_version=new_version)[0]
+
+    def add_task_frame(self, frame: pd.DataFrame, spec: dict[str, Any], *, new_version: bool = False) -> TaskVersion:
+        """A task from a DataFrame (one row per item) and a spec dict written as a task file would be
+        (``data.path`` left out); validated and versioned exactly as a file is."""
+        return self.tasks.add_frame(frame, spec, new_version=new_version)[0]
+
+    def benchmark(self, models: str | Sequence[str], task: str, *, limit: int | None = None) -> pd.DataFrame:
+        """Benchmark each ``NAME/VERSION`` on ``task`` (``NAME`` or ``NAME/VERSION``) in this process and
+        record it as ``arbiter benchmark`` does (a judged task is judged by route ``judgment``); returns
+        the runs, one row per version. Prefect is for scheduled and fanned-out runs; a notebook needs
+        none. Every name is resolved first, so a typo fails before anything runs."""
+        measured = self.tasks.get(task)
+        records = [self.catalog.get_ref(ref) for ref in ([models] if isinstance(models, str) else models)]
+        run_ids = [benchmark_and_record(self.catalog, self.pool, record, measured, limit=limit)["run_id"]
+                   for record in records]
+        return runs_frame(self.store, run_ids=run_ids)
+
+    def leaderboard(self, task: str | None = None) -> pd.DataFrame:
+        """The latest run of each version per task version and machine, best quality first, as
+        ``arbiter results leaderboard`` ranks them; ``task`` may name a version (``NAME/2``)."""
+        name, version = parse_ref(task) if task else (None, None)
+        return leaderboard_frame(self.store, name, version)
+
+    def runs(self, task: str | None = None, model: str | None = None) -> pd.DataFrame:
+        """Every benchmark run, oldest first; ``task`` as ``NAME[/VERSION]``, ``model`` as ``NAME[/VERSION]``."""
+        name, version = parse_ref(task) if task else (None, None)
+        return runs_frame(self.store, task=name, task_version=version, models=_model_filters(model))
+
+    def answers(self, task: str, *, run_ids: Sequence[str] | None = None,
+                models: str | Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per benchmarked item: answer, quality, each scorer's score (``score_<label>``), wall
+        time, energy and tokens. Without ``run_ids``: the latest run of each version (of ``models``, when
+        given) on the newest version of the task measured. Pivot it to compare versions item by item."""
+        name, version = parse_ref(task)
+        return answers_frame(self.store, task=name, task_version=version, models=_model_filters(models),
+                             run_ids=run_ids)
+
+
+def _model_filters(models: str | Sequence[str] | None) -> list[ModelFilter]:
+    """``"NAME"`` or ``"NAME/VERSION"``, one or several, as (name, version or None)."""
+    refs = [models] if isinstance(models, str) else list(models or ())
+    return [parse_ref(ref) for ref in refs]
