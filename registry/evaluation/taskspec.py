@@ -152,7 +152,8 @@ class TaskSpec(_Strict):
             missing = [f for f in scorer.reads() if f not in self.data.fields]
             if missing:
                 raise ValueError(
-                    f"scoring.scorers.{index} ({scorer.scorer}) reads {missing}, which data.fields does not declare"
+                    f"scoring.scorers.{index} ({scorer.scorer}) reads {missing}, which data.fields does not declare; "
+                    "declare it there or name a declared field"
                 )
         return self
 
@@ -193,7 +194,18 @@ def parse_spec(document: Any, source: Path | str) -> TaskSpec:
     try:
         return TaskSpec.model_validate(document)
     except ValidationError as exc:
-        raise DatasetError(f"{source}: {one_line(exc.errors(), where=_where, reword=_reword)}") from None
+        errors = _without_echoes(exc.errors())
+        raise DatasetError(f"{source}: {one_line(errors, where=_where, reword=_reword, default_where='spec')}") from None
+
+
+def _without_echoes(errors: list[Any]) -> list[Any]:
+    """Drop a list's "too short" that only echoes a bad entry inside it: a spec whose one scorer is
+    wrong would otherwise also be told it has no scorers."""
+    return [
+        e for e in errors
+        if not (e.get("type") == "too_short"
+                and any(len(o["loc"]) > len(e["loc"]) and o["loc"][: len(e["loc"])] == e["loc"] for o in errors))
+    ]
 
 
 def _where(loc: tuple[Any, ...]) -> str:

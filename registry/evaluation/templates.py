@@ -62,5 +62,7 @@ class PromptTemplate:
 
     def messages(self, fields: dict[str, Any], where: str = "item") -> Messages:
         """System message (if any), the worked examples, then this item's prompt."""
-        head = [{"role": "system", "content": self._render(self._system, fields, where)}] if self._system else []
-        return [*head, *self._preamble, {"role": "user", "content": self._render(self._template, fields, where)}]
+        head = [{"role": "system", "content": self._render(self._system, fields, f"prompt.system for {where}")}
+                ] if self._system else []
+        content = self._render(self._template, fields, f"prompt.template for {where}")
+        return [*head, *self._preamble, {"role": "user", "content": content}]
