@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 
 from registry.catalog.versions import Catalog
@@ -9,6 +13,8 @@ from registry.machine.hardware import fingerprint
 from registry.results.store import SCHEMA_VERSION
 
 pytestmark = pytest.mark.integration
+
+BUNDLED = Path(__file__).resolve().parents[2] / "datasets"
 
 
 def test_flow_writes_calls_and_runs_with_hardware_and_logs_mlflow(prefect_harness, catalog: Catalog, smollm2) -> None:
@@ -35,6 +41,14 @@ def test_flow_writes_calls_and_runs_with_hardware_and_logs_mlflow(prefect_harnes
     assert {c["llama_cpp_version"] for c in calls} == {"0.3.36"}
     assert all(c["ok"] and c["completion_tokens"] > 0 and c["quality"] is not None for c in calls)
     assert {c["schema_version"] for c in calls} == {SCHEMA_VERSION}
+    # Each run names the task version it measured; each call keeps its answer and per-scorer scores.
+    from registry.evaluation.tasks import TaskCatalog
+
+    qa = TaskCatalog(catalog.settings).get("qa")
+    assert (runs[0]["task_version"], runs[0]["task_sha256"], runs[0]["dataset_sha256"]) == (1, qa.sha256, qa.data_sha256)
+    assert all(c["answer"] and set(json.loads(c["scores"])) in ({"contains", "token_f1"}, {"label"}) for c in calls)
+    qa_calls = [c for c in calls if c["task"] == "qa"]
+    assert all(c["quality"] == max(json.loads(c["scores"]).values()) for c in qa_calls)  # combine: max
 
     board = catalog.store.leaderboard()
     assert {(r["task"], r["model"], r["version"], r["n"]) for r in board} == {("qa", "smollm2-135m", 1, 3), ("classify", "smollm2-135m", 1, 3)}
@@ -50,8 +64,10 @@ def test_flow_refuses_a_bad_dataset_before_running_any_model(prefect_harness, ca
     from registry.errors import DatasetError
 
     record, _ = catalog.register(smollm2.path, name="smollm2-135m")
-    (catalog.settings.home / "datasets").mkdir()
-    (catalog.settings.home / "datasets" / "qa.jsonl").write_text('{"id": "qa-1", "question": 7}\n')
+    folder = catalog.settings.home / "datasets"
+    folder.mkdir()
+    shutil.copy(BUNDLED / "qa.yaml", folder / "qa.yaml")
+    (folder / "qa.jsonl").write_text('{"id": "qa-1", "question": 7}\n')
     with pytest.raises(DatasetError):
         benchmark_flow(models=[record.ref], tasks=["qa"], limit=1, home=str(catalog.settings.home))
     assert catalog.store.query("select count(*) as n from calls") == [{"n": 0}]
