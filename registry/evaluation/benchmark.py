@@ -16,6 +16,7 @@ from typing import Any
 from registry.catalog.tracking import log_run
 from registry.catalog.versions import Catalog
 from registry.errors import UserError
+from registry.evaluation import progress
 from registry.evaluation.judge import ModelBasedJudge
 from registry.evaluation.tasks import TaskVersion
 from registry.machine.energy import as_precise_as
@@ -133,7 +134,11 @@ def benchmark_version(
     judge: ModelBasedJudge | None = None, on_item: ItemDone | None = None,
 ) -> BenchmarkResult:
     """Warm up, run, score and summarize one version on one task (nothing written yet). A task
-    with a judge scorer needs ``judge``; its runs name the judge version."""
+    with a judge scorer needs ``judge``; its runs name the judge version. Without ``on_item`` the
+    command's progress reporter (``progress.reporting``) is told of each item."""
+    if on_item is None:
+        with progress.tracked(f"{record.ref} · {task.ref}", len(task.items[:limit]), "benchmarked") as on_item:
+            return benchmark_version(pool, record, task, limit=limit, judge=judge, on_item=on_item)
     quality_source = "reference"
     if task.needs_judge:
         if judge is None:

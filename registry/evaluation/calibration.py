@@ -29,6 +29,7 @@ import pandas as pd
 from registry.catalog.tracking import log_run
 from registry.catalog.versions import Catalog
 from registry.errors import JudgeError
+from registry.evaluation import progress
 from registry.evaluation.datasets import CALIBRATION_FILE, CalibrationItem
 from registry.evaluation.judge import ModelBasedJudge
 from registry.evaluation.rubrics import CRITERIA, PASS_THRESHOLD
@@ -68,15 +69,18 @@ def agreement(criterion: str, labels: Sequence[float], scores: Sequence[float | 
 
 
 def calibrate(catalog: Catalog, judge: ModelBasedJudge, items: Sequence[CalibrationItem]) -> list[dict[str, Any]]:
-    """Judge every item, compute the agreement, record it; returns the ``judge_calibration`` rows."""
+    """Judge every item, compute the agreement, record it; returns the ``judge_calibration`` rows.
+    The command's progress reporter (``progress.reporting``) is told of each item judged."""
     record = judge.judge_version()
     scores: list[float | None] = []
     started = time.perf_counter()
-    for item in items:
-        try:
-            scores.append(judge.evaluate(item.task, item.output, [item.criterion])[0].score)
-        except JudgeError:
-            scores.append(None)
+    with progress.tracked(f"{record.ref} · judge calibration", len(items), "judged") as on_item:
+        for done, item in enumerate(items, start=1):
+            try:
+                scores.append(judge.evaluate(item.task, item.output, [item.criterion])[0].score)
+            except JudgeError:
+                scores.append(None)
+            on_item(done, len(items))
     elapsed_s = time.perf_counter() - started
     results = [agreement("all", [i.label for i in items], scores)]
     for criterion in CRITERIA:
