@@ -7,6 +7,7 @@ import click
 from registry.cli import context
 from registry.cli.output import emit_json
 from registry.cli.prefect_server import prefect_api
+from registry.cli.progress import terminal_progress
 from registry.errors import UserError
 from registry.evaluation.judge import route_judge
 from registry.providers.gguf_file import verify_file
@@ -43,9 +44,9 @@ def benchmark(models: tuple[str, ...], tasks: tuple[str, ...], limit: int | None
     with prefect_api(catalog.settings):  # its server ends with this command, even a killed one
         from flows.benchmark import benchmark_flow
 
-        runs = benchmark_flow(
-            models=[r.ref for r in records], tasks=[t.ref for t in chosen], limit=limit, home=str(catalog.settings.home)
-        )
+        with terminal_progress(enabled=not as_json):
+            runs = benchmark_flow(models=[r.ref for r in records], tasks=[t.ref for t in chosen], limit=limit,
+                                  home=str(catalog.settings.home))
     if as_json:
         emit_json(runs)
     else:

@@ -14,6 +14,7 @@ from registry.catalog.shipped import prepare_shipped_models
 from registry.catalog.versions import Catalog
 from registry.cli import context
 from registry.cli.prefect_server import prefect_api
+from registry.cli.progress import terminal_progress
 from registry.cli.results import print_leaderboard
 from registry.evaluation.tasks import TaskCatalog, TaskVersion
 from registry.machine.hardware import fingerprint
@@ -52,7 +53,8 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
         click.get_current_context().with_resource(prefect_api(settings))
         from flows.benchmark import benchmark_flow
 
-        benchmark_flow(models=todo, tasks=names, limit=limit, home=str(settings.home))
+        with terminal_progress():  # minutes of work: a bar per version × task, or a line as each ends
+            benchmark_flow(models=todo, tasks=names, limit=limit, home=str(settings.home))
 
     click.echo("3/6 leaderboard (latest run per version on this hardware):")
     board = [row for row in catalog.store.leaderboard() if row["hardware_id"] == fingerprint().hardware_id]
@@ -105,7 +107,8 @@ def _judged_task(catalog: Catalog, limit: int | None) -> None:
         click.get_current_context().with_resource(prefect_api(catalog.settings))  # step 2's server, if it ran
         from flows.benchmark import benchmark_flow
 
-        benchmark_flow(models=[record.ref], tasks=["summarize"], limit=items, home=str(catalog.settings.home))
+        with terminal_progress():
+            benchmark_flow(models=[record.ref], tasks=["summarize"], limit=items, home=str(catalog.settings.home))
     run = catalog.store.latest_run("summarize", record.name, record.version, fingerprint().hardware_id)
     click.echo(f"    {record.ref} summarize: quality {run['quality']:.3f} from {run['quality_source']} "
                f"({run['n']} items, {run['n_unscored'] or 0} without a valid judgement); "

@@ -6,6 +6,7 @@ import click
 
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
+from registry.cli.progress import terminal_progress
 from registry.errors import UserError
 from registry.evaluation.calibration import calibrate, judge_leaderboard
 from registry.evaluation.datasets import load_calibration_set
@@ -51,7 +52,7 @@ def calibrate_command(judge_refs: tuple[str, ...], limit: int | None, as_json: b
     for ref in judge_refs:
         catalog.get_ref(ref)  # an unknown version is refused before any model loads
     rows = []
-    with WarmPool(catalog.settings) as pool:
+    with WarmPool(catalog.settings) as pool, terminal_progress(enabled=not as_json):
         for ref in judge_refs or (None,):
             rows += calibrate(catalog, ModelBasedJudge(catalog, pool, version=ref), items)
     if as_json:
