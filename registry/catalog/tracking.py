@@ -1,5 +1,5 @@
 """What the other wings record in MLflow besides versions and routes: tracking runs (a benchmark's,
-a judge calibration's), tags on them, and the gateway's webhook.
+a judge calibration's), the data they read, tags on them, and the gateway's webhook.
 
 The wings ask for these by name and never hold MLflow's client, so its construction, its lazy
 import and the retry of sqlite's ``database is locked`` stay inside the catalog.
@@ -7,18 +7,42 @@ import and the retry of sqlite's ``database is locked`` stay inside the catalog.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from registry.catalog.mlflow_client import experiment_id, retry_locked
 from registry.catalog.versions import Catalog
 
 
+@dataclass(frozen=True)
+class DataInput:
+    """Data a run read, as MLflow's UI shows it (the run's Datasets): by name and digest, with where
+    it lies, its columns and its row count. All of it is known to the caller already, so logging it
+    reads no data: a large set costs what a small one does.
+
+    ``digest`` is cut to the 36 characters MLflow keeps (``MAX_DATASET_DIGEST_SIZE``); put the whole
+    one in ``tags`` when it matters. ``columns`` are MLflow colspecs (``{"name", "type", "required"}``).
+    """
+
+    name: str
+    digest: str
+    path: Path
+    context: str
+    n_rows: int
+    columns: tuple[dict[str, Any], ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
 def log_run(
-    catalog: Catalog, experiment: str, *, run_name: str, tags: Mapping[str, str], metrics: Mapping[str, float]
+    catalog: Catalog, experiment: str, *, run_name: str, tags: Mapping[str, str], metrics: Mapping[str, float],
+    inputs: Sequence[DataInput] = (),
 ) -> str:
-    """One finished MLflow run in ``experiment`` (made on first use), its metrics stamped now;
-    returns its run id."""
+    """One finished MLflow run in ``experiment`` (made on first use), its metrics stamped now and
+    the data it read logged as its dataset inputs; returns its run id."""
     from mlflow.entities import Metric  # deferred: mlflow is slow to import (see mlflow_client.make_client)
 
     client = catalog.client
@@ -27,8 +51,29 @@ def log_run(
     stamp = int(time.time() * 1000)
     batch = [Metric(key, float(value), stamp, 0) for key, value in metrics.items()]
     retry_locked(lambda: client.log_batch(run.info.run_id, metrics=batch))
+    if inputs:
+        datasets = [_dataset_input(data) for data in inputs]
+        retry_locked(lambda: client.log_inputs(run.info.run_id, datasets=datasets))
     retry_locked(lambda: client.set_terminated(run.info.run_id))
     return run.info.run_id
+
+
+def _dataset_input(data: DataInput):  # -> mlflow.entities.DatasetInput
+    """MLflow's own shape for a local file (what ``mlflow.data`` writes for one: source type
+    ``local``, source ``{"uri": ...}``, schema ``{"mlflow_colspec": [...]}``, profile ``num_rows``),
+    built from what ``data`` says rather than by profiling a DataFrame."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+    from mlflow.utils.validation import MAX_DATASET_DIGEST_SIZE
+
+    dataset = Dataset(
+        name=data.name, digest=data.digest[:MAX_DATASET_DIGEST_SIZE], source_type="local",
+        source=json.dumps({"uri": data.path.resolve().as_uri()}),
+        schema=json.dumps({"mlflow_colspec": list(data.columns)}) if data.columns else None,
+        profile=json.dumps({"num_rows": data.n_rows}),
+    )
+    tags = [InputTag(MLFLOW_DATASET_CONTEXT, data.context), *(InputTag(k, v) for k, v in data.tags.items())]
+    return DatasetInput(dataset, tags)
 
 
 def tag_run(catalog: Catalog, run_id: str, tags: Mapping[str, str]) -> None:

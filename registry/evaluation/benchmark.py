@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from registry.catalog.prompts import linked_prompts_tags
 from registry.catalog.tracking import log_run
 from registry.catalog.versions import Catalog
 from registry.errors import UserError
 from registry.evaluation import progress
 from registry.evaluation.judge import ModelBasedJudge
-from registry.evaluation.tasks import TaskVersion
+from registry.evaluation.task_mlflow import register_task_prompt, validation_input
+from registry.evaluation.tasks import TaskCatalog, TaskVersion
 from registry.machine.energy import as_precise_as
 from registry.machine.hardware import fingerprint
 from registry.providers import GenerationRequest, Provider
@@ -181,7 +183,11 @@ def record_result(catalog: Catalog, result: BenchmarkResult) -> dict[str, Any]:
 
 
 def log_to_mlflow(catalog: Catalog, run: dict[str, Any]) -> str:
-    """One MLflow run per version × task × hardware, tagged with the model version it measured."""
+    """One MLflow run per version × task × hardware, tagged with the model version and the task
+    version it measured; the run is linked to the task version's prompt (``arbiter.prompt`` and
+    MLflow's own link) and has its validation set as a dataset input (``task_mlflow``)."""
+    task = TaskCatalog(catalog.settings).get(f"{run['task']}/{run['task_version']}")  # a snapshot: never changes
+    prompt = register_task_prompt(catalog, task)
     tags = {
         "arbiter.model": run["model"],
         "arbiter.version": str(run["version"]),
@@ -189,6 +195,8 @@ def log_to_mlflow(catalog: Catalog, run: dict[str, Any]) -> str:
         "arbiter.task": run["task"],
         "arbiter.task_version": str(run["task_version"]),
         "arbiter.task_sha256": run["task_sha256"],
+        "arbiter.prompt": prompt.uri,
+        **linked_prompts_tags([prompt]),
         "arbiter.hardware_id": run["hardware_id"],
         "arbiter.cpu_model": run["cpu_model"],
         "arbiter.gpu": run["gpu"],
@@ -200,7 +208,7 @@ def log_to_mlflow(catalog: Catalog, run: dict[str, Any]) -> str:
                "avg_rss_mb", "energy_mwh_per_1k_tokens", "n", "n_ok")
     return log_run(
         catalog, BENCHMARK_EXPERIMENT, run_name=f"{run['model']}-v{run['version']}-{run['task']}", tags=tags,
-        metrics={key: run[key] for key in metrics if run.get(key) is not None},
+        metrics={key: run[key] for key in metrics if run.get(key) is not None}, inputs=[validation_input(task)],
     )
 
 
