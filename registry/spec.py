@@ -30,6 +30,7 @@ from registry.errors import UserError, one_line
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 ROUTE_PREFIX = "route."
+TASK_PROMPT_PREFIX = "task."  # MLflow prompt of each task: task.<name> (registry/evaluation/task_mlflow.py)
 
 
 class ModelKind(StrEnum):
@@ -58,7 +59,8 @@ KNOWN_CAPABILITIES = frozenset(
 
 
 def validate_model_name(name: str) -> str:
-    """Catalog names are lowercase slugs; ``route.`` is reserved for routes."""
+    """Catalog names are lowercase slugs; ``route.`` is reserved for routes, ``task.`` for the tasks'
+    prompts (MLflow keeps prompts and models in one namespace)."""
     if not NAME_PATTERN.match(name):
         raise UserError(
             f"invalid model name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-', "
@@ -66,6 +68,9 @@ def validate_model_name(name: str) -> str:
         )
     if name.startswith(ROUTE_PREFIX):
         raise UserError(f"invalid model name {name!r}: names starting with {ROUTE_PREFIX!r} are reserved for routes")
+    if name.startswith(TASK_PROMPT_PREFIX):
+        raise UserError(f"invalid model name {name!r}: names starting with {TASK_PROMPT_PREFIX!r} are reserved for "
+                        "the tasks' prompts; pick another name")
     return name
 
 

@@ -21,8 +21,8 @@ from registry.catalog.prompts import PromptRef, register_prompt
 from registry.catalog.tracking import DataInput
 from registry.catalog.versions import Catalog
 from registry.evaluation.tasks import TaskVersion
+from registry.spec import TASK_PROMPT_PREFIX
 
-PROMPT_PREFIX = "task."
 VALIDATION_CONTEXT = "validation"
 
 _MLFLOW_TYPES = {"text": "string", "string": "string", "integer": "long", "number": "double", "boolean": "boolean",
@@ -37,7 +37,7 @@ def register_task_prompt(catalog: Catalog, task: TaskVersion) -> PromptRef:
     if generation.stop:
         config["stop_sequences"] = list(generation.stop)
     return register_prompt(
-        catalog, f"{PROMPT_PREFIX}{task.name}", _chat_template(task), identity=("arbiter.task_sha256", task.sha256),
+        catalog, f"{TASK_PROMPT_PREFIX}{task.name}", _chat_template(task), identity=("arbiter.task_sha256", task.sha256),
         description=spec.description, tags={"arbiter.task": task.name, "arbiter.task_version": str(task.version)},
         response_format=generation.json_schema, model_config=config,
     )
