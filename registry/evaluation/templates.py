@@ -9,6 +9,7 @@ differences are the models' own; worked examples are rendered once, when the tas
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, meta
@@ -19,7 +20,29 @@ from registry.evaluation.taskspec import PromptSpec
 
 Messages = list[dict[str, str]]
 
-_ENVIRONMENT = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+MAX_REPEAT = 100_000
+"""The longest string or list ``*`` may make in a template (a prompt is never that big), and the
+most bits ``**`` may make: ``{{ ticket * 10**9 }}`` would otherwise take gigabytes while a task is added."""
+MAX_POWER_BITS = 256
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, with ``*`` and ``**`` refused past those sizes."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for sequence, times in ((left, right), (right, left)):
+                if isinstance(sequence, str | list | tuple) and isinstance(times, int) and len(sequence) * times > MAX_REPEAT:
+                    raise SecurityError(f"repeating {len(sequence)} items {times} times is larger than a prompt needs")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+            if right * math.log2(abs(left)) > MAX_POWER_BITS:
+                raise SecurityError(f"{left} ** {right} is larger than a prompt needs")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENVIRONMENT = _BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 class PromptTemplate:

@@ -221,6 +221,18 @@ def test_a_template_reaching_outside_the_sandbox_is_refused(text: str) -> None:
     assert "\n" not in message and "<class" not in message
 
 
+@pytest.mark.parametrize("text", ["{{ ticket * 10**9 }}", "{{ [ticket] * 200000 }}", "{{ 10 ** 1000 }}"])
+def test_a_template_cannot_make_a_huge_value(text: str) -> None:
+    prompt = template(text)
+    with pytest.raises(DatasetError, match="reaches outside its sandbox .*larger than a prompt needs"):
+        prompt.messages({"id": "t1", "ticket": "x", "team": "y"}, where="item t1")
+
+
+def test_small_products_and_powers_still_render() -> None:
+    prompt = template("{{ ticket * 3 }} {{ 10 ** 9 }} {{ 1000 * 1000 }}")
+    assert prompt.messages({"id": "t1", "ticket": "ab", "team": "y"})[-1]["content"] == "ababab 1000000000 1000000"
+
+
 def test_a_template_cannot_change_the_item() -> None:
     prompt = template("{% set _ = ticket.append('x') %}{{ ticket }}")
     with pytest.raises(DatasetError, match="reaches outside its sandbox"):
