@@ -14,6 +14,7 @@ fixed suite, plus a per-criterion count that needs the whole table.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import io
@@ -138,19 +139,28 @@ def _jsonl_rows(path: Path, raw: bytes) -> Rows:
 
 
 def _csv_rows(path: Path, raw: bytes, fields: dict[str, FieldSpec]) -> Rows:
+    """Rows by the line each starts on (a quoted cell may span lines), the header being line 1."""
+    reader = csv.DictReader(io.StringIO(_text(path, raw), newline=""), restkey=_EXTRA_CELLS)
+    rows: dict[int, dict[str, Any]] = {}
+    start = 2
     try:
-        frame = pd.read_csv(io.StringIO(_text(path, raw)), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DatasetError(f"{path} is not a readable CSV file ({str(exc).strip()})") from None
-    rows = {}
-    for position, record in enumerate(frame.to_dict("records")):
-        rows[position + 2] = {k: _from_cell(v, fields.get(k)) for k, v in record.items()}  # line 1 is the header
+        for record in reader:
+            if _EXTRA_CELLS in record:
+                raise DatasetError(f"{path} line {start} has more cells than the header names; quote cells that hold commas")
+            rows[start] = {k: _from_cell(v, fields.get(k)) for k, v in record.items()}
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DatasetError(f"{path} line {reader.line_num} is not readable CSV ({exc})") from None
     return Rows(rows, "line")
 
 
-def _from_cell(cell: str, field: FieldSpec | None) -> Any:
-    """A CSV cell as the declared type; left as text when it does not convert (the suite then says so)."""
-    if cell == "":
+_EXTRA_CELLS = "\0extra"  # where csv puts cells beyond the header's (a key no header can have)
+
+
+def _from_cell(cell: str | None, field: FieldSpec | None) -> Any:
+    """A CSV cell as the declared type; left as text when it does not convert (the suite then says so).
+    An empty cell, or one a short row does not have, is missing."""
+    if cell is None or cell == "":
         return None
     kind = field.type if field else "string"
     try:

@@ -301,6 +301,21 @@ def test_csv_cells_are_converted_to_the_declared_types_and_rows_named_by_line(tm
         assert f"be_in_set({check}) at rows 1;" in message or f"be_in_set({check}) at rows 1." in message
 
 
+def test_csv_rows_are_named_by_the_line_they_start_on_and_extra_cells_are_refused(tmp_path: Path) -> None:
+    spec = user_task(tmp_path, [], ".csv")
+    (tmp_path / "support.csv").write_text(
+        "id,ticket,team,priority,tags,channel,weight,paying\n"
+        '1,"I was charged\ntwice",billing,2,"[""vip""]",mail,1.5,true\n'  # a quoted cell over two lines
+        ",The app crashes,bugs,2,,chat,2,false\n"
+    )
+    assert "not_be_null(id) at rows line 4" in refusal(spec, "support.csv")
+    (tmp_path / "support.csv").write_text(
+        "id,ticket,team,priority,tags,channel,weight,paying\n1,a,billing,2,,mail,1.5,true,surplus\n"
+    )
+    with pytest.raises(DatasetError, match=r"support\.csv line 2 has more cells than the header names; quote cells"):
+        compile_task(spec)
+
+
 def test_parquet_rows_are_named_by_row_number(tmp_path: Path) -> None:
     rows = [{"id": 1, **TICKET}, {"id": 1, **TICKET, "team": "bugs"}]
     assert "be_unique(id) at rows 1 (row 1), 1 (row 2)" in refusal(user_task(tmp_path, rows, ".parquet"),
