@@ -169,7 +169,8 @@ class Routes:
             )
         if champion is None:
             return
-        champion_run = self.store.latest_run(route, champion.model, champion.version, hardware)
+        # The champion's figure on the same version of the task, or none: two versions are not comparable.
+        champion_run = self.store.latest_run(route, champion.model, champion.version, hardware, run.get("task_version"))
         if champion_run is not None and run["quality"] < MIN_QUALITY_RATIO * champion_run["quality"]:
             raise PromotionError(
                 f"{candidate.ref} scores {run['quality']:.3f} on {route!r}, under {MIN_QUALITY_RATIO} × the champion "

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from registry.errors import DatasetError, NotFoundError
+from registry.evaluation import progress
 from registry.evaluation.datasets import parse_rows, read_items
 from registry.evaluation.scorers import PythonScorer
 from registry.evaluation.scoring import ItemScore, TaskScoring, scorer_file
@@ -135,8 +136,11 @@ def compile_task(path: Path) -> tuple[TaskVersion, dict[str, bytes]]:
         value_sets.update(scorer.value_sets())
     rows, data_bytes = read_items(spec, data_path, checks, value_sets)
     items = _items(spec, rows)
-    for item in items:  # every item's prompt renders, so a template error surfaces now, not mid-benchmark
-        prompt.messages(item.data, where=f"item {item.id}")
+    # Every item's prompt renders, so a template error surfaces now, not mid-benchmark.
+    with progress.tracked(spec.name, len(items), "checked") as on_item:
+        for done, item in enumerate(items, start=1):
+            prompt.messages(item.data, where=f"item {item.id}")
+            on_item(done, len(items))
     task = TaskVersion(
         name=spec.name, version=0, sha256=_digest(files), data_sha256=hashlib.sha256(data_bytes).hexdigest(),
         spec=spec, items=items, prompt=prompt, scoring=scoring, directory=task_dir, data_path=data_path,
@@ -187,10 +191,16 @@ class TaskCatalog:
         """Validate and record a task file; returns the version and whether it is new. The same content
         again returns the existing version; a name taken by different content needs ``new_version``."""
         task, files = compile_task(path)
+        same = self._same_or_refused(task, new_version)
+        return (same, False) if same is not None else (self._record(task, files), True)
+
+    def _same_or_refused(self, task: TaskVersion, new_version: bool) -> TaskVersion | None:
+        """The recorded version with this content, if any; a different one under this name is refused
+        unless a new version is asked for."""
         existing = self._versions(task.name)
         for version in existing:
             if version["sha256"] == task.sha256:
-                return self._load(task.name, version["version"]), False
+                return self._load(task.name, version["version"])
         if existing and not new_version:
             latest = existing[-1]
             raise DatasetError(
@@ -198,25 +208,36 @@ class TaskCatalog:
                 f"from {latest['source']}) with different content; add with --new-version to record this as "
                 f"version {latest['version'] + 1} (runs of earlier versions keep theirs), or rename the task"
             )
-        return self._record(task, files), True
+        return None
 
     def add_frame(self, frame: pd.DataFrame, spec: dict[str, Any], *, new_version: bool = False) -> tuple[TaskVersion, bool]:
         """A task from a pandas DataFrame and a spec given as a dict (``data.path`` may be left out): both
         are written as a task folder under ``ARBITER_HOME/task-files/<name>/`` (the spec as YAML, the rows
-        as JSONL) and added like any task file, so the notebook path and the file path are one path."""
+        as JSONL) and added like any task file, so the notebook path and the file path are one path. The
+        folder is written aside and checked first: a refused frame leaves the last good folder as it was."""
         name = spec.get("name")
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise DatasetError(f"spec name {name!r} is not a task name; use a lowercase slug such as 'support'")
-        folder = self.settings.home / "task-files" / name
-        folder.mkdir(parents=True, exist_ok=True)
         data = dict(spec.get("data") or {})
         data["path"] = data.get("path") or f"{name}.jsonl"
-        if Path(data["path"]).suffix.lower() != ".jsonl":
-            raise DatasetError("add_frame writes the rows as JSON Lines: leave data.path out or end it in .jsonl")
-        (folder / data["path"]).write_text(frame.to_json(orient="records", lines=True, force_ascii=False))
-        spec_path = folder / f"{name}.yaml"
-        spec_path.write_text(yaml.safe_dump({**spec, "data": data}, sort_keys=False, allow_unicode=True))
-        return self.add(spec_path, new_version=new_version)
+        if Path(data["path"]).suffix.lower() != ".jsonl" or Path(data["path"]).name != data["path"]:
+            raise DatasetError("add_frame writes the rows as JSON Lines beside the spec: leave data.path out or give "
+                               "a file name ending in .jsonl")
+        parent = self.settings.home / "task-files"
+        staging = parent / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir(parents=True)
+        try:
+            (staging / data["path"]).write_text(frame.to_json(orient="records", lines=True, force_ascii=False))
+            (staging / f"{name}.yaml").write_text(yaml.safe_dump({**spec, "data": data}, sort_keys=False, allow_unicode=True))
+            same = self._same_or_refused(compile_task(staging / f"{name}.yaml")[0], new_version)
+            if same is not None:
+                return same, False
+            folder = parent / name
+            shutil.rmtree(folder, ignore_errors=True)
+            os.rename(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return self.add(folder / f"{name}.yaml", new_version=True)  # checked above, before the folder changed
 
     def _record(self, task: TaskVersion, files: dict[str, bytes]) -> TaskVersion:
         """Write the snapshot under a temporary name, then rename it into place: a reader never sees

@@ -268,14 +268,18 @@ class ResultsStore:
             row["ts"] = row["ts"].isoformat() if row["ts"] is not None else None
         return rows
 
-    def latest_run(self, task: str, model: str, version: int, hardware_id: str | None = None) -> dict[str, Any] | None:
-        """The newest run of one version on one task, preferring this hardware when given."""
+    def latest_run(self, task: str, model: str, version: int, hardware_id: str | None = None,
+                   task_version: int | None = None) -> dict[str, Any] | None:
+        """The newest run of one version on one task: on ``task_version`` when given, else on the newest
+        task version it was measured on (figures from two versions of a task are not comparable);
+        preferring this hardware when given."""
         rows = self.query(
             """
             select * from runs where task = $1 and model = $2 and version = $3
-            order by (hardware_id = $4) desc nulls last, ts desc limit 1
+              and ($5 is null or task_version = $5)
+            order by task_version desc nulls last, (hardware_id = $4) desc nulls last, ts desc limit 1
             """,
-            [task, model, version, hardware_id],
+            [task, model, version, hardware_id, task_version],
         )
         return rows[0] if rows else None
 

@@ -281,7 +281,10 @@ class Rollout:
         raise PromotionError(f"route {state.route!r}: unknown rollout phase {state.phase!r} in its {TAG_ROLLOUT} tag")
 
     def _has_run(self, task: str, record: VersionRecord, since: float | None) -> bool:
-        run = self.store.latest_run(task, record.name, record.version, self._hardware_id)
+        """A run on this hardware (made since ``since``), on the task's current version when the route is a task."""
+        tasks = TaskCatalog(self.catalog.settings)
+        current = tasks.get(task).version if task in tasks.names() else None
+        run = self.store.latest_run(task, record.name, record.version, self._hardware_id, current)
         if run is None or run["hardware_id"] != self._hardware_id:
             return False
         return since is None or run["ts"].timestamp() >= since

@@ -17,12 +17,13 @@ from registry.results.store import now_utc
 pytestmark = pytest.mark.integration
 
 
-def _benchmark_row(catalog: Catalog, task: str, model: str, version: int, quality: float) -> None:
+def _benchmark_row(catalog: Catalog, task: str, model: str, version: int, quality: float,
+                   task_version: int | None = None) -> None:
     """A `runs` row as the benchmark flow writes it (the flow itself is tested in test_benchmark_flow)."""
     catalog.store.append(
         "runs",
-        [{"run_id": uuid.uuid4().hex, "ts": now_utc(), "task": task, "model": model, "version": version,
-          "quality": quality, "p50_ms": 100.0, "n": 20, "n_ok": 20, **fingerprint().as_row()}],
+        [{"run_id": uuid.uuid4().hex, "ts": now_utc(), "task": task, "task_version": task_version, "model": model,
+          "version": version, "quality": quality, "p50_ms": 100.0, "n": 20, "n_ok": 20, **fingerprint().as_row()}],
     )
 
 
@@ -77,6 +78,20 @@ def test_quality_under_ninety_percent_of_the_champion_is_refused_unless_forced(r
     assert forced.champion.model == "gemma3-270m"
     detail = json.loads(catalog.store.query("select detail from events where kind='promote' order by ts desc limit 1")[0]["detail"])
     assert detail == {"from": "smollm2-135m/1", "to": "gemma3-270m/1", "forced": True}
+
+
+def test_quality_is_compared_on_the_same_version_of_the_task(routes: Routes, catalog: Catalog) -> None:
+    _benchmark_row(catalog, "qa", "smollm2-135m", 1, 0.9, task_version=1)
+    routes.promote("qa", "smollm2-135m", 1)
+    # The candidate measured only on qa/2: the champion has no figure on qa/2, so nothing to compare.
+    _benchmark_row(catalog, "qa", "gemma3-270m", 1, 0.5, task_version=2)
+    assert routes.promote("qa", "gemma3-270m", 1).champion.model == "gemma3-270m"
+    # The old champion measured on qa/2 as well, and much better there: a candidate under 0.9 × is refused.
+    _benchmark_row(catalog, "qa", "smollm2-135m", 1, 0.95, task_version=2)
+    routes.promote("qa", "smollm2-135m", 1)
+    _benchmark_row(catalog, "qa", "gemma3-270m", 1, 0.99, task_version=1)  # a better figure, on the old version
+    with pytest.raises(PromotionError, match=r"scores 0.500 on 'qa', under 0.9 × the champion smollm2-135m/1's 0.950"):
+        routes.promote("qa", "gemma3-270m", 1)
 
 
 def test_rollback_swaps_champion_and_previous(routes: Routes, catalog: Catalog) -> None:

@@ -320,6 +320,20 @@ def test_a_task_from_a_dataframe(tasks: TaskCatalog, settings: Settings) -> None
     assert created and changed.ref == "support/2" and len(changed.items) == 2
 
 
+def test_a_refused_dataframe_leaves_the_last_good_folder_as_it_was(tasks: TaskCatalog, settings: Settings) -> None:
+    spec = {k: v for k, v in SPEC.items() if k != "data"} | {"data": {"fields": SPEC["data"]["fields"]}}
+    task, _ = tasks.add_frame(pd.DataFrame(ROWS), spec)
+    folder = settings.home / "task-files"
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with pytest.raises(DatasetError, match="already exists as version 1"):
+        tasks.add_frame(pd.DataFrame(ROWS).head(2), spec)  # different content, no new_version
+    bad = [{**row, "id": ROWS[0]["id"]} for row in ROWS]  # duplicate ids
+    with pytest.raises(DatasetError, match="be_unique"):
+        tasks.add_frame(pd.DataFrame(bad), spec, new_version=True)
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert recorded(settings) == [task.ref]
+
+
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
