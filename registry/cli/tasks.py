@@ -9,6 +9,7 @@ import click
 
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
+from registry.cli.progress import terminal_progress
 from registry.evaluation.tasks import TaskVersion, compile_task
 
 _COLUMNS = ("name", "version", "items", "scorers", "capabilities", "sha256", "source")
@@ -25,7 +26,8 @@ def tasks() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def add(path: Path, new_version: bool, as_json: bool) -> None:
     """Validate the task file at PATH and its data, and record it as a task version."""
-    task, created = context.tasks().add(path, new_version=new_version)
+    with terminal_progress(enabled=not as_json):  # a bar while every item's prompt is checked
+        task, created = context.tasks().add(path, new_version=new_version)
     if as_json:
         emit_json({**task.summary(), "created": created})
         return
@@ -42,7 +44,8 @@ def add(path: Path, new_version: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def validate(path: Path, as_json: bool) -> None:
     """Check a task file and its data as `tasks add` would, recording nothing."""
-    task, _ = compile_task(path)
+    with terminal_progress(enabled=not as_json):
+        task, _ = compile_task(path)
     summary = {key: value for key, value in task.summary().items() if key not in ("version", "ref", "added")}
     if as_json:
         emit_json({**summary, "valid": True})

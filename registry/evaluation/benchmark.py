@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +37,7 @@ WARMUP_MESSAGES: tuple[list[dict[str, str]], ...] = (
 """Unscored prompts sent before timing starts, so a model's first-call costs (weights paged in,
 buffers allocated) do not land on the first scored item."""
 
-ItemDone = Callable[[int, int], None]
-"""Told ``(items done, items in the run)`` after each item: how a terminal shows progress."""
+ItemDone = progress.ItemDone
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,8 @@ def run_items(
                              run_id=run_id, item_id=item.id)
         if call.generation is not None:
             scored = task.score(item, messages, call.generation.text, judge)
-            call.row.update(quality=scored.quality, answer=call.generation.text, scores=json.dumps(scored.scores))
+            call.row.update(quality=scored.quality, answer=call.generation.text, scores=json.dumps(scored.scores),
+                            score_problems="; ".join(scored.problems) or None)
         else:
             call.row["quality"] = 0.0  # a failed call is a wrong answer, not an unscored one
         calls.append(call)

@@ -22,6 +22,7 @@ import json
 import math
 import re
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,6 +373,8 @@ def _frame(suite: Suite, checks: dict[str, Check], rows: Rows, keep_extra: bool)
 @functools.cache
 def _gx() -> Any:
     """One ephemeral Great Expectations context per process: importing GE takes ~5 s, a run ~30 ms."""
+    # GE imports tqdm.auto, which warns in a Jupyter kernel without ipywidgets; its bars are off anyway.
+    warnings.filterwarnings("ignore", message="IProgress not found")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

@@ -34,14 +34,13 @@ from typing import Any
 from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.errors import JudgeError, NotFoundError, UserError
-from registry.evaluation.rubrics import CRITERIA, SCALE, rubric_text, unknown_criterion
+from registry.evaluation.rubrics import CRITERIA, JUDGE_ROUTE, SCALE, rubric_text, unknown_criterion
 from registry.providers import GenerationRequest
 from registry.results.cache import ExpiringCache
 from registry.serving.calls import measured_call
 from registry.serving.pool import WarmPool
 from registry.spec import VersionRecord
 
-JUDGE_ROUTE = "judgment"
 MAX_TEXT_CHARS = 1200
 SCHEMA = {
     "type": "object",

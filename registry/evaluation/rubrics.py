@@ -116,6 +116,9 @@ RUBRICS: dict[str, Rubric] = {
 }
 
 CRITERIA: tuple[str, ...] = tuple(RUBRICS)
+
+JUDGE_ROUTE = "judgment"
+"""The route whose champion judges (``registry/evaluation/judge.py``); no task may take its name."""
 """The criteria a judge can score, in the order they are reported: faithfulness, relevance, minimality, safety."""
 
 

@@ -79,6 +79,18 @@ def _matches(expected: Any, actual: Any) -> bool:
     return str(actual).strip().casefold() == str(expected).strip().casefold()
 
 
+def check_json_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``value`` if it is a valid JSON Schema (or None); a pydantic validator's ``ValueError`` otherwise."""
+    if value is not None:
+        import jsonschema
+
+        try:
+            jsonschema.validators.validator_for(value).check_schema(value)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema ({exc.message})") from None
+    return value
+
+
 class ScorerBase(BaseModel):
     """Settings every scorer shares. ``name`` labels its per-item score (default: the scorer's kind)."""
 
@@ -291,14 +303,7 @@ class JsonScorer(ScorerBase):
     @field_validator("json_schema")
     @classmethod
     def _schema_is_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            import jsonschema
-
-            try:
-                jsonschema.validators.validator_for(value).check_schema(value)
-            except jsonschema.SchemaError as exc:
-                raise ValueError(f"not a valid JSON Schema ({exc.message})") from None
-        return value
+        return check_json_schema(value)
 
     def reads(self) -> tuple[str, ...]:
         return (self.fields,) if self.fields else ()

@@ -30,7 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from registry.errors import DatasetError, one_line
-from registry.evaluation.scorers import SCORER_NAMES, ScorerConfig
+from registry.evaluation.rubrics import JUDGE_ROUTE
+from registry.evaluation.scorers import SCORER_NAMES, ScorerConfig, check_json_schema
 from registry.spec import KNOWN_CAPABILITIES, NAME_PATTERN
 
 FieldKind = Literal[
@@ -105,6 +106,11 @@ class GenerationSpec(_Strict):
     stop: tuple[str, ...] = ()
     json_schema: dict[str, Any] | None = Field(default=None, description="the answer must be JSON that fits it")
 
+    @field_validator("json_schema")
+    @classmethod
+    def _schema_is_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_json_schema(value)
+
 
 class ScoringSpec(_Strict):
     combine: Literal["mean", "max"] = Field(default="mean", description="weighted mean of the scorers, or the best one")
@@ -136,6 +142,8 @@ class TaskSpec(_Strict):
     def _name(cls, value: str) -> str:
         if not NAME_PATTERN.match(value) or value.startswith("route."):
             raise ValueError(f"{value!r} is not a task name; use a lowercase slug such as 'support' or 'sql-gen'")
+        if value == JUDGE_ROUTE:
+            raise ValueError(f"{value!r} is the judge's route, not a task; name the task after what it asks for")
         return value
 
     @field_validator("capabilities")

@@ -30,7 +30,8 @@ SCHEMA_VERSION = 5  # 2: calls gained api, requested, queue_ms, overhead_ms (the
 #    n_threads, n_gpu_layers;
 #    runs gained avg_rss_mb, energy_mwh, energy_mwh_per_1k_tokens, energy_source (docs/costs.md)
 # 5: runs gained task_version and task_sha256 (the task file's recorded version, docs/tasks.md);
-#    calls gained answer and scores (JSON: each scorer's score), kept for benchmark calls only
+#    calls gained answer, scores (JSON: each scorer's score) and score_problems (why an item went unscored:
+#    a custom scorer that raised, a judge with no valid judgement), kept for benchmark calls only
 
 _HARDWARE = [
     ("hardware_id", pa.string()),
@@ -84,6 +85,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("metadata", pa.string()),
             ("answer", pa.string()),
             ("scores", pa.string()),
+            ("score_problems", pa.string()),
             *_HARDWARE,
             ("schema_version", pa.int32()),
         ]
