@@ -119,6 +119,8 @@ def test_a_missing_required_key_is_named(key: str) -> None:
         ({"prompt__tempalte": "x"}, "prompt.tempalte: not a known key; check its spelling"),
         ({"name": "Support Tickets"}, "name: 'Support Tickets' is not a task name; use a lowercase slug"),
         ({"name": "route.qa"}, "name: 'route.qa' is not a task name"),
+        ({"name": "judgment"}, "name: 'judgment' is the judge's route, not a task"),
+        ({"generation__json_schema": {"type": "nope"}}, "generation.json_schema: not a valid JSON Schema"),
         ({"capabilities": ["chat", "telepathy"]}, "capabilities: unknown capabilities ['telepathy']; known: "),
         ({"data__path": "support.txt"}, "data.path: 'support.txt' is not a .jsonl, .csv or .parquet file"),
         ({"data__id": "ticket_id"}, "data: the id field 'ticket_id' is not among fields; declare it"),
