@@ -35,9 +35,10 @@ _SPEED_WINDOW_S = 3600.0
 
 
 @contextmanager
-def terminal_progress(enabled: bool = True) -> Iterator[None]:
+def terminal_progress(enabled: bool = True, *, lines: bool = True) -> Iterator[None]:
     """Show progress of the work done in this block on stderr: bars on a terminal, otherwise a line
-    per finished unit; nothing when not ``enabled`` (pass ``not as_json``)."""
+    per finished unit (unless not ``lines``: for work of seconds, whose result says it all); nothing
+    when not ``enabled`` (pass ``not as_json``)."""
     if not enabled:
         yield
         return
@@ -49,9 +50,11 @@ def terminal_progress(enabled: bool = True) -> Iterator[None]:
                 yield
             finally:
                 bars.close()
-    else:
+    elif lines:
         with reporting(Lines(sys.stderr)):
             yield
+    else:
+        yield
 
 
 class Bars:

@@ -26,7 +26,7 @@ def tasks() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def add(path: Path, new_version: bool, as_json: bool) -> None:
     """Validate the task file at PATH and its data, and record it as a task version."""
-    with terminal_progress(enabled=not as_json):  # a bar while every item's prompt is checked
+    with terminal_progress(enabled=not as_json, lines=False):  # a bar while every item's prompt is checked
         task, created = context.tasks().add(path, new_version=new_version)
     if as_json:
         emit_json({**task.summary(), "created": created})
@@ -44,7 +44,7 @@ def add(path: Path, new_version: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def validate(path: Path, as_json: bool) -> None:
     """Check a task file and its data as `tasks add` would, recording nothing."""
-    with terminal_progress(enabled=not as_json):
+    with terminal_progress(enabled=not as_json, lines=False):
         task, _ = compile_task(path)
     summary = {key: value for key, value in task.summary().items() if key not in ("version", "ref", "added")}
     if as_json:

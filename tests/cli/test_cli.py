@@ -11,6 +11,8 @@ from support import assert_clean_error, run
 
 from registry.catalog.versions import Catalog
 
+REPO = Path(__file__).resolve().parents[2]
+
 pytestmark = pytest.mark.e2e
 
 
@@ -115,6 +117,7 @@ def test_rollback_without_previous_and_a_bad_dataset_are_clean_errors(home: Path
     assert_clean_error(code, err, "no previous version to roll back to")
 
     (home / "datasets").mkdir()
+    shutil.copy(REPO / "datasets" / "qa.yaml", home / "datasets" / "qa.yaml")
     (home / "datasets" / "qa.jsonl").write_text('{"id": "qa-1", "question": 42, "references": ["x"]}\n{"id": "qa-2"}\n')
     code, _, err = run("benchmark", "--task", "qa", "--limit", "1")
     assert_clean_error(code, err, "qa.jsonl")
