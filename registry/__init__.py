@@ -46,6 +46,8 @@ _EXPORTS = {
     "Rollout": "registry.rollout.promotion",
     "Routes": "registry.catalog.routes",
     "Settings": "registry.settings",
+    "TaskCatalog": "registry.evaluation.tasks",
+    "TaskVersion": "registry.evaluation.tasks",
     "VersionRecord": "registry.spec",
     "gateway_in_background": "registry.gateway.background",
     "get_settings": "registry.settings",
@@ -100,6 +102,8 @@ __all__ = [
     "Rollout",
     "Routes",
     "Settings",
+    "TaskCatalog",
+    "TaskVersion",
     "VersionRecord",
     "gateway_in_background",
     "get_settings",
@@ -149,5 +153,6 @@ if TYPE_CHECKING:
     from registry.selection.criteria import Criteria
     from registry.selection.selector import LocalModelSelector
     from registry.selection.tracker import PerformanceTrackerBridge
+    from registry.evaluation.tasks import TaskCatalog, TaskVersion
     from registry.settings import Settings, get_settings
     from registry.spec import ModelSpec, VersionRecord

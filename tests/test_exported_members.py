@@ -25,6 +25,8 @@ DOCUMENTED = {
     "Rollout",
     "Routes",
     "Settings",
+    "TaskCatalog",
+    "TaskVersion",
     "VersionRecord",
     "gateway_in_background",
     "get_settings",
