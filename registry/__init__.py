@@ -146,6 +146,7 @@ if TYPE_CHECKING:
     from registry.catalog.routes import Routes
     from registry.catalog.versions import Catalog
     from registry.evaluation.judge import ModelBasedJudge
+    from registry.evaluation.tasks import TaskCatalog, TaskVersion
     from registry.gateway.background import gateway_in_background
     from registry.manager import ArbiterModelManager
     from registry.results.store import ResultsStore
@@ -153,6 +154,5 @@ if TYPE_CHECKING:
     from registry.selection.criteria import Criteria
     from registry.selection.selector import LocalModelSelector
     from registry.selection.tracker import PerformanceTrackerBridge
-    from registry.evaluation.tasks import TaskCatalog, TaskVersion
     from registry.settings import Settings, get_settings
     from registry.spec import ModelSpec, VersionRecord
