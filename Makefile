@@ -96,7 +96,7 @@ coverage: install
 # The pure decision modules and, inside autoswap.py and cost_profile.py, only their pure parts: the
 # degradation rule and the cost hints (the rest of those files is I/O, tested by integration tests).
 MUTANTS := 'registry.selection.selector.*' 'registry.selection.criteria.*' 'registry.rollout.policy.*' \
-	'registry.serving.breaker.*' 'registry.evaluation.scoring.*' 'registry.rollout.compatibility.*' \
+	'registry.serving.breaker.*' 'registry.evaluation.scoring.*' 'registry.evaluation.scorers.*' 'registry.rollout.compatibility.*' \
 	'registry.rollout.autoswap.x_degradation__*' 'registry.machine.cost_profile.x_hints__*'
 
 # Score per module from `mutmut results --all true` (one "name: verdict" line a mutant): killed (or timed out)
