@@ -17,6 +17,7 @@ they are tracked, rather than added by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -62,9 +63,10 @@ class Item:
     data: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TaskVersion:
-    """One recorded version of a task, compiled: its items, prompt and scoring ready to run."""
+    """One recorded version of a task, compiled: its items, prompt and scoring ready to run. Two are
+    equal when they are the same version of the same content, however each was loaded."""
 
     name: str
     version: int
@@ -82,6 +84,14 @@ class TaskVersion:
     @property
     def ref(self) -> str:
         return f"{self.name}/{self.version}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TaskVersion):
+            return NotImplemented
+        return (self.name, self.version, self.sha256) == (other.name, other.version, other.sha256)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.version, self.sha256))
 
     @property
     def needs_judge(self) -> bool:
@@ -263,12 +273,15 @@ class TaskCatalog:
                 }
                 (staging / VERSION_FILE).write_text(json.dumps(record, indent=2))
                 os.rename(staging, folder / str(number))
+                snapshot = folder / str(number)
             except OSError:
                 shutil.rmtree(staging, ignore_errors=True)
                 if (folder / str(number)).exists():
                     continue  # another process took this number first: look again
                 raise
-            return self._load(task.name, number)
+            # The compiled task as recorded, rather than the snapshot read back: its items are the same.
+            return dataclasses.replace(task, version=number, directory=snapshot, data_path=snapshot / record["data_file"],
+                                       added=record["added"])
 
     # ------------------------------------------------------------------ reading
 

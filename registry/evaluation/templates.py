@@ -52,7 +52,12 @@ class PromptTemplate:
         self._source = source
         self._template = self._compile("prompt.template", prompt.template, fields)
         self._system = self._compile("prompt.system", prompt.system, fields) if prompt.system else None
-        self._preamble: Messages = []  # the system message is rendered per item: it may use the item's fields
+        # A system message that names no field is the same for every item: rendered once, here.
+        self._fixed_system = (
+            self._render(self._system, {}, "prompt.system")
+            if prompt.system and not meta.find_undeclared_variables(_ENVIRONMENT.parse(prompt.system)) else None
+        )
+        self._preamble: Messages = []
         for number, example in enumerate(prompt.examples, start=1):
             where = f"prompt.examples.{number}"
             self._preamble.append({"role": "user", "content": self._render(self._template, example.item, where)})
@@ -85,7 +90,9 @@ class PromptTemplate:
 
     def messages(self, fields: dict[str, Any], where: str = "item") -> Messages:
         """System message (if any), the worked examples, then this item's prompt."""
-        head = [{"role": "system", "content": self._render(self._system, fields, f"prompt.system for {where}")}
-                ] if self._system else []
+        system = self._fixed_system
+        if system is None and self._system is not None:
+            system = self._render(self._system, fields, f"prompt.system for {where}")
+        head = [{"role": "system", "content": system}] if system is not None else []
         content = self._render(self._template, fields, f"prompt.template for {where}")
         return [*head, *self._preamble, {"role": "user", "content": content}]
