@@ -3,8 +3,10 @@
 A :class:`Profile` is one (version, task, hardware) summarised from the results store. Two kinds
 of rows feed it:
 
-- the **latest benchmark run** per (task, model, version, hardware_id) in ``runs``, together with
-  that run's own ``calls`` rows (older runs are superseded: a re-benchmark replaces them);
+- the **latest benchmark run** per (task, model, version, hardware_id) in ``runs``, on the newest
+  version of the task the version was measured on, together with that run's own ``calls`` rows
+  (older runs are superseded: a re-benchmark replaces them, and a run on a newer task version
+  replaces runs on older ones);
 - **live calls**: ``calls`` rows outside any benchmark run (``run_id`` null: the gateway, ``arbiter
   generate``). The gateway names a route rather than a task, so a row's task is ``task``, else
   ``route``.
@@ -68,7 +70,9 @@ _PROFILES_SQL = """
 with latest as (
     select task, model, version, hardware_id, run_id, n, n_ok, quality, p50_ms, peak_rss_mb, tokens_per_s
     from runs
-    qualify row_number() over (partition by task, model, version, hardware_id order by ts desc) = 1
+    -- the newest run on the newest version of the task it was measured on (as ResultsStore.latest_run)
+    qualify row_number() over (
+        partition by task, model, version, hardware_id order by task_version desc nulls last, ts desc) = 1
 ),
 loads as (
     select model, version, hardware_id, arg_max(load_ms, ts) as load_ms

@@ -36,10 +36,11 @@ def version(name: str, number: int = 1, *, capabilities: tuple[str, ...] = ("cha
 
 def benchmark(store: ResultsStore, task: str, record: VersionRecord, *, quality: float, p50_ms: float,
               n: int = 20, n_ok: int | None = None, memory_mb: float = 200.0, load_ms: float | None = 1000.0,
-              age_s: int = 0) -> None:
+              age_s: int = 0, task_version: int | None = None) -> None:
     """A ``runs`` row as the benchmark writes it (without its calls rows: p50 then comes from the run)."""
     store.append("runs", [{
         "run_id": uuid.uuid4().hex, "ts": datetime.now(UTC) - timedelta(seconds=age_s), "task": task,
+        "task_version": task_version,
         "model": record.name, "version": record.version, "n": n, "n_ok": n if n_ok is None else n_ok,
         "quality": quality, "p50_ms": p50_ms, "peak_rss_mb": memory_mb, "load_ms": load_ms, "hardware_id": HW,
     }])
@@ -73,6 +74,13 @@ def test_profile_combines_the_latest_run_with_live_calls(store: ResultsStore) ->
     assert profile.p50_ms == 400.0                                 # median of the successful live walls
     assert profile.load_ms == 1000.0 and profile.ref == "a/1"
     assert ProfileCache(store).get("a", 1, "extract", HW) is None
+
+
+def test_profile_takes_the_run_on_the_newest_task_version(store: ResultsStore) -> None:
+    a = version("a")
+    benchmark(store, "qa", a, quality=0.3, p50_ms=100, task_version=2, age_s=60)
+    benchmark(store, "qa", a, quality=0.9, p50_ms=100, task_version=1)  # newer, but of the older task version
+    assert ProfileCache(store).get("a", 1, "qa", HW).quality == 0.3
 
 
 def test_profile_cache_rereads_only_when_stale(store: ResultsStore) -> None:
