@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import harness
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "results" / "benchmarks" / "task_overhead.json"
 DEFAULT_BASELINE = "16ac67d"  # the last commit with the hard-coded tasks
@@ -124,7 +126,7 @@ def _run_worker(tree: Path, kind: str, home: Path, limit: int) -> dict[str, Any]
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    load_before = os.getloadavg()
+    machine = harness.machine_facts()
     with tempfile.TemporaryDirectory(prefix="arbiter-task-overhead-") as scratch:
         baseline_tree = Path(scratch) / "baseline"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(baseline_tree), args.baseline],
@@ -153,7 +155,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_prompt_and_score_us": round(base_us, 1), "candidate_prompt_and_score_us": round(cand_us, 1),
         "prompt_and_score_share_of_item": round(cand_us / 1000 / cand, 5),
         "quality_equal": all(b["quality"] == c["quality"] for b, c in zip(runs["baseline"], runs["candidate"], strict=True)),
-        "runs": runs, "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
+        "runs": runs, "machine": machine,
     }
 
 
@@ -163,14 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_worker(args.worker, args.home, args.limit)))
         return 0
     result = measure(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    busy = " [machine busy: timings unreliable]" if result["load_avg_before"][0] > 1.0 else ""
+    out = harness.write_json(result, args.out)
     print(
         f"task_overhead: {result['ratio']:.3f}x wall per item (goal <= {GOAL}x, {'met' if result['met'] else 'MISSED'}): "
         f"{result['candidate_ms_per_item']:.1f} ms task files vs {result['baseline_ms_per_item']:.1f} ms hard-coded; "
         f"prompt+score {result['candidate_prompt_and_score_us']:.0f} us vs {result['baseline_prompt_and_score_us']:.0f} us "
-        f"per item; same quality: {result['quality_equal']}{busy} -> {args.out}"
+        f"per item; same quality: {result['quality_equal']}{harness.busy_warning(result)} -> {harness.shown(out)}"
     )
     return 0
 

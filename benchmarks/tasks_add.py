@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import harness
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "results" / "benchmarks" / "tasks_add.json"
 GOAL_S = 5.0
@@ -96,7 +98,7 @@ def _wall(argv: list[str], home: Path) -> float:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     arbiter = str(Path(sys.executable).parent / "arbiter")
-    load_before = os.getloadavg()
+    machine = harness.machine_facts()
     large, small, ge = [], [], []
     with tempfile.TemporaryDirectory(prefix="arbiter-tasks-add-") as scratch:
         root = Path(scratch)
@@ -119,21 +121,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_to_10_items": round(large_s / small_s, 3), "great_expectations_import_s": round(statistics.median(ge), 3),
         "in_process_compile_s": round(in_process, 3), "items_compiled": len(task.items),
         "walls": {"large": large, "small": small, "ge_import": ge},
-        "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
+        "machine": machine,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = measure(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    busy = " [machine busy: timings unreliable]" if result["load_avg_before"][0] > 1.0 else ""
+    out = harness.write_json(result, args.out)
     print(
         f"tasks_add: {result['items']:,} items in {result['cli_wall_s']:.2f} s (goal <= {GOAL_S:.0f} s, "
         f"{'met' if result['met'] else 'MISSED'}); 10 items {result['cli_wall_10_items_s']:.2f} s "
         f"({result['ratio_to_10_items']:.2f}x), of which importing Great Expectations {result['great_expectations_import_s']:.2f} s; "
-        f"in a warm process {result['in_process_compile_s']:.2f} s{busy} -> {args.out}"
+        f"in a warm process {result['in_process_compile_s']:.2f} s{harness.busy_warning(result)} -> {harness.shown(out)}"
     )
     return 0
 

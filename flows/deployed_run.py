@@ -74,7 +74,7 @@ def resolve_versions(catalog: Catalog, models: Sequence[str] | None, route: str 
 
 def default_tasks(tasks: TaskCatalog, route: str | None) -> list[str]:
     """A route's own task when it is one (route ``qa`` → task ``qa``), else every task that needs no judge."""
-    return [route] if route is not None and route in tasks.names() else tasks.default_names()
+    return [route] if route is not None and tasks.find(route) is not None else tasks.default_names()
 
 
 def record_not_working(catalog: Catalog, record: VersionRecord, error: str, cost: Any = None) -> str:

@@ -58,6 +58,15 @@ KNOWN_CAPABILITIES = frozenset(
 )
 
 
+def known_capabilities(value: tuple[str, ...]) -> tuple[str, ...]:
+    """``value`` sorted and without repeats, for a pydantic validator; ``ValueError`` naming any
+    capability arbiter does not know (a version's, a task's and a selection's all use this list)."""
+    unknown = sorted(set(value) - KNOWN_CAPABILITIES)
+    if unknown:
+        raise ValueError(f"unknown capabilities {unknown}; known: {', '.join(sorted(KNOWN_CAPABILITIES))}")
+    return tuple(sorted(set(value)))
+
+
 def validate_model_name(name: str) -> str:
     """Catalog names are lowercase slugs; ``route.`` is reserved for routes, ``task.`` for the tasks'
     prompts (MLflow keeps prompts and models in one namespace)."""
@@ -250,12 +259,7 @@ class ModelSpec(BaseModel):
     @field_validator("capabilities")
     @classmethod
     def _capabilities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(value) - KNOWN_CAPABILITIES)
-        if unknown:
-            raise ValueError(
-                f"unknown capabilities {unknown}; known: {', '.join(sorted(KNOWN_CAPABILITIES))}"
-            )
-        return tuple(sorted(set(value)))
+        return known_capabilities(value)
 
 
 @dataclass(frozen=True)

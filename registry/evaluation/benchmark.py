@@ -19,7 +19,7 @@ from registry.errors import UserError
 from registry.evaluation import progress
 from registry.evaluation.judge import ModelBasedJudge
 from registry.evaluation.task_mlflow import register_task_prompt, validation_input
-from registry.evaluation.tasks import TaskCatalog, TaskVersion
+from registry.evaluation.tasks import TaskVersion
 from registry.machine.energy import as_precise_as
 from registry.machine.hardware import fingerprint
 from registry.providers import GenerationRequest, Provider
@@ -44,6 +44,7 @@ ItemDone = progress.ItemDone
 class BenchmarkResult:
     run: dict[str, Any]
     calls: list[dict[str, Any]]
+    task: TaskVersion  # what was measured: its prompt and data are logged with the run
 
 
 def warm_up(provider: Provider) -> float:
@@ -157,7 +158,7 @@ def benchmark_version(
     # Only the run that loaded the model paid for the load; later tasks on the warm instance did not.
     load_ms = None if was_warm else provider.load_ms
     run = summarize(calls, record, task, run_id, load_ms=load_ms, warmup_ms=warmup_ms, quality_source=quality_source)
-    return BenchmarkResult(run=run, calls=[c.row for c in calls])
+    return BenchmarkResult(run=run, calls=[c.row for c in calls], task=task)
 
 
 def benchmark_and_record(
@@ -175,17 +176,16 @@ def benchmark_and_record(
 def record_result(catalog: Catalog, result: BenchmarkResult) -> dict[str, Any]:
     """Log the run to MLflow tracking, then append ``calls`` and ``runs`` to the results store."""
     run = dict(result.run)
-    run["mlflow_run_id"] = log_to_mlflow(catalog, run)
+    run["mlflow_run_id"] = log_to_mlflow(catalog, run, result.task)
     catalog.store.append("calls", result.calls)
     catalog.store.append("runs", [run])
     return run
 
 
-def log_to_mlflow(catalog: Catalog, run: dict[str, Any]) -> str:
+def log_to_mlflow(catalog: Catalog, run: dict[str, Any], task: TaskVersion) -> str:
     """One MLflow run per version × task × hardware, tagged with the model version and the task
     version it measured; the run is linked to the task version's prompt (``arbiter.prompt`` and
     MLflow's own link) and has its validation set as a dataset input (``task_mlflow``)."""
-    task = TaskCatalog(catalog.settings).get(f"{run['task']}/{run['task_version']}")  # a snapshot: never changes
     prompt = register_task_prompt(catalog, task)
     tags = {
         "arbiter.model": run["model"],

@@ -73,16 +73,17 @@ class Rows:
 # --------------------------------------------------------------------------- task sets
 
 
-def read_items(spec: TaskSpec, data_path: Path, scorer_checks: dict[str, tuple[tuple[str, ...], Check]],
-               value_sets: dict[str, tuple[Any, ...]]) -> tuple[list[dict[str, Any]], bytes]:
-    """Read and validate a task's data; returns its rows (declared fields only, in file order) and
-    the file's bytes (hashed into the task's version). Raises ``DatasetError`` saying what to fix."""
-    raw = _read_bytes(data_path)
+def read_items(spec: TaskSpec, data_path: Path, raw: bytes) -> list[dict[str, Any]]:
+    """Validate a task's data (``raw``, the bytes of ``data_path``) against its fields and the row
+    checks its scorers need; returns its rows (declared fields only, in file order). Raises
+    ``DatasetError`` saying what to fix."""
     parsed = parse_rows(data_path, raw, spec.data.fields)
     columns = tuple(spec.data.fields)
-    checks = {**_field_checks(spec.data.fields), **scorer_checks}
+    checks = _field_checks(spec.data.fields)
     sets = {name: f.values for name, f in spec.data.fields.items() if f.values is not None and not f.type.startswith("list")}
-    sets.update({k: tuple(v) for k, v in value_sets.items()})
+    for scorer in spec.scoring.scorers:
+        checks.update(scorer.checks())
+        sets.update(scorer.value_sets())
     suite = Suite(
         name=f"task-{spec.name}",
         columns=tuple(c for c in columns if spec.data.fields[c].required),
@@ -92,13 +93,7 @@ def read_items(spec: TaskSpec, data_path: Path, scorer_checks: dict[str, tuple[t
         id_column=spec.data.id,
     )
     _expect(data_path, suite, {name: check for name, (_, check) in checks.items()}, parsed)
-    return [{column: row.get(column) for column in columns} for row in parsed.rows.values()], raw
-
-
-def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise DatasetError(f"no validation set at {path}; create it, or fix data.path in the task file")
-    return path.read_bytes()
+    return [{column: row.get(column) for column in columns} for row in parsed.rows.values()]
 
 
 def parse_rows(path: Path, raw: bytes, fields: dict[str, FieldSpec] | None = None) -> Rows:

@@ -9,6 +9,7 @@ the item is unscored: it has no quality, and the run counts it in ``n_unscored``
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import importlib.util
@@ -42,24 +43,21 @@ class ItemScore:
 class TaskScoring:
     """The scorers of one task, ready to score answers. ``judge`` is needed only by judge scorers."""
 
-    def __init__(self, spec: ScoringSpec, task_dir: Path | None, source: str,
-                 judge: ModelBasedJudge | None = None) -> None:
+    def __init__(self, spec: ScoringSpec, task_dir: Path | None, source: str) -> None:
         self.spec = spec
-        self._judge = judge
+        self._judge: ModelBasedJudge | None = None
         self._functions = {
             s.function: load_function(s, task_dir, source) for s in spec.scorers if isinstance(s, PythonScorer)
         }
-        labels = [s.label for s in spec.scorers]
-        if len(set(labels)) != len(labels):
-            raise DatasetError(f"{source}: two scorers share a label; give them distinct `name:` keys")
 
     @property
     def needs_judge(self) -> bool:
         return any(isinstance(s, JudgeScorer) for s in self.spec.scorers)
 
     def with_judge(self, judge: ModelBasedJudge) -> TaskScoring:
-        bound = TaskScoring.__new__(TaskScoring)
-        bound.spec, bound._judge, bound._functions = self.spec, judge, self._functions
+        """The same scorers with ``judge`` for the judge scorers (the functions are not imported again)."""
+        bound = copy.copy(self)
+        bound._judge = judge
         return bound
 
     def score(self, data: dict[str, Any], instruction: str, answer: str) -> ItemScore:

@@ -140,12 +140,8 @@ def compile_task(path: Path) -> tuple[TaskVersion, dict[str, bytes]]:
     data_path = task_dir / spec.data.path
     scoring = TaskScoring(spec.scoring, task_dir, str(path))
     prompt = PromptTemplate(spec.prompt, set(spec.data.fields), str(path))
-    checks, value_sets = {}, {}
-    for scorer in spec.scoring.scorers:
-        checks.update(scorer.checks())
-        value_sets.update(scorer.value_sets())
-    rows, data_bytes = read_items(spec, data_path, checks, value_sets)
-    items = _items(spec, rows)
+    data_bytes = files[_data_file(data_path)]
+    items = _items(spec, read_items(spec, data_path, data_bytes))
     # Every item's prompt renders, so a template error surfaces now, not mid-benchmark.
     with progress.tracked(spec.name, len(items), "checked") as on_item:
         for done, item in enumerate(items, start=1):
@@ -167,12 +163,17 @@ def task_files(path: Path) -> tuple[TaskSpec, dict[str, bytes]]:
     data_path = task_dir / spec.data.path
     if not data_path.is_file():
         raise DatasetError(f"{path}: data.path {spec.data.path!r} names no file ({data_path}); fix the path")
-    files = {SPEC_FILE: spec_bytes, f"data{data_path.suffix.lower()}": data_path.read_bytes()}
+    files = {SPEC_FILE: spec_bytes, _data_file(data_path): data_path.read_bytes()}
     for scorer in spec.scoring.scorers:
         local = scorer_file(scorer, task_dir) if isinstance(scorer, PythonScorer) else None
         if local is not None:
             files[local.relative_to(task_dir).as_posix()] = local.read_bytes()
     return spec, files
+
+
+def _data_file(data_path: Path) -> str:
+    """The data's name in a snapshot: ``data`` with the format's suffix."""
+    return f"data{data_path.suffix.lower()}"
 
 
 def _items(spec: TaskSpec, rows: list[dict[str, Any]]) -> tuple[Item, ...]:
@@ -239,7 +240,8 @@ class TaskCatalog:
         try:
             (staging / data["path"]).write_text(frame.to_json(orient="records", lines=True, force_ascii=False))
             (staging / f"{name}.yaml").write_text(yaml.safe_dump({**spec, "data": data}, sort_keys=False, allow_unicode=True))
-            same = self._same_or_refused(compile_task(staging / f"{name}.yaml")[0], new_version)
+            task, files = compile_task(staging / f"{name}.yaml")
+            same = self._same_or_refused(task, new_version)
             if same is not None:
                 return same, False
             folder = parent / name
@@ -247,7 +249,10 @@ class TaskCatalog:
             os.rename(staging, folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return self.add(folder / f"{name}.yaml", new_version=True)  # checked above, before the folder changed
+        # Recorded as coming from the folder it now lies in (the bytes, so the version, are the same).
+        moved = dataclasses.replace(task, directory=folder, data_path=folder / data["path"],
+                                    source=str((folder / f"{name}.yaml").resolve()))
+        return self._record(moved, files), True
 
     def _record(self, task: TaskVersion, files: dict[str, bytes]) -> TaskVersion:
         """Write the snapshot under a temporary name, then rename it into place: a reader never sees
@@ -268,7 +273,7 @@ class TaskCatalog:
                     (staging / name).write_bytes(content)
                 record = {
                     "name": task.name, "version": number, "sha256": task.sha256, "data_sha256": task.data_sha256,
-                    "data_file": f"data{task.data_path.suffix.lower()}", "source": task.source,
+                    "data_file": _data_file(task.data_path), "source": task.source,
                     "added": datetime.now(UTC).isoformat(timespec="seconds"), "n_items": len(task.items),
                 }
                 (staging / VERSION_FILE).write_text(json.dumps(record, indent=2))
@@ -301,6 +306,13 @@ class TaskCatalog:
             raise NotFoundError(f"task {name!r} has no version {number!r}; its versions: {known}")
         return self._load(name, int(number))
 
+    def find(self, name: str) -> TaskVersion | None:
+        """The latest version of task ``name``, or None when there is no such task: how a route asks
+        whether it is a task (one directory read and the cached snapshot; no other task is read)."""
+        self._track(name)
+        versions = self._versions(name)
+        return self._load(name, versions[-1]["version"]) if versions else None
+
     def names(self) -> list[str]:
         """Every task name: recorded ones and those in the datasets folder."""
         recorded = {p.name for p in self.root.iterdir() if p.is_dir() and self._versions(p.name)} if self.root.is_dir() else set()
@@ -313,9 +325,10 @@ class TaskCatalog:
     def criteria_for(self, criteria: Criteria) -> Criteria:
         """``criteria`` with the capabilities its task needs added, when the task is known: a version
         that cannot do the task is excluded, with that reason, wherever a version is selected."""
-        if criteria.task not in self.names():
+        task = self.find(criteria.task)
+        if task is None:
             return criteria
-        needed = self.get(criteria.task).spec.capabilities
+        needed = task.spec.capabilities
         if set(needed) <= set(criteria.capabilities):
             return criteria
         return criteria.model_copy(update={"capabilities": tuple(dict.fromkeys((*criteria.capabilities, *needed)))})

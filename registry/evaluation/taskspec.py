@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from registry.errors import DatasetError, one_line
 from registry.evaluation.rubrics import JUDGE_ROUTE
 from registry.evaluation.scorers import SCORER_NAMES, ScorerConfig, check_json_schema
-from registry.spec import KNOWN_CAPABILITIES, NAME_PATTERN
+from registry.spec import NAME_PATTERN, known_capabilities
 
 FieldKind = Literal[
     "text", "string", "integer", "number", "boolean", "object",
@@ -127,6 +127,15 @@ class ScoringSpec(_Strict):
                 )
         return value
 
+    @field_validator("scorers")
+    @classmethod
+    def _distinct_labels(cls, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Each scorer's score is kept under its label, so two of one kind need their own ``name``."""
+        labels = [scorer.label for scorer in value]
+        if len(set(labels)) != len(labels):
+            raise ValueError("two scorers share a label; give them distinct `name:` keys")
+        return value
+
 
 class TaskSpec(_Strict):
     name: str
@@ -149,10 +158,7 @@ class TaskSpec(_Strict):
     @field_validator("capabilities")
     @classmethod
     def _capabilities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(value) - KNOWN_CAPABILITIES)
-        if unknown:
-            raise ValueError(f"unknown capabilities {unknown}; known: {', '.join(sorted(KNOWN_CAPABILITIES))}")
-        return value
+        return known_capabilities(value)
 
     @model_validator(mode="after")
     def _scorers_read_declared_fields(self) -> TaskSpec:

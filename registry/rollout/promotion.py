@@ -219,9 +219,9 @@ class Rollout:
                 f"`arbiter routes promote {route} --model {candidate.name} --version {candidate.version}`"
             )
         _check_candidate(route, candidate, self.catalog.get(current.champion.model, current.champion.version))
-        tasks = TaskCatalog(self.catalog.settings)
-        if route in tasks.names():
-            missing = tasks.get(route).missing_capabilities(candidate)
+        task = TaskCatalog(self.catalog.settings).find(route)
+        if task is not None:
+            missing = task.missing_capabilities(candidate)
             if missing:
                 raise PromotionError(f"{candidate.ref} lacks {missing}, which task {route!r} needs; pick a candidate "
                                      "that has them")
@@ -282,8 +282,8 @@ class Rollout:
 
     def _has_run(self, task: str, record: VersionRecord, since: float | None) -> bool:
         """A run on this hardware (made since ``since``), on the task's current version when the route is a task."""
-        tasks = TaskCatalog(self.catalog.settings)
-        current = tasks.get(task).version if task in tasks.names() else None
+        found = TaskCatalog(self.catalog.settings).find(task)
+        current = found.version if found is not None else None
         run = self.store.latest_run(task, record.name, record.version, self._hardware_id, current)
         if run is None or run["hardware_id"] != self._hardware_id:
             return False

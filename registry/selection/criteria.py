@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from registry.errors import UserError, one_line
-from registry.spec import KNOWN_CAPABILITIES, NAME_PATTERN
+from registry.spec import NAME_PATTERN, known_capabilities
 
 PREFER_SHIFT = 0.2
 PREFERENCES = ("fast", "quality", "low-memory")
@@ -84,10 +84,7 @@ class Criteria(BaseModel):
     @field_validator("capabilities")
     @classmethod
     def _capabilities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(value) - KNOWN_CAPABILITIES)
-        if unknown:
-            raise ValueError(f"unknown capability {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_CAPABILITIES))}")
-        return tuple(sorted(set(value)))
+        return known_capabilities(value)
 
     @field_validator("max_latency_ms")
     @classmethod

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from registry.errors import DatasetError
 from registry.evaluation.scorers import ScorerBase, ScorerConfig
@@ -242,7 +242,7 @@ def test_one_scorer_is_its_own_quality_whatever_its_weight() -> None:
 
 def test_two_scorers_of_one_kind_need_distinct_names() -> None:
     regex = {"scorer": "regex", "pattern": "a"}
-    with pytest.raises(DatasetError, match=r"^t\.yaml: two scorers share a label; give them distinct `name:` keys$"):
+    with pytest.raises(ValidationError, match=r"two scorers share a label; give them distinct `name:` keys"):
         scoring(regex, {**regex, "pattern": "b"})
     named = scoring({**regex, "name": "has_a"}, {**regex, "pattern": "b", "name": "has_b"})
     assert named.score({}, "q", "a").scores == {"has_a": 1.0, "has_b": 0.0}

@@ -71,7 +71,7 @@ def tasks(catalog: Catalog) -> TaskCatalog:
 def test_a_runs_dataset_input_names_the_task_version_and_its_datas_digest(catalog: Catalog, tasks: TaskCatalog) -> None:
     task = tasks.get("qa")
 
-    run = catalog.client.get_run(log_to_mlflow(catalog, runs_row(task)))
+    run = catalog.client.get_run(log_to_mlflow(catalog, runs_row(task), task))
 
     [logged] = run.inputs.dataset_inputs
     dataset = logged.dataset
@@ -90,7 +90,7 @@ def test_every_shipped_tasks_schema_is_one_mlflow_reads(catalog: Catalog, tasks:
 
     task = tasks.add(write_support(tmp_path / "support", ["billing", "bugs"]))[0]
     for each in [*tasks.latest(), task]:
-        logged = catalog.client.get_run(log_to_mlflow(catalog, runs_row(each))).inputs.dataset_inputs[0].dataset
+        logged = catalog.client.get_run(log_to_mlflow(catalog, runs_row(each), each)).inputs.dataset_inputs[0].dataset
         schema = Schema.from_json(json.dumps(json.loads(logged.schema)["mlflow_colspec"]))
         assert schema.input_names() == list(each.spec.data.fields)
     assert [repr(c.type) for c in schema.inputs] == ["string", "string", "string", "Array(string)", "long"]
@@ -100,8 +100,8 @@ def test_the_task_versions_prompt_is_registered_once_and_linked_to_each_run(cata
                                                                              tmp_path: Path) -> None:
     task = tasks.add(write_support(tmp_path / "support", ["billing", "bugs"]))[0]
 
-    first = catalog.client.get_run(log_to_mlflow(catalog, runs_row(task)))
-    second = catalog.client.get_run(log_to_mlflow(catalog, runs_row(task)))
+    first = catalog.client.get_run(log_to_mlflow(catalog, runs_row(task), task))
+    second = catalog.client.get_run(log_to_mlflow(catalog, runs_row(task), task))
 
     assert register_task_prompt(catalog, task) == PromptRef("task.support", 1)
     for run in (first, second):

@@ -128,6 +128,8 @@ def test_a_missing_required_key_is_named(key: str) -> None:
         ({"generation__max_tokens": 0}, "generation.max_tokens: Input should be greater than or equal to 1"),
         ({"scoring__combine": "min"}, "scoring.combine: Input should be 'mean' or 'max'"),
         ({"scoring__scorers": []}, "scoring.scorers: Tuple should have at least 1 item"),
+        ({"scoring__scorers": [{"scorer": "regex", "pattern": "a"}, {"scorer": "regex", "pattern": "b"}]},
+         "scoring.scorers: two scorers share a label; give them distinct `name:` keys"),
     ],
 )
 def test_a_wrong_key_is_named_with_its_fix(changes: dict[str, Any], expected: str) -> None:

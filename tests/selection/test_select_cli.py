@@ -72,7 +72,7 @@ def test_learnings_set_show_learn_and_their_effect_on_select(measured: Catalog) 
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (("select", "--task", "qa", "--capability", "telepathy"), "unknown capability telepathy"),
+        (("select", "--task", "qa", "--capability", "telepathy"), "unknown capabilities ['telepathy']"),
         (("select", "--task", "qa", "--max-latency-ms", "-1"), "max_latency_ms: must be a number of milliseconds > 0"),
         (("select", "--task", "Q&A"), "'Q&A' is not a task name"),
         (("select", "--task", "qa", "--prefer", "cheap"), "unknown preference 'cheap'"),

@@ -236,7 +236,7 @@ def test_nothing_registered_says_how_to_register(store: ResultsStore) -> None:
     ("fields", "expected"),
     [
         ({"task": "QA!"}, "'QA!' is not a task name"),
-        ({"task": "qa", "capabilities": ("telepathy",)}, "unknown capability telepathy; known: chat"),
+        ({"task": "qa", "capabilities": ("telepathy",)}, "unknown capabilities ['telepathy']; known: chat"),
         ({"task": "qa", "max_latency_ms": -5}, "max_latency_ms: must be a number of milliseconds > 0 (got -5)"),
         ({"task": "qa", "max_memory_mb": 0}, "max_memory_mb: must be a number of MB > 0"),
         ({"task": "qa", "prefer": "cheap"}, "unknown preference 'cheap'; use one of: fast, quality, low-memory"),
