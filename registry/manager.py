@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
-from registry.errors import NotFoundError, ProviderError, UnavailableError
+from registry.errors import NotFoundError, ProviderError, UnavailableError, UserError
 from registry.evaluation.benchmark import benchmark_and_record
 from registry.evaluation.tasks import TaskCatalog, TaskVersion
 from registry.providers import GenerationRequest
@@ -202,6 +202,11 @@ class ArbiterModelManager:
         none. Every name is resolved first, so a typo fails before anything runs."""
         measured = self.tasks.get(task)
         records = [self.catalog.get_ref(ref) for ref in ([models] if isinstance(models, str) else models)]
+        for record in records:  # a version that cannot run the task is refused before any other runs
+            missing = measured.missing_capabilities(record)
+            if missing:
+                raise UserError(f"{record.ref} lacks {missing}, which task {measured.ref} needs; leave it out, or "
+                                "register a version with those capabilities")
         run_ids = [benchmark_and_record(self.catalog, self.pool, record, measured, limit=limit)["run_id"]
                    for record in records]
         return runs_frame(self.store, run_ids=run_ids)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from registry.catalog.versions import Catalog
-from registry.errors import DatasetError, NotFoundError
+from registry.errors import DatasetError, NotFoundError, UserError
 from registry.manager import ArbiterModelManager
 from registry.settings import Settings
 
@@ -96,7 +96,7 @@ def test_the_latest_run_per_version_on_the_newest_task_version(manager: ArbiterM
 
 def test_nothing_benchmarked_yet_gives_empty_frames_with_their_columns(manager: ArbiterModelManager) -> None:
     answers = manager.answers("capitals")
-    assert answers.empty and {"ref", "item_id", "answer", "quality", "wall_ms", "energy_mwh"} <= set(answers.columns)
+    assert answers.empty and {"ref", "item_id", "answer", "quality", "score_problems", "wall_ms", "energy_mwh"} <= set(answers.columns)
     assert manager.runs().empty and manager.leaderboard().empty
 
 
@@ -118,4 +118,7 @@ def test_a_task_file_and_bad_names(manager: ArbiterModelManager, tmp_path: Path)
         manager.benchmark(["smollm2-135m/1", "no-such-model/1"], "capitals")
     with pytest.raises(NotFoundError, match="unknown task"):
         manager.benchmark(["smollm2-135m/1"], "no-such-task")
+    needs_json = manager.add_task_frame(ITEMS, {**SPEC, "name": "capitals-json", "capabilities": ["chat", "json"]})
+    with pytest.raises(UserError, match=r"smollm2-135m/1 lacks \['json'\], which task capitals-json/1 needs"):
+        manager.benchmark(["smollm2-135m/1"], needs_json.name)
     assert manager.runs().empty  # nothing was recorded

@@ -59,7 +59,7 @@ def answers_frame(
                 from runs where {where} and {newest})
             where {latest})
         select c.model || '/' || c.version as ref, c.run_id, c.model, c.version, r.task, r.task_version, c.item_id,
-               c.answer, c.quality, c.scores, c.ok, c.error, c.wall_ms, c.ttft_ms, c.prompt_tokens,
+               c.answer, c.quality, c.scores, c.score_problems, c.ok, c.error, c.wall_ms, c.ttft_ms, c.prompt_tokens,
                c.completion_tokens, c.energy_mwh, c.energy_source, c.ts
         from calls c join chosen r using (run_id)
         where c.source = 'benchmark'
