@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     health_interval_s: float = Field(default=10.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     calls_flush_s: float = Field(default=1.0, gt=0, description="Calls rows are written at least this often.")
+    results_retain_days: int | None = Field(
+        default=None, ge=1,
+        description="Keep this many days of calls rows (unset: keep everything); runs, events, learnings and "
+                    "calibrations are never dropped (docs/results.md).",
+    )
+    results_commit_s: float = Field(default=5.0, gt=0, description="How often serve moves staged results into their tables.")
+    results_compact_s: float = Field(default=60.0, gt=0, description="How often serve looks for small files to compact.")
     breaker_failures: int = Field(default=3, ge=1, description="Consecutive failures that open a breaker.")
     breaker_open_s: float = Field(default=5.0, gt=0, description="How long an open breaker refuses before a probe.")
     auto_swap: bool = Field(default=False, description="Roll back or swap a degraded champion by itself (serve).")

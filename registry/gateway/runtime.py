@@ -1,8 +1,9 @@
 """The gateway's parts wired together, started and stopped in the right order.
 
-Start: recorder (so the first events are kept), router (reads MLflow, warms every champion),
-then pool maintenance. Stop: stop following aliases, unload the pool, flush the recorder last
-so every ``calls`` and ``events`` row of the session reaches Parquet.
+Start: recorder (so the first events are kept), results maintenance, router (reads MLflow, warms
+every champion), then pool maintenance. Stop: stop following aliases, unload the pool, flush the
+recorder last so every ``calls`` and ``events`` row of the session reaches Parquet, then one last
+maintenance pass so it is in its Delta table.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from registry.catalog.versions import Catalog
 from registry.errors import ConfigError
 from registry.gateway.metrics import GatewayMetrics
 from registry.results.events import event_row
+from registry.results.maintenance import Maintainer, Maintenance
 from registry.results.recorder import Recorder
 from registry.results.store import ResultsStore
 from registry.rollout.autoswap import AutoSwapper, AutoSwapPolicy
@@ -61,6 +63,9 @@ class Gateway:
         self.catalog = Catalog(settings, self.store)
         self.routes = Routes(self.catalog)
         self.recorder = Recorder(self.store, flush_s=settings.calls_flush_s)
+        self.maintainer = Maintainer(
+            Maintenance(self.store, retain_days=settings.results_retain_days, min_small_files=32),
+            commit_s=settings.results_commit_s, compact_s=settings.results_compact_s)
         self.pool = WarmPool(settings, on_event=self._pool_event)
         self.router = Router(self.catalog, self.pool, on_event=self._event)
         self.dispatcher = Dispatcher(self.pool, self.recorder)
@@ -81,6 +86,7 @@ class Gateway:
 
     def start(self, *, follow: bool = True) -> None:
         self.recorder.start()
+        self.maintainer.start()
         self.router.start(follow=follow)
         self.pool.start_maintenance()
         if self.autoswapper is not None:
@@ -131,6 +137,7 @@ class Gateway:
                 pass
         self.pool.close()
         self.recorder.close()
+        self.maintainer.close()  # after the last flush: what this process staged goes into its tables
 
     def promote(self, route: str, model: str, version: int, *, force: bool) -> dict[str, Any]:
         state = self.routes.promote(route, model, version, force=force)

@@ -2,7 +2,8 @@
 
 Writing a Parquet file takes milliseconds; a response must not wait for it. Rows go into an
 in-memory queue and one background thread writes whatever has gathered, at least every
-``flush_s`` seconds, one Parquet file per table per flush (the store's append-only layout).
+``flush_s`` seconds, one staged Parquet file per table per flush (:mod:`registry.results.staging`):
+a flush never waits on a Delta commit or a compaction, which the process's maintenance thread does.
 ``close()`` flushes everything, so a graceful shutdown loses nothing; a SIGKILL loses at most
 the rows of the last ``flush_s`` seconds.
 """
@@ -55,7 +56,7 @@ class Recorder:
         written = 0
         for table, rows in batches.items():
             try:
-                self._store.append(table, rows)
+                self._store.append(table, rows, may_commit=False)
                 written += len(rows)
             except OSError as exc:  # a full or unmounted disk: keep the rows for the next flush
                 self.failed_flushes += 1

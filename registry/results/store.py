@@ -1,16 +1,17 @@
-"""The results store: append-only Parquet tables, queried through DuckDB views.
+"""The results store: one Delta Lake table per result kind, queried through DuckDB views.
 
-Several processes (a flow, the CLI, later the gateway) write results at once, and DuckDB allows
-one writer per database file — so every flush is its own Parquet file, written to a temporary
-name and renamed into place (a reader never sees half a file), and DuckDB reads them by glob.
-Each row carries ``schema_version``; views read with ``union_by_name`` so files written before a
-column was added stay readable (the new column reads as NULL).
+Writes land as staged Parquet files (:mod:`registry.results.staging`: milliseconds, never waiting on
+a commit or a compaction); maintenance (:mod:`registry.results.maintenance`) moves them into the
+day-partitioned Delta tables (:mod:`registry.results.delta`) and compacts those. A query sees both:
+the files the newest Delta version lists, and the staged files its writers' recorded numbers say
+are not in the table yet — so every row is counted once, before and after it moves. docs/results.md
+has the layout, the choice of Delta and how to read the tables from outside.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
+import re
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,175 +19,16 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from registry.errors import StoreError, UserError
+from registry.results import staging
+from registry.results.delta import DeltaResults
+from registry.results.schemas import DUCKDB_TYPES, SCHEMA_VERSION, SCHEMAS, iso_utc, new_id, now_utc
 
-SCHEMA_VERSION = 5  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
-# 3: calls gained features and metadata (JSON text: what an application reports through the tracker);
-#    runs gained quality_source ("reference" or "judge:NAME/VERSION") and n_unscored
-# 4: every table with the machine's fingerprint gained hardware_class (cpu, cuda, apple: the work pool);
-#    calls gained cpu_thread_ms, cpu_overlapped, avg_rss_mb, gpu_ms, energy_mwh, energy_source, energy_model,
-#    n_threads, n_gpu_layers;
-#    runs gained avg_rss_mb, energy_mwh, energy_mwh_per_1k_tokens, energy_source (docs/costs.md)
-# 5: runs gained task_version and task_sha256 (the task file's recorded version, docs/tasks.md);
-#    calls gained answer, scores (JSON: each scorer's score) and score_problems (why an item went unscored:
-#    a custom scorer that raised, a judge with no valid judgement), kept for benchmark calls only
+__all__ = ["SCHEMAS", "SCHEMA_VERSION", "ResultsStore", "iso_utc", "new_id", "now_utc", "query_on"]
 
-_HARDWARE = [
-    ("hardware_id", pa.string()),
-    ("cpu_model", pa.string()),
-    ("cpu_cores", pa.int32()),
-    ("ram_mb", pa.int64()),
-    ("gpu", pa.string()),
-    ("os", pa.string()),
-    ("llama_cpp_version", pa.string()),
-    ("hardware_class", pa.string()),
-]
-
-SCHEMAS: dict[str, pa.Schema] = {
-    "calls": pa.schema(
-        [
-            ("call_id", pa.string()),
-            ("ts", pa.timestamp("us", tz="UTC")),
-            ("source", pa.string()),
-            ("route", pa.string()),
-            ("task", pa.string()),
-            ("model", pa.string()),
-            ("version", pa.int32()),
-            ("run_id", pa.string()),
-            ("item_id", pa.string()),
-            ("prompt_tokens", pa.int32()),
-            ("completion_tokens", pa.int32()),
-            ("wall_ms", pa.float64()),
-            ("ttft_ms", pa.float64()),
-            ("tokens_per_s", pa.float64()),
-            ("cpu_ms", pa.float64()),
-            ("peak_rss_mb", pa.float64()),
-            ("gpu_memory_mb", pa.float64()),
-            ("gpu_utilization_pct", pa.float64()),
-            ("cpu_thread_ms", pa.float64()),
-            ("cpu_overlapped", pa.bool_()),
-            ("avg_rss_mb", pa.float64()),
-            ("gpu_ms", pa.float64()),
-            ("energy_mwh", pa.float64()),
-            ("energy_source", pa.string()),
-            ("energy_model", pa.string()),
-            ("n_threads", pa.int32()),  # what llama.cpp ran with (null for a served model)
-            ("n_gpu_layers", pa.int32()),
-            ("ok", pa.bool_()),
-            ("error", pa.string()),
-            ("quality", pa.float64()),
-            ("api", pa.string()),
-            ("requested", pa.string()),
-            ("queue_ms", pa.float64()),
-            ("overhead_ms", pa.float64()),
-            ("features", pa.string()),
-            ("metadata", pa.string()),
-            ("answer", pa.string()),
-            ("scores", pa.string()),
-            ("score_problems", pa.string()),
-            *_HARDWARE,
-            ("schema_version", pa.int32()),
-        ]
-    ),
-    "runs": pa.schema(
-        [
-            ("run_id", pa.string()),
-            ("mlflow_run_id", pa.string()),
-            ("ts", pa.timestamp("us", tz="UTC")),
-            ("task", pa.string()),
-            ("task_version", pa.int32()),
-            ("task_sha256", pa.string()),
-            ("model", pa.string()),
-            ("version", pa.int32()),
-            ("dataset_sha256", pa.string()),
-            ("n", pa.int32()),
-            ("n_ok", pa.int32()),
-            ("quality", pa.float64()),
-            ("quality_source", pa.string()),
-            ("n_unscored", pa.int32()),
-            ("p50_ms", pa.float64()),
-            ("p95_ms", pa.float64()),
-            ("ttft_p50_ms", pa.float64()),
-            ("tokens_per_s", pa.float64()),
-            ("cpu_ms_per_token", pa.float64()),
-            ("peak_rss_mb", pa.float64()),
-            ("load_ms", pa.float64()),
-            ("warmup_ms", pa.float64()),
-            ("avg_rss_mb", pa.float64()),
-            ("energy_mwh", pa.float64()),
-            ("energy_mwh_per_1k_tokens", pa.float64()),
-            ("energy_source", pa.string()),
-            *_HARDWARE,
-            ("schema_version", pa.int32()),
-        ]
-    ),
-    "events": pa.schema(
-        [
-            ("event_id", pa.string()),
-            ("ts", pa.timestamp("us", tz="UTC")),
-            ("kind", pa.string()),
-            ("route", pa.string()),
-            ("model", pa.string()),
-            ("version", pa.int32()),
-            ("detail", pa.string()),
-            ("schema_version", pa.int32()),
-        ]
-    ),
-    # Task learnings (registry/selection/learnings.py): append-only; the latest row per (task, key) wins.
-    "learnings": pa.schema(
-        [
-            ("ts", pa.timestamp("us", tz="UTC")),
-            ("task", pa.string()),
-            ("key", pa.string()),
-            ("value", pa.string()),
-            ("source", pa.string()),
-            ("schema_version", pa.int32()),
-        ]
-    ),
-    "judge_calibration": pa.schema(
-        [
-            ("calibration_id", pa.string()),
-            ("ts", pa.timestamp("us", tz="UTC")),
-            ("model", pa.string()),
-            ("version", pa.int32()),
-            ("criterion", pa.string()),
-            ("n", pa.int32()),
-            ("n_failed", pa.int32()),
-            ("accuracy", pa.float64()),
-            ("spearman", pa.float64()),
-            ("mean_abs_error", pa.float64()),
-            ("dataset_sha256", pa.string()),
-            ("seconds_per_item", pa.float64()),
-            ("mlflow_run_id", pa.string()),
-            *_HARDWARE,
-            ("schema_version", pa.int32()),
-        ]
-    ),
-}
-
-
-_DUCKDB_TYPES = {"string": "VARCHAR", "int32": "INTEGER", "int64": "BIGINT", "double": "DOUBLE", "bool": "BOOLEAN",
-                 "timestamp[us, tz=UTC]": "TIMESTAMPTZ"}
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso_utc(moment: float | datetime | None) -> str | None:
-    """A moment (epoch seconds or an aware datetime) as ISO 8601 in UTC, ``+00:00`` suffix: the
-    form every ``--json`` answer uses for times; None stays None (a step not started yet)."""
-    if moment is None:
-        return None
-    if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(moment, UTC)
-    return moment.astimezone(UTC).isoformat()
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
+AUTO_COMMIT_AT = 32  # staged files of one table: a writer that is not `serve` commits them itself past this
+_TABLE_NAMES = {table: re.compile(rf"\b{table}\b", re.IGNORECASE) for table in SCHEMAS}
 
 
 class ResultsStore:
@@ -197,13 +39,28 @@ class ResultsStore:
         store = ResultsStore(settings.results_dir)
         store.append("events", [{"kind": "register", "model": "smollm2-135m", "version": 1}])
         store.query("select kind, count(*) as n from events group by kind")
+        store.query("select count(*) from calls where ts >= $1", [since], calls_since=since)  # reads only recent days
     """
 
     def __init__(self, results_dir: Path) -> None:
         self.results_dir = results_dir
+        self._deltas: dict[str, DeltaResults] = {}
+        self._deltas_lock = threading.Lock()
 
-    def append(self, table: str, rows: Sequence[Mapping[str, Any]]) -> Path | None:
-        """Write ``rows`` as one new Parquet file (temp name, then rename). Returns its path."""
+    def delta(self, table: str) -> DeltaResults:
+        """The table's Delta log (one open handle per store, brought up to date on each read)."""
+        _schema(table)
+        with self._deltas_lock:
+            if table not in self._deltas:
+                self._deltas[table] = DeltaResults(self.results_dir / table)
+            return self._deltas[table]
+
+    def append(self, table: str, rows: Sequence[Mapping[str, Any]], *, may_commit: bool = True) -> Path | None:
+        """Write ``rows`` as one staged Parquet file (temp name, then rename); returns its path.
+
+        Readers see the rows as soon as this returns. With ``may_commit`` (every writer but the
+        gateway's recorder, whose process runs maintenance on its own thread), a table with
+        :data:`AUTO_COMMIT_AT` staged files is committed here, unless another process is at it."""
         schema = _schema(table)
         if not rows:
             return None
@@ -216,37 +73,65 @@ class ResultsStore:
             arrow = pa.table(columns, schema=schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise StoreError(f"{table}: rows do not fit the table's schema: {exc}") from exc
-        folder = self.results_dir / table
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp = now_utc().strftime("%Y%m%dT%H%M%S%f")
-        final = folder / f"part-{stamp}-{new_id()[:8]}.parquet"
-        temporary = folder / f".{final.name}.tmp"
-        pq.write_table(arrow, temporary)
-        os.replace(temporary, final)
-        return final
+        path = staging.stage(self.results_dir, table, arrow)
+        if may_commit and len(staging.staged(self.results_dir, table)) >= AUTO_COMMIT_AT:
+            from registry.results.maintenance import Maintenance
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with one view per table over its Parquet files."""
+            Maintenance(self).commit()
+        return path
+
+    def files(self, table: str, *, since: datetime | None = None) -> list[str]:
+        """The Parquet files that hold ``table``'s rows now, each row in exactly one: the newest Delta
+        version's files (only days from ``since``'s UTC date on, when given) and the staged files not
+        yet in it. The staged files are listed before the log is read: a file committed in between is
+        then known to be in the table and skipped, never read twice."""
+        staged = staging.staged(self.results_dir, table)
+        snapshot = self.delta(table).snapshot()
+        if snapshot is None:
+            return [str(f.path) for f in staged]
+        since_day = None if since is None else since.astimezone(UTC).date().isoformat()
+        pending = [str(f.path) for f in staged if f.seq > snapshot.committed(f.writer)]
+        return snapshot.files(since_day) + pending
+
+    def connect(self, tables: Sequence[str] = tuple(SCHEMAS), *, calls_since: datetime | None = None
+                ) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with a view per table in ``tables`` over its files;
+        ``calls_since`` limits ``calls`` to the days from that moment on (the caller still filters ``ts``)."""
         connection = duckdb.connect(":memory:")
-        for table, schema in SCHEMAS.items():
-            folder = self.results_dir / table
-            if any(folder.glob("part-*.parquet")):
-                pattern = str(folder / "part-*.parquet").replace("'", "''")
-                source = f"read_parquet('{pattern}', union_by_name=true)"
-                present = {row[0] for row in connection.execute(f"describe select * from {source}").fetchall()}
-                # A column no file has yet (every file predates it) still exists, as NULL of its type.
-                missing = [f"cast(null as {_DUCKDB_TYPES[str(f.type)]}) as {f.name}" for f in schema
-                           if f.name not in present]
-                connection.execute(f"create view {table} as select *{''.join(', ' + m for m in missing)} from {source}")
-            else:
-                empty = schema.empty_table()
-                connection.register(f"_{table}_empty", empty)
-                connection.execute(f"create view {table} as select * from _{table}_empty")
+        try:
+            for table in tables:
+                schema = _schema(table)
+                files = self.files(table, since=calls_since if table == "calls" else None)
+                if files:
+                    listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+                    source = f"read_parquet({listed}, union_by_name=true, hive_partitioning=false)"
+                    present = {row[0] for row in connection.execute(f"describe select * from {source}").fetchall()}
+                    # A column no file has yet (every file predates it) still exists, as NULL of its type.
+                    missing = [f"cast(null as {DUCKDB_TYPES[str(f.type)]}) as {f.name}" for f in schema
+                               if f.name not in present]
+                    connection.execute(
+                        f"create view {table} as select *{''.join(', ' + m for m in missing)} from {source}")
+                else:
+                    connection.register(f"_{table}_empty", schema.empty_table())
+                    connection.execute(f"create view {table} as select * from _{table}_empty")
+        except duckdb.Error as exc:
+            connection.close()
+            raise StoreError(f"results table {table} cannot be read: {str(exc).splitlines()[0]}") from exc
         return connection
 
-    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
-        """Run SQL over the views; rows come back as dicts."""
-        return query_on(self.connect(), sql, params)
+    def query(self, sql: str, params: Sequence[Any] | None = None, *, calls_since: datetime | None = None
+              ) -> list[dict[str, Any]]:
+        """Run SQL over the views it names; rows come back as dicts. A file removed while the query
+        was being planned (a staged file committed and deleted, a compacted file vacuumed) makes it
+        run once more on the newer files."""
+        tables = [table for table, pattern in _TABLE_NAMES.items() if pattern.search(sql)]
+        for attempt in (1, 2):
+            try:
+                return query_on(self.connect(tables, calls_since=calls_since), sql, params)
+            except (StoreError, UserError) as exc:
+                if attempt == 2 or not _vanished(exc):
+                    raise
+        raise AssertionError("unreachable")
 
     def leaderboard(self, task: str | None = None) -> list[dict[str, Any]]:
         """The latest benchmark run of each version per task version and hardware, best quality first;
@@ -305,3 +190,9 @@ def _schema(table: str) -> pa.Schema:
         return SCHEMAS[table]
     except KeyError:
         raise StoreError(f"unknown results table {table!r}; tables are: {', '.join(SCHEMAS)}") from None
+
+
+def _vanished(exc: BaseException) -> bool:
+    """A read that failed because a file it listed is gone (moved into the table, or vacuumed)."""
+    text = str(exc)
+    return "No such file" in text or "No files found" in text or "not found" in text.lower()

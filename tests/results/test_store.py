@@ -27,7 +27,7 @@ def test_append_writes_one_whole_parquet_file_with_schema_version(tmp_path: Path
     store = ResultsStore(tmp_path)
     written = store.append("events", [{"kind": "register", "model": "m", "version": 1}])
     assert written is not None and written.exists()
-    assert [p.name for p in (tmp_path / "events").iterdir()] == [written.name]  # no temp file left
+    assert [p.name for p in (tmp_path / "_staging" / "events").iterdir()] == [written.name]  # no temp file left
     table = pq.read_table(written)
     assert table.column("schema_version").to_pylist() == [SCHEMA_VERSION]
     assert store.query("select kind, model, version from events") == [{"kind": "register", "model": "m", "version": 1}]

@@ -1,0 +1,272 @@
+"""Maintenance: staged files into their tables, small files into large ones, old ``calls`` days out.
+
+One pass, under one lock shared by every process on the home (``results/_staging/.lock``, an
+``flock`` the kernel lets go of when its holder dies, however it dies), does in order:
+
+1. **commit** each table's staged files (legacy files too: this is the one-time conversion of a home
+   written before Delta) in one Delta commit per table that records each writer's highest number —
+   see :mod:`registry.results.staging` for why that makes it exactly-once — then deletes the staged
+   files the table already holds, a minute after they were written so a reader that listed them
+   before the commit can still open them;
+2. **compact** (when asked) each day with enough small files into files of ``target_bytes``;
+3. **retain**: with ``ARBITER_RESULTS_RETAIN_DAYS``, drop ``calls`` days older than that (never
+   another table: runs, events, learnings and calibrations are the history decisions were made on);
+4. **tidy** the log: a checkpoint every 100 commits, expired log entries and compacted-away files
+   out after an hour.
+
+A process that finds the lock held skips the pass (another process is doing the same work), so two
+``arbiter serve`` on one home never both compact. Readers never take the lock; writers never wait
+for it (a flush only writes a staged file).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from registry.errors import StoreError
+from registry.results import staging
+from registry.results.delta import PARTITION
+from registry.results.schemas import SCHEMAS, now_utc
+
+if TYPE_CHECKING:
+    from registry.results.store import ResultsStore
+
+_log = logging.getLogger(__name__)
+
+STAGED_GRACE_S = 60.0  # a committed staged file is deleted only this long after it was written
+TARGET_BYTES = 64 * 1024 * 1024  # a compacted file's size: a day of 10 requests/s is one or two files
+RETAINED_TABLE = "calls"  # the only table retention ever shortens
+
+
+@dataclass
+class PassReport:
+    """What one maintenance pass did, per table (``results compact --json`` prints it)."""
+
+    ran: bool = True  # False: another process held the lock
+    committed_rows: dict[str, int] = field(default_factory=dict)
+    committed_files: dict[str, int] = field(default_factory=dict)
+    quarantined: list[str] = field(default_factory=list)
+    compacted: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> {files_removed, files_added}
+    dropped_rows: int = 0
+    vacuumed_files: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ran": self.ran, "committed_rows": self.committed_rows, "committed_files": self.committed_files,
+                "quarantined": self.quarantined, "compacted": self.compacted, "dropped_rows": self.dropped_rows,
+                "vacuumed_files": self.vacuumed_files}
+
+
+class Maintenance:
+    """Example::
+
+        Maintenance(store).run(compact=True)        # what `arbiter results compact` does
+        Maintenance(store).run(wait=False)          # serve's tick: skip when another process is at it
+    """
+
+    def __init__(self, store: ResultsStore, *, retain_days: int | None = None, target_bytes: int = TARGET_BYTES,
+                 min_small_files: int = 2, staged_grace_s: float = STAGED_GRACE_S) -> None:
+        self.store = store
+        self.retain_days = retain_days
+        self.target_bytes = target_bytes
+        self.min_small_files = min_small_files
+        self.staged_grace_s = staged_grace_s
+
+    def run(self, *, compact: bool = False, wait: bool = True) -> PassReport:
+        """One pass; with ``wait=False`` it returns ``PassReport(ran=False)`` at once if the lock is held."""
+        with _maintenance_lock(self.store.results_dir, wait=wait) as held:
+            report = PassReport(ran=held)
+            if not held:
+                return report
+            for table in SCHEMAS:
+                self._commit(table, report)
+            if self.retain_days is not None:
+                self._retain(report)
+            for table in SCHEMAS:
+                if compact:
+                    self._compact(table, report)
+                if self.store.delta(table).exists():
+                    report.vacuumed_files += self.store.delta(table).tidy()
+            return report
+
+    def commit(self) -> PassReport:
+        """Only the commit step (what a process that writes rarely does after writing)."""
+        with _maintenance_lock(self.store.results_dir, wait=False) as held:
+            report = PassReport(ran=held)
+            if held:
+                for table in SCHEMAS:
+                    self._commit(table, report)
+            return report
+
+    def _commit(self, table: str, report: PassReport) -> None:
+        files = staging.staged(self.store.results_dir, table)
+        if not files:
+            return
+        delta = self.store.delta(table)
+        snapshot = delta.snapshot()
+        committed = {w: snapshot.committed(w) if snapshot else 0 for w in {f.writer for f in files}}
+        done = [f for f in files if f.seq <= committed[f.writer]]
+        pending = [f for f in files if f.seq > committed[f.writer]]
+        self._remove(done)
+        readable = [f for f in pending if self._readable(table, f, report)]
+        if not readable:
+            return
+        # A writer's numbers are recorded as its highest: a file that could not be read is out of the
+        # folder (quarantined) before that, so no later reader mistakes it for committed.
+        transactions: dict[str, int] = {}
+        for f in readable:
+            transactions[f.writer] = max(transactions.get(f.writer, 0), f.seq)
+        operation = "convert-legacy" if staging.LEGACY_WRITER in transactions else "commit-staged"
+        rows = _read_aligned(table, [f.path for f in readable])
+        delta.append(rows, transactions, operation)
+        delta.checkpoint_if_due()
+        report.committed_rows[table] = report.committed_rows.get(table, 0) + rows.num_rows
+        report.committed_files[table] = report.committed_files.get(table, 0) + len(readable)
+        self._remove([f for f in readable if f.writer == staging.LEGACY_WRITER])  # old: nobody is mid-write
+
+    def _readable(self, table: str, staged_file: staging.StagedFile, report: PassReport) -> bool:
+        """A staged file that is not Parquet of this table's columns goes to ``results/_quarantine``
+        (kept for a person to look at), with one logged line naming it."""
+        try:
+            schema = pq.read_schema(staged_file.path)
+            known = set(SCHEMAS[table].names)
+            foreign = [name for name in schema.names if name not in known]
+            if foreign:
+                raise ValueError(f"columns {foreign} are not in the {table} table")
+            return True
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            target = self.store.results_dir / "_quarantine" / table / staged_file.path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged_file.path, target)
+            _log.error("%s is not a readable %s file, moved to %s: %s", staged_file.path, table, target,
+                       str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            report.quarantined.append(str(target))
+            return False
+
+    def _remove(self, done: list[staging.StagedFile]) -> None:
+        cutoff = time.time() - self.staged_grace_s
+        for f in done:
+            try:
+                if f.writer == staging.LEGACY_WRITER or f.path.stat().st_mtime < cutoff:
+                    f.path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _retain(self, report: PassReport) -> None:
+        delta = self.store.delta(RETAINED_TABLE)
+        if not delta.exists():
+            return
+        cutoff = (now_utc() - timedelta(days=self.retain_days or 0)).date()
+        report.dropped_rows += delta.drop_days_before(cutoff)
+
+    def _compact(self, table: str, report: PassReport) -> None:
+        delta = self.store.delta(table)
+        if not delta.exists():
+            return
+        for day in delta.small_file_days(self.target_bytes, self.min_small_files):
+            metrics = delta.compact(day, self.target_bytes)
+            totals = report.compacted.setdefault(table, {"files_removed": 0, "files_added": 0})
+            totals["files_removed"] += int(metrics.get("numFilesRemoved") or 0)
+            totals["files_added"] += int(metrics.get("numFilesAdded") or 0)
+
+
+class Maintainer:
+    """``arbiter serve``'s background maintenance: a commit pass every ``commit_s`` and a compaction
+    pass every ``compact_s``, on its own thread, skipping a pass another process is running.
+
+    A failed pass is logged and tried again next time; it never stops the thread or the gateway."""
+
+    def __init__(self, maintenance: Maintenance, *, commit_s: float = 5.0, compact_s: float = 60.0) -> None:
+        self.maintenance = maintenance
+        self.commit_s = commit_s
+        self.compact_s = compact_s
+        self.passes = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="arbiter-results-maintenance", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop, then one last commit so what this process staged is in its table."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+        self._pass(compact=False)
+
+    def _loop(self) -> None:
+        last_compaction = time.monotonic()
+        while not self._stop.wait(self.commit_s):
+            due = time.monotonic() - last_compaction >= self.compact_s
+            self._pass(compact=due)
+            if due:
+                last_compaction = time.monotonic()
+
+    def _pass(self, *, compact: bool) -> None:
+        try:
+            self.maintenance.run(compact=compact, wait=False)
+            self.passes += 1
+            self.last_error = None
+        except Exception as exc:  # noqa: BLE001 — maintenance must never take the gateway down
+            self.failures += 1
+            self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            _log.error("results maintenance failed (tried again in %.0f s): %s", self.commit_s, self.last_error,
+                       exc_info=not isinstance(exc, StoreError))
+
+
+def _read_aligned(table: str, paths: list[Path]) -> pa.Table:
+    """The files' rows in the table's current schema (a column an older file lacks reads as NULL),
+    plus the ``day`` partition column from ``ts`` in UTC."""
+    schema = SCHEMAS[table]
+    connection = duckdb.connect(":memory:")
+    try:
+        connection.execute("set TimeZone = 'UTC'")
+        files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+        present = {row[0] for row in connection.execute(
+            f"describe select * from read_parquet({files}, union_by_name=true, hive_partitioning=false)").fetchall()}
+        columns = [f"{name}" if name in present else f"null as {name}" for name in schema.names]
+        arrow = connection.sql(
+            f"select {', '.join(columns)}, strftime(ts, '%Y-%m-%d') as {PARTITION} "
+            f"from read_parquet({files}, union_by_name=true, hive_partitioning=false)").to_arrow_table()
+    except duckdb.Error as exc:
+        raise StoreError(f"staged {table} files cannot be read together: {str(exc).splitlines()[0]}") from exc
+    finally:
+        connection.close()
+    target = schema.append(pa.field(PARTITION, pa.string()))
+    try:
+        return arrow.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise StoreError(f"staged {table} files do not fit the table's schema: {exc}") from exc
+
+
+@contextmanager
+def _maintenance_lock(results_dir: Path, *, wait: bool) -> Iterator[bool]:
+    folder = results_dir / staging.STAGING
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
