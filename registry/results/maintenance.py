@@ -48,7 +48,11 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 STAGED_GRACE_S = 60.0  # a committed staged file is deleted only this long after it was written
-TARGET_BYTES = 64 * 1024 * 1024  # a compacted file's size: a day of 10 requests/s is one or two files
+# Two sizes of compacted file. Today's files are compacted to 16 MB, so each compaction rewrites at most
+# that much, not the whole day so far; a day that is over is compacted once more into files of 256 MB
+# (a day of 10 requests/s is about 70 MB: one file), so the file count grows with days, not with flushes.
+TODAY_TARGET_BYTES = 16 * 1024 * 1024
+TARGET_BYTES = 256 * 1024 * 1024
 RETAINED_TABLE = "calls"  # the only table retention ever shortens
 
 
@@ -178,8 +182,11 @@ class Maintenance:
         delta = self.store.delta(table)
         if not delta.exists():
             return
-        for day in delta.small_file_days(self.target_bytes, self.min_small_files):
-            metrics = delta.compact(day, self.target_bytes)
+        today = now_utc().date().isoformat()
+        closed = delta.small_file_days(self.target_bytes, 2)  # a closed day is compacted once, whatever its count
+        current = delta.small_file_days(TODAY_TARGET_BYTES, self.min_small_files)
+        for day in sorted({d for d in closed if d < today} | {d for d in current if d >= today}):
+            metrics = delta.compact(day, self.target_bytes if day < today else TODAY_TARGET_BYTES)
             totals = report.compacted.setdefault(table, {"files_removed": 0, "files_added": 0})
             totals["files_removed"] += int(metrics.get("numFilesRemoved") or 0)
             totals["files_added"] += int(metrics.get("numFilesAdded") or 0)
