@@ -10,7 +10,7 @@ from registry.cli import context
 from registry.cli.output import emit_json, print_table
 from registry.errors import UserError
 from registry.machine.cost_profile import cost_profiles, tasks_with_calls
-from registry.results.store import ResultsStore
+from registry.results.store import LIVE_DAYS, ResultsStore
 from registry.settings import get_settings
 from registry.spec import parse_ref
 
@@ -26,13 +26,16 @@ def costs() -> None:
 @costs.command("profile")
 @click.option("--model", default=None, help="Only this model: NAME or NAME/VERSION.")
 @click.option("--task", default=None, help="Only this task (or the route the gateway served).")
+@click.option("--days", type=click.IntRange(min=1), default=LIVE_DAYS, show_default=True,
+              help="Live calls of this many days back count (benchmark calls always do).")
+@click.option("--all-days", is_flag=True, help="Every live call ever kept (slow on a month of traffic).")
 @click.option("--json", "as_json", is_flag=True)
-def profile(model: str | None, task: str | None, as_json: bool) -> None:
+def profile(model: str | None, task: str | None, days: int, all_days: bool, as_json: bool) -> None:
     """Per version × task × hardware: mean and p95 of each figure, energy per 1,000 tokens with its
     source, and hints where the hardware was under-used."""
     name, version = parse_ref(model) if model else (None, None)
     store = ResultsStore(get_settings().results_dir)
-    rows = cost_profiles(store, model=name, version=version, task=task)
+    rows = cost_profiles(store, model=name, version=version, task=task, days=None if all_days else days)
     if not rows:
         _explain_empty(store, name, version, task)
     if as_json:

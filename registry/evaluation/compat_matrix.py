@@ -46,7 +46,7 @@ _RUNTIME = """
 """
 
 _VIEW = f"""
-create or replace view compat_matrix as
+create or replace temp view compat_matrix as
 with call_rows as (
     select t.model, t.version, {_RUNTIME} as runtime, coalesce(t.hardware_class, 'unknown') as hardware_class,
            t.ok, t.error, t.tokens_per_s, t.ts, t.hardware_id, t.run_id

@@ -28,10 +28,11 @@ Example::
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from registry.machine.energy import as_precise_as
-from registry.results.store import ResultsStore
+from registry.results.store import LIVE_DAYS, ResultsStore, now_utc
 
 FIGURES = ("wall_ms", "cpu_ms", "cpu_thread_ms", "gpu_ms", "gpu_utilization_pct", "peak_rss_mb", "avg_rss_mb",
            "tokens_per_s", "energy_mwh", "prompt_tokens", "completion_tokens")
@@ -54,7 +55,7 @@ with ok_calls as (
            count(*) filter (where not coalesce(cpu_overlapped, false) and energy_mwh is not null)
              over profile_group as clean_energy
     from calls
-    where ok and coalesce(task, route) is not null
+    where ok and coalesce(task, route) is not null and ($4 is null or run_id is not null or ts >= $4)
       and ($1 is null or model = $1) and ($2 is null or version = $2) and ($3 is null or coalesce(task, route) = $3)
     window profile_group as (partition by model, version, coalesce(task, route), hardware_id)
 )
@@ -86,10 +87,14 @@ order by model, version, task, hardware_id
 
 
 def cost_profiles(
-    store: ResultsStore, *, model: str | None = None, version: int | None = None, task: str | None = None
+    store: ResultsStore, *, model: str | None = None, version: int | None = None, task: str | None = None,
+    days: int | None = LIVE_DAYS,
 ) -> list[dict[str, Any]]:
-    """One profile per version × task × hardware over the successful calls, hints included."""
-    return [_profile(row) for row in store.query(_SQL, [model, version, task])]
+    """One profile per version × task × hardware over the successful calls, hints included: every
+    benchmark call, and live calls of the last ``days`` days (None: all of them; a month of a busy
+    gateway is tens of millions of rows, and eleven exact p95s over them take seconds)."""
+    since = None if days is None else now_utc() - timedelta(days=days)
+    return [_profile(row) for row in store.query(_SQL, [model, version, task, since])]
 
 
 def tasks_with_calls(store: ResultsStore) -> list[str]:

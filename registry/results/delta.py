@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 from deltalake import (CommitProperties, DeltaTable, PostCommitHookProperties, Transaction, WriterProperties,
@@ -35,6 +36,7 @@ CONFIGURATION = {
     "delta.deletedFileRetentionDuration": "interval 1 hours",
     "delta.checkpointInterval": str(CHECKPOINT_EVERY),
 }
+T = TypeVar("T")
 _NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 # zstd: a third smaller than snappy on these rows. Row groups of 128 Ki rows: a query for the last 15
 # minutes skips the rest of the day's file by the row groups' ts statistics (one group was the whole day).
@@ -45,7 +47,9 @@ class DeltaResults:
     """One table's Delta log at ``results/<table>/``: the snapshot readers take, the commits maintenance makes.
 
     Keeps its :class:`DeltaTable` open and brings it up to date incrementally, so a live check
-    every few seconds reads only the commits made since the last one."""
+    every few seconds reads only the commits made since the last one. That handle moves on under a
+    :class:`Snapshot` taken from it (another thread's read, this process's maintenance): a snapshot
+    reads through :meth:`_read_at`, which answers at the snapshot's own version."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -61,7 +65,22 @@ class DeltaResults:
             table = self._open()
             if table is None:
                 return None
-            return Snapshot(table)
+            return Snapshot(self, table)
+
+    def _read_at(self, snapshot: Snapshot, read: Callable[[DeltaTable], T]) -> T:
+        """``read`` on ``snapshot``'s version. While the shared handle is still there, it is read
+        (under the lock: delta-rs's handle is not for two threads at once); once it has moved on, the
+        snapshot gets its own handle at its version (a full load, tens of milliseconds, but rare: a
+        commit must land between a reader's snapshot and its reads). Without this a reader could take
+        a writer's number from one version and the files from the next, and count a row twice."""
+        with self._lock:
+            if snapshot._table is self._table and snapshot._table.version() != snapshot.version:
+                try:
+                    snapshot._table = DeltaTable(self.path, version=snapshot.version)
+                except (DeltaError, OSError) as exc:
+                    raise StoreError(f"{self.path}: version {snapshot.version} of the results table cannot "
+                                     f"be read: {_first_line(exc)}") from exc
+            return read(snapshot._table)
 
     def _open(self) -> DeltaTable | None:
         try:
@@ -94,7 +113,8 @@ class DeltaResults:
                 )
             except (DeltaError, OSError) as exc:
                 raise StoreError(f"{self.path}: commit failed, nothing was added: {_first_line(exc)}") from exc
-            self._table = None  # opened afresh next time (a table written by path is not this object)
+            # A handle written through is brought to the new version by delta-rs; a table created by
+            # path is opened now. Either way no reload of the whole log (tens of ms, more as it grows).
             table = self._open()
             assert table is not None
             return table.version()
@@ -172,19 +192,27 @@ class DeltaResults:
 
 
 class Snapshot:
-    """What one version of a table holds: its files (by day) and each writer's highest staged number."""
+    """What one version of a table holds: its files (by day) and each writer's highest staged number.
 
-    def __init__(self, table: DeltaTable) -> None:
+    Every answer is at :attr:`version`, however far the table has moved since (see
+    :meth:`DeltaResults._read_at`)."""
+
+    def __init__(self, owner: DeltaResults, table: DeltaTable) -> None:
+        self._owner = owner
         self._table = table
         self.version = table.version()
 
     def files(self, since_day: str | None = None) -> list[str]:
         predicate = None if since_day is None else [(PARTITION, ">=", since_day)]
-        return self._table.file_uris(file_pruning_predicate=predicate)
+        return self._owner._read_at(self, lambda table: table.file_uris(file_pruning_predicate=predicate))
+
+    def columns(self) -> set[str]:
+        """The table's columns: every column some file of it has (a file older than a column lacks it)."""
+        return self._owner._read_at(self, lambda table: {field.name for field in table.schema().fields})
 
     def committed(self, writer: str) -> int:
         """The highest staged number of ``writer`` already in the table (0: none)."""
-        return self._table.transaction_version(writer) or 0
+        return self._owner._read_at(self, lambda table: table.transaction_version(writer) or 0)
 
 
 def _actions(table: DeltaTable) -> dict[str, list[Any]]:

@@ -10,6 +10,7 @@ has the layout, the choice of Delta and how to read the tables from outside.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -19,14 +20,18 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from registry.errors import StoreError, UserError
 from registry.results import staging
 from registry.results.delta import DeltaResults
 from registry.results.schemas import DUCKDB_TYPES, SCHEMA_VERSION, SCHEMAS, iso_utc, new_id, now_utc
 
-__all__ = ["SCHEMAS", "SCHEMA_VERSION", "ResultsStore", "iso_utc", "new_id", "now_utc", "query_on"]
+__all__ = ["LIVE_DAYS", "SCHEMAS", "SCHEMA_VERSION", "ResultsStore", "iso_utc", "new_id", "now_utc", "query_on"]
 
+# How far back live calls count in the figures read again and again (selection profiles, cost profiles):
+# what a version does now, and a read the same size on day 30 as on day 7. Benchmark calls count at any age.
+LIVE_DAYS = 7
 AUTO_COMMIT_AT = 32  # staged files of one table: a writer that is not `serve` commits them itself past this
 _TABLE_NAMES = {table: re.compile(rf"\b{table}\b", re.IGNORECASE) for table in SCHEMAS}
 
@@ -46,6 +51,7 @@ class ResultsStore:
         self.results_dir = results_dir
         self._deltas: dict[str, DeltaResults] = {}
         self._deltas_lock = threading.Lock()
+        self._database: duckdb.DuckDBPyConnection | None = None  # one per store: opening one costs 20-80 ms
 
     def delta(self, table: str) -> DeltaResults:
         """The table's Delta log (one open handle per store, brought up to date on each read)."""
@@ -66,6 +72,8 @@ class ResultsStore:
             return None
         columns = {name: [row.get(name) for row in rows] for name in schema.names}
         columns["schema_version"] = [SCHEMA_VERSION] * len(rows)
+        written = now_utc()  # a row without a moment is one of now: every table is partitioned by the day of ts
+        columns["ts"] = [written if value is None else value for value in columns["ts"]]
         unknown = set().union(*(row.keys() for row in rows)) - set(schema.names)
         if unknown:
             raise StoreError(f"{table}: unknown columns {sorted(unknown)}; add them to SCHEMAS with a new schema version")
@@ -85,39 +93,56 @@ class ResultsStore:
         version's files (only days from ``since``'s UTC date on, when given) and the staged files not
         yet in it. The staged files are listed before the log is read: a file committed in between is
         then known to be in the table and skipped, never read twice."""
+        return self._sources(table, since)[0]
+
+    def _sources(self, table: str, since: datetime | None) -> tuple[list[str], set[str]]:
+        """:meth:`files`, and the columns they hold between them (read from the log and the staged
+        files' footers, so building a view does not read every file's footer first)."""
         staged = staging.staged(self.results_dir, table)
         snapshot = self.delta(table).snapshot()
-        if snapshot is None:
-            return [str(f.path) for f in staged]
-        since_day = None if since is None else since.astimezone(UTC).date().isoformat()
-        pending = [str(f.path) for f in staged if f.seq > snapshot.committed(f.writer)]
-        return snapshot.files(since_day) + pending
+        if snapshot is not None:
+            since_day = None if since is None else since.astimezone(UTC).date().isoformat()
+            pending = [f.path for f in staged if f.seq > snapshot.committed(f.writer)]
+            files, columns = snapshot.files(since_day), snapshot.columns()
+        else:
+            pending, files, columns = [f.path for f in staged], [], set()
+        for path in pending:
+            columns |= _staged_columns(path)
+            files.append(str(path))
+        return files, columns
 
     def connect(self, tables: Sequence[str] = tuple(SCHEMAS), *, calls_since: datetime | None = None
                 ) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with a view per table in ``tables`` over its files;
         ``calls_since`` limits ``calls`` to the days from that moment on (the caller still filters ``ts``)."""
-        connection = duckdb.connect(":memory:")
+        connection = self._cursor()
         try:
             for table in tables:
                 schema = _schema(table)
-                files = self.files(table, since=calls_since if table == "calls" else None)
+                files, present = self._sources(table, calls_since if table == "calls" else None)
                 if files:
                     listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
                     source = f"read_parquet({listed}, union_by_name=true, hive_partitioning=false)"
-                    present = {row[0] for row in connection.execute(f"describe select * from {source}").fetchall()}
                     # A column no file has yet (every file predates it) still exists, as NULL of its type.
                     missing = [f"cast(null as {DUCKDB_TYPES[str(f.type)]}) as {f.name}" for f in schema
                                if f.name not in present]
                     connection.execute(
-                        f"create view {table} as select *{''.join(', ' + m for m in missing)} from {source}")
+                        f"create temp view {table} as select *{''.join(', ' + m for m in missing)} from {source}")
                 else:
                     connection.register(f"_{table}_empty", schema.empty_table())
-                    connection.execute(f"create view {table} as select * from _{table}_empty")
+                    connection.execute(f"create temp view {table} as select * from _{table}_empty")
         except duckdb.Error as exc:
             connection.close()
             raise StoreError(f"results table {table} cannot be read: {str(exc).splitlines()[0]}") from exc
         return connection
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the store's in-memory database: its temp views are its own, so
+        threads querying at once never see each other's file lists."""
+        with self._deltas_lock:
+            if self._database is None:
+                self._database = duckdb.connect(":memory:")
+            return self._database.cursor()
 
     def query(self, sql: str, params: Sequence[Any] | None = None, *, calls_since: datetime | None = None
               ) -> list[dict[str, Any]]:
@@ -190,6 +215,15 @@ def _schema(table: str) -> pa.Schema:
         return SCHEMAS[table]
     except KeyError:
         raise StoreError(f"unknown results table {table!r}; tables are: {', '.join(SCHEMAS)}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _staged_columns(path: Path) -> frozenset[str]:
+    """A staged file's column names (files never change once named, so the answer is kept)."""
+    try:
+        return frozenset(pq.read_schema(path).names)
+    except (OSError, pa.ArrowException):
+        return frozenset()  # gone (committed and deleted) or unreadable: the read itself says which
 
 
 def _vanished(exc: BaseException) -> bool:

@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from registry.results.cache import ExpiringCache
-from registry.results.store import ResultsStore
+from registry.results.store import LIVE_DAYS, ResultsStore, now_utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,9 @@ measured as (
            max(peak_rss_mb) filter (where run_id is null) as live_rss_mb,
            avg(tokens_per_s) filter (where run_id is null and ok) as live_tokens_per_s
     from calls
-    where (run_id is null or run_id in (select run_id from latest)) and coalesce(task, route) is not null
+    -- live calls of the last LIVE_DAYS days (figures that say how a version does now, and a read that
+    -- stays the same size however long the gateway runs); the calls of each latest benchmark run, of any age
+    where ((run_id is null and ts >= $1) or run_id in (select run_id from latest)) and coalesce(task, route) is not null
     group by all
 ),
 joined as (
@@ -179,9 +182,11 @@ class ProfileCache:
     """
 
     def __init__(
-        self, store: ResultsStore, *, max_age_s: float = 5.0, clock: Callable[[], float] = time.monotonic
+        self, store: ResultsStore, *, max_age_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
+        live_days: int = LIVE_DAYS,
     ) -> None:
         self.store = store
+        self.live_days = live_days
         self._cache = ExpiringCache(self._read, max_age_s=max_age_s, clock=clock)
 
     @property
@@ -200,7 +205,8 @@ class ProfileCache:
         return self.table().get(model, version, task, hardware_id)
 
     def _read(self) -> ProfileTable:
-        return ProfileTable([_profile(row) for row in self.store.query(_PROFILES_SQL)])
+        since = now_utc() - timedelta(days=self.live_days)
+        return ProfileTable([_profile(row) for row in self.store.query(_PROFILES_SQL, [since])])
 
 
 def _profile(row: dict[str, Any]) -> Profile:

@@ -18,7 +18,7 @@ from registry.results.store import ResultsStore
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
+T0 = datetime.now(UTC) - timedelta(hours=2)  # live calls count for LIVE_DAYS days
 LAPTOP = {"hardware_id": "aaaa11112222", "hardware_class": "cpu", "cpu_cores": 4, "gpu": "none"}
 H100 = {"hardware_id": "bbbb33334444", "hardware_class": "cuda", "cpu_cores": 8, "gpu": "NVIDIA H100"}
 ESTIMATE = {"energy_source": "estimate", "energy_model": "estimate: cpu_ms x 12 W per busy core (ARBITER_CPU_WATTS_PER_CORE)"}
@@ -132,3 +132,17 @@ def test_calls_without_an_energy_figure_give_no_energy_basis(tmp_path: Path) -> 
     (old,) = cost_profiles(store)
     assert (old["cpu_basis"], old["energy_basis"], old["energy_mwh_per_1k_tokens"]) == ("alone", None, None)
     assert old["energy_sources"] == []
+
+
+def test_live_calls_older_than_the_window_count_only_when_asked(tmp_path: Path) -> None:
+    """A month of live calls is not read on every profile: the last ``days`` do; benchmark calls of any age do."""
+    store = ResultsStore(tmp_path / "results")
+    old = datetime.now(UTC) - timedelta(days=10)
+    store.append("calls", [
+        call("smollm2", "qa", LAPTOP, cpu_ms=1.0, wall_ms=10.0, energy_mwh=None, tokens=1, ts=old),
+        call("smollm2", "qa", LAPTOP, cpu_ms=1.0, wall_ms=10.0, energy_mwh=None, tokens=1, ts=old, run_id="r1"),
+        call("smollm2", "qa", LAPTOP, cpu_ms=1.0, wall_ms=10.0, energy_mwh=None, tokens=1),
+    ])
+    assert [p["calls"] for p in cost_profiles(store)] == [2]  # the old live call is out, the old benchmark call in
+    assert [p["calls"] for p in cost_profiles(store, days=30)] == [3]
+    assert [p["calls"] for p in cost_profiles(store, days=None)] == [3]
