@@ -62,7 +62,7 @@ class Gateway:
         self.store = ResultsStore(settings.results_dir)
         self.catalog = Catalog(settings, self.store)
         self.routes = Routes(self.catalog)
-        self.recorder = Recorder(self.store, flush_s=settings.calls_flush_s)
+        self.recorder = Recorder(self.store, flush_s=settings.calls_flush_s, commits=False)  # the maintainer commits
         self.maintainer = Maintainer(
             Maintenance(self.store, retain_days=settings.results_retain_days, min_small_files=32),
             commit_s=settings.results_commit_s, compact_s=settings.results_compact_s)

@@ -29,9 +29,13 @@ class Recorder:
         recorder.close()                 # writes what is left
     """
 
-    def __init__(self, store: ResultsStore, *, flush_s: float = 1.0) -> None:
+    def __init__(self, store: ResultsStore, *, flush_s: float = 1.0, commits: bool = True) -> None:
+        """``commits=False`` in a process whose own maintenance thread commits staged files (``serve``):
+        its flushes then never wait on a commit. Elsewhere (the Python facade) a flush commits the
+        staged files itself once there are enough of them (``ResultsStore.append``)."""
         self._store = store
         self._flush_s = flush_s
+        self._commits = commits
         self._rows: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="arbiter-recorder", daemon=True)
@@ -56,7 +60,7 @@ class Recorder:
         written = 0
         for table, rows in batches.items():
             try:
-                self._store.append(table, rows, may_commit=False)
+                self._store.append(table, rows, may_commit=self._commits)
                 written += len(rows)
             except OSError as exc:  # a full or unmounted disk: keep the rows for the next flush
                 self.failed_flushes += 1

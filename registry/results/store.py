@@ -11,6 +11,7 @@ has the layout, the choice of Delta and how to read the tables from outside.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from registry.errors import StoreError, UserError
+from registry.errors import ArbiterError, StoreError, UserError
 from registry.results import staging
 from registry.results.delta import DeltaResults
 from registry.results.schemas import DUCKDB_TYPES, SCHEMA_VERSION, SCHEMAS, iso_utc, new_id, now_utc
@@ -32,6 +33,7 @@ __all__ = ["LIVE_DAYS", "SCHEMAS", "SCHEMA_VERSION", "ResultsStore", "iso_utc", 
 # How far back live calls count in the figures read again and again (selection profiles, cost profiles):
 # what a version does now, and a read the same size on day 30 as on day 7. Benchmark calls count at any age.
 LIVE_DAYS = 7
+_log = logging.getLogger(__name__)
 AUTO_COMMIT_AT = 32  # staged files of one table: a writer that is not `serve` commits them itself past this
 _TABLE_NAMES = {table: re.compile(rf"\b{table}\b", re.IGNORECASE) for table in SCHEMAS}
 
@@ -83,10 +85,18 @@ class ResultsStore:
             raise StoreError(f"{table}: rows do not fit the table's schema: {exc}") from exc
         path = staging.stage(self.results_dir, table, arrow)
         if may_commit and len(staging.staged(self.results_dir, table)) >= AUTO_COMMIT_AT:
-            from registry.results.maintenance import Maintenance
-
-            Maintenance(self).commit()
+            self._commit_staged()
         return path
+
+    def _commit_staged(self) -> None:
+        """Commit the staged files now, unless another process is at it. The rows are written already
+        (staged): a commit that fails leaves them staged for the next pass, and never fails the write."""
+        from registry.results.maintenance import Maintenance  # maintenance builds on this module
+
+        try:
+            Maintenance(self).commit()
+        except (ArbiterError, OSError) as exc:
+            _log.warning("staged results stay staged for the next maintenance pass: %s", exc)
 
     def files(self, table: str, *, since: datetime | None = None) -> list[str]:
         """The Parquet files that hold ``table``'s rows now, each row in exactly one: the newest Delta
