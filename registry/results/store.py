@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from registry.errors import ArbiterError, StoreError, UserError
 from registry.results import staging
 from registry.results.delta import DeltaResults
+from registry.results.maintenance import Maintenance
 from registry.results.schemas import DUCKDB_TYPES, SCHEMA_VERSION, SCHEMAS, iso_utc, new_id, now_utc
 
 __all__ = ["LIVE_DAYS", "SCHEMAS", "SCHEMA_VERSION", "ResultsStore", "iso_utc", "new_id", "now_utc", "query_on"]
@@ -91,8 +92,6 @@ class ResultsStore:
     def _commit_staged(self) -> None:
         """Commit the staged files now, unless another process is at it. The rows are written already
         (staged): a commit that fails leaves them staged for the next pass, and never fails the write."""
-        from registry.results.maintenance import Maintenance  # maintenance builds on this module
-
         try:
             Maintenance(self).commit()
         except (ArbiterError, OSError) as exc:
