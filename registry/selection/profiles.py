@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 from registry.results.cache import ExpiringCache
