@@ -21,8 +21,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
-from deltalake import (CommitProperties, DeltaTable, PostCommitHookProperties, Transaction, WriterProperties,
-                       write_deltalake)
+from deltalake import (
+    CommitProperties,
+    DeltaTable,
+    PostCommitHookProperties,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from registry.errors import StoreError

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -39,11 +39,18 @@ import pyarrow.parquet as pq
 
 from registry.errors import StoreError
 from registry.results import staging
-from registry.results.delta import PARTITION
+from registry.results.delta import PARTITION, DeltaResults
 from registry.results.schemas import SCHEMAS, now_utc
 
-if TYPE_CHECKING:
-    from registry.results.store import ResultsStore
+
+class ResultsTables(Protocol):
+    """What maintenance needs of the store (:class:`registry.results.store.ResultsStore`, which
+    imports this module to commit when staged files pile up: so this one names only the shape)."""
+
+    results_dir: Path
+
+    def delta(self, table: str) -> DeltaResults: ...
+
 
 _log = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ STAGED_GRACE_S = 60.0  # a committed staged file is deleted only this long after
 # (a day of 10 requests/s is about 70 MB: one file), so the file count grows with days, not with flushes.
 TODAY_TARGET_BYTES = 16 * 1024 * 1024
 TARGET_BYTES = 256 * 1024 * 1024
+STALE_TEMPORARY_S = 3600.0  # a writer's temporary file this old was left by a writer killed mid-write
 RETAINED_TABLE = "calls"  # the only table retention ever shortens
 
 
@@ -81,7 +89,7 @@ class Maintenance:
         Maintenance(store).run(wait=False)          # serve's tick: skip when another process is at it
     """
 
-    def __init__(self, store: ResultsStore, *, retain_days: int | None = None, target_bytes: int = TARGET_BYTES,
+    def __init__(self, store: ResultsTables, *, retain_days: int | None = None, target_bytes: int = TARGET_BYTES,
                  min_small_files: int = 2, staged_grace_s: float = STAGED_GRACE_S) -> None:
         self.store = store
         self.retain_days = retain_days
@@ -116,17 +124,17 @@ class Maintenance:
             return report
 
     def _commit(self, table: str, report: PassReport) -> None:
+        staging.remove_stale_temporaries(self.store.results_dir, table, STALE_TEMPORARY_S)
         files = staging.staged(self.store.results_dir, table)
         if not files:
             return
         delta = self.store.delta(table)
         snapshot = delta.snapshot()
         committed = {w: snapshot.committed(w) if snapshot else 0 for w in {f.writer for f in files}}
-        done = [f for f in files if f.seq <= committed[f.writer]]
-        pending = [f for f in files if f.seq > committed[f.writer]]
-        self._remove(done)
-        readable = [f for f in pending if self._readable(table, f, report)]
-        if not readable:
+        self._remove([f for f in files if f.seq <= committed[f.writer]])
+        readable = [f for f in staging.pending(files, committed.__getitem__) if self._readable(table, f, report)]
+        rows = self._read(table, readable, report) if readable else None
+        if rows is None:
             return
         # A writer's numbers are recorded as its highest: a file that could not be read is out of the
         # folder (quarantined) before that, so no later reader mistakes it for committed.
@@ -134,7 +142,6 @@ class Maintenance:
         for f in readable:
             transactions[f.writer] = max(transactions.get(f.writer, 0), f.seq)
         operation = "convert-legacy" if staging.LEGACY_WRITER in transactions else "commit-staged"
-        rows = _read_aligned(table, [f.path for f in readable])
         delta.append(rows, transactions, operation)
         delta.checkpoint_if_due()
         report.committed_rows[table] = report.committed_rows.get(table, 0) + rows.num_rows
@@ -142,25 +149,55 @@ class Maintenance:
         self._remove([f for f in readable if f.writer == staging.LEGACY_WRITER])  # old: nobody is mid-write
 
     def _readable(self, table: str, staged_file: staging.StagedFile, report: PassReport) -> bool:
-        """A staged file that is not Parquet of this table's columns goes to ``results/_quarantine``
-        (kept for a person to look at), with one logged line naming it."""
+        """Whether a staged file's footer is one of this table's: its columns the table's, of the
+        table's types (a column of another type would be cast — a foreign file's numbers read as
+        call ids), ``ts`` among them (it decides the day). One that is not is quarantined."""
         try:
             schema = pq.read_schema(staged_file.path)
-            known = set(SCHEMAS[table].names)
-            foreign = [name for name in schema.names if name not in known]
-            if foreign:
-                raise ValueError(f"columns {foreign} are not in the {table} table")
-            return True
         except FileNotFoundError:
             return False
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            target = self.store.results_dir / "_quarantine" / table / staged_file.path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged_file.path, target)
-            _log.error("%s is not a readable %s file, moved to %s: %s", staged_file.path, table, target,
-                       str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            report.quarantined.append(str(target))
+        except (OSError, pa.ArrowException) as exc:
+            self._quarantine(table, staged_file, str(exc), report)
             return False
+        expected = SCHEMAS[table]
+        foreign = [name for name in schema.names if expected.get_field_index(name) < 0]
+        mistyped = [f"{f.name} is {f.type}" for f in schema
+                    if expected.get_field_index(f.name) >= 0 and f.type != expected.field(f.name).type]
+        problem = (f"columns {foreign} are not in the {table} table" if foreign
+                   else f"{', '.join(mistyped)}, not the {table} table's type" if mistyped
+                   else None if "ts" in schema.names else "it has no ts column")
+        if problem is not None:
+            self._quarantine(table, staged_file, problem, report)
+        return problem is None
+
+    def _read(self, table: str, readable: list[staging.StagedFile], report: PassReport) -> pa.Table | None:
+        """The rows of ``readable``, aligned to the table. A file whose footer is sound but whose data
+        is not (a corrupt page) fails the read of them all; then each file is read alone, the ones
+        that fail are quarantined and taken out of ``readable``, so one bad file never holds up the rest.
+        None when none is left."""
+        try:
+            return _read_aligned(table, [f.path for f in readable])
+        except StoreError:
+            for f in list(readable):
+                try:
+                    _read_aligned(table, [f.path])
+                except StoreError as exc:
+                    self._quarantine(table, f, str(exc), report)
+                    readable.remove(f)
+            return _read_aligned(table, [f.path for f in readable]) if readable else None
+
+    def _quarantine(self, table: str, staged_file: staging.StagedFile, reason: str, report: PassReport) -> None:
+        """Move a file that is not a readable ``table`` file to ``results/_quarantine`` (kept for a
+        person to look at), with one logged line naming it."""
+        target = self.store.results_dir / "_quarantine" / table / staged_file.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(staged_file.path, target)
+        except FileNotFoundError:
+            return
+        _log.error("%s is not a readable %s file, moved to %s: %s", staged_file.path, table, target,
+                   reason.strip().splitlines()[0] if reason.strip() else "unreadable")
+        report.quarantined.append(str(target))
 
     def _remove(self, done: list[staging.StagedFile]) -> None:
         cutoff = time.time() - self.staged_grace_s

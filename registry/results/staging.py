@@ -12,6 +12,11 @@ writer's files to the table records, in the same atomic Delta commit, the highes
 (a Delta *application transaction*). So a staged file whose number is at most its writer's recorded
 number is already in the table, whatever was killed when — readers skip it, maintenance deletes it.
 
+A listing of the folder is not a snapshot of it: a file renamed in while the directory is read may
+be missed even though a later one is seen (ext4 returns names in hash order). A writer's numbers
+have no gaps, so :func:`pending` looks up each number missing between the recorded one and the
+highest it saw — otherwise a commit recording the highest would count the missed file as committed.
+
 Files written by the store before Delta (``results/<table>/part-*.parquet``, schema 1–5) are staged
 files of one writer, ``legacy``, all numbered 1: they are read as they are until the first
 maintenance pass converts them in one commit.
@@ -22,7 +27,9 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +48,10 @@ class StagedFile:
     writer: str
     seq: int
     path: Path
+
+    def renumbered(self, seq: int) -> StagedFile:
+        """The same writer's file numbered ``seq``, in the same folder."""
+        return StagedFile(self.writer, seq, self.path.with_name(_name(self.writer, seq)))
 
 
 class _Writer:
@@ -65,6 +76,10 @@ def _writer(results_dir: Path) -> _Writer:
         return writer
 
 
+def _name(writer: str, seq: int) -> str:
+    return f"{writer}-{seq:012d}.parquet"
+
+
 def staging_dir(results_dir: Path, table: str) -> Path:
     return results_dir / STAGING / table
 
@@ -81,7 +96,7 @@ def stage(results_dir: Path, table: str, rows: pa.Table) -> Path:
     try:
         pq.write_table(rows, temporary, compression="zstd")
         with writer.lock:
-            final = folder / f"{writer.id}-{writer.seq + 1:012d}.parquet"
+            final = folder / _name(writer.id, writer.seq + 1)
             os.replace(temporary, final)
             writer.seq += 1
     except BaseException:
@@ -102,6 +117,48 @@ def staged(results_dir: Path, table: str) -> list[StagedFile]:
                     found.append(StagedFile(match["writer"], int(match["seq"]), Path(entry.path)))
     found.extend(StagedFile(LEGACY_WRITER, 1, path) for path in legacy_files(results_dir, table))
     return sorted(found, key=lambda f: (f.writer, f.seq))
+
+
+def pending(files: list[StagedFile], committed: Callable[[str], int]) -> list[StagedFile]:
+    """The files of ``files`` (one listing, from :func:`staged`) not in the table yet: numbered past
+    their writer's ``committed`` number. A number between that and the writer's highest listed that
+    the listing lacks is looked up by name: the listing may have missed it (module docstring); one
+    still missing was quarantined, and is not pending."""
+    by_writer: dict[str, list[StagedFile]] = {}
+    for f in files:
+        by_writer.setdefault(f.writer, []).append(f)
+    found: list[StagedFile] = []
+    for writer, listed in by_writer.items():
+        done = committed(writer)
+        waiting = [f for f in listed if f.seq > done]
+        if writer == LEGACY_WRITER or not waiting:  # legacy files share one number: nothing to look up
+            found.extend(waiting)
+            continue
+        seen = {f.seq: f for f in waiting}
+        for seq in range(done + 1, max(seen) + 1):
+            if seq in seen:
+                found.append(seen[seq])
+            elif (missed := waiting[0].renumbered(seq)).path.exists():
+                found.append(missed)
+    return sorted(found, key=lambda f: (f.writer, f.seq))
+
+
+def remove_stale_temporaries(results_dir: Path, table: str, older_than_s: float) -> int:
+    """Delete temporary files a writer killed mid-write left behind (a live write takes milliseconds;
+    ``older_than_s`` is far longer); returns how many."""
+    folder = staging_dir(results_dir, table)
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in folder.glob(".*.tmp"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def legacy_files(results_dir: Path, table: str) -> list[Path]:
