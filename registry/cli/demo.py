@@ -8,6 +8,8 @@ at everything in the MLflow UI and with DuckDB.
 
 from __future__ import annotations
 
+import shlex
+
 import click
 
 from registry.catalog.shipped import prepare_shipped_models
@@ -82,9 +84,11 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
         "    .venv/bin/arbiter serve\n"
         f"  MLflow UI (promote by moving the 'champion' alias of route.<task>):\n"
         f"    .venv/bin/mlflow ui --backend-store-uri sqlite:///{mlruns / 'mlflow.db'} --port 5000\n"
-        "  Results with DuckDB (views calls, runs, events):\n"
+        "  Results with DuckDB (views calls, runs, events), or as pandas DataFrames (docs/results.md):\n"
         "    .venv/bin/arbiter results sql \"select task, model, version, quality, p50_ms from runs order by ts desc\"\n"
-        f"    .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"select * from '{settings.results_dir}/calls/*.parquet' limit 5\\\"))\""
+        f"    ARBITER_HOME={shlex.quote(str(settings.home))} .venv/bin/python -c \"from registry import "
+        "ArbiterModelManager; m = ArbiterModelManager(); print(m.leaderboard()[['task', 'ref', 'quality', 'p50_ms']]); "
+        "m.close()\""
     )
 
 

@@ -7,6 +7,7 @@ copy checks that, because a notebook that silently ran in another environment pr
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from registry.results.maintenance import Maintenance
 from registry.results.store import ResultsStore
 
 pytestmark = pytest.mark.e2e
@@ -70,7 +72,10 @@ def test_leaderboard_table_and_plot_from_real_results(home: Path) -> None:
          "tokens_per_s": speed, "n": 10, "n_ok": 10, "hardware_id": "test-hw"}
         for i, task in enumerate(TASKS) for model, version, quality, speed in VERSIONS
     ]
-    ResultsStore(home / "results").append("runs", rows)
+    store = ResultsStore(home / "results")
+    store.append("runs", [row for row in rows if row["task"] == "qa"])
+    assert Maintenance(store).commit().committed_rows == {"runs": 2}  # one task's runs in the Delta table,
+    store.append("runs", [row for row in rows if row["task"] != "qa"])  # the other's staged: both are read
 
     notebook, kernel_prefix = _execute()
 
@@ -81,6 +86,7 @@ def test_leaderboard_table_and_plot_from_real_results(home: Path) -> None:
         assert f"{model}/{version}" in text
     for task in TASKS:
         assert f"task: {task}" in text
+        assert re.search(rf"\b{task}\s+2\s+2\s", text)  # the SQL cell: runs and versions per task
     assert "no benchmark runs yet" not in text
     figure = home / "results" / "leaderboard.png"
     assert figure.is_file() and figure.stat().st_size > 1000
