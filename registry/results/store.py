@@ -111,7 +111,7 @@ class ResultsStore:
         snapshot = self.delta(table).snapshot()
         if snapshot is not None:
             since_day = None if since is None else since.astimezone(UTC).date().isoformat()
-            pending = [f.path for f in staged if f.seq > snapshot.committed(f.writer)]
+            pending = [f.path for f in staging.pending(staged, snapshot.committed)]
             files, columns = snapshot.files(since_day), snapshot.columns()
         else:
             pending, files, columns = [f.path for f in staged], [], set()
