@@ -63,3 +63,8 @@ def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
                                 "select count(*) as n from calls where source = 'gateway' and api = 'ollama' and ok",
                                 home=home).stdout)
     assert served[0]["n"] == 2  # one gateway call per demo run, flushed when the gateway stopped
+    # The demo's results meet every table's Great Expectations suite (`results check` in CI, on this home).
+    checked = arbiter("results", "check", "--json", home=home)
+    report = json.loads(checked.stdout)
+    assert checked.returncode == 0 and report["ok"], report["problems"]
+    assert report["tables"]["calls"]["rows"] > 0 and report["tables"]["runs"]["rows"] >= 13
