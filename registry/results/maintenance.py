@@ -259,20 +259,23 @@ class Maintainer:
         last_compaction = time.monotonic()
         while not self._stop.wait(self.commit_s):
             due = time.monotonic() - last_compaction >= self.compact_s
-            self._pass(compact=due)
-            if due:
+            if self._pass(compact=due) and due:
                 last_compaction = time.monotonic()
 
-    def _pass(self, *, compact: bool) -> None:
+    def _pass(self, *, compact: bool) -> bool:
+        """One pass; False when another process held the lock. A due compaction then stays due: that
+        process may be only committing, and two gateways' commit passes would otherwise skip it for ever."""
         try:
-            self.maintenance.run(compact=compact, wait=False)
-            self.passes += 1
+            ran = self.maintenance.run(compact=compact, wait=False).ran
+            self.passes += 1 if ran else 0
             self.last_error = None
+            return ran
         except Exception as exc:  # noqa: BLE001 — maintenance must never take the gateway down
             self.failures += 1
             self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             _log.error("results maintenance failed (tried again in %.0f s): %s", self.commit_s, self.last_error,
                        exc_info=not isinstance(exc, StoreError))
+            return True  # tried: a compaction that fails (a full disk) waits its period, not every commit
 
 
 def _read_aligned(table: str, paths: list[Path]) -> pa.Table:
