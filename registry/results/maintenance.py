@@ -149,23 +149,14 @@ class Maintenance:
         self._remove([f for f in readable if f.writer == staging.LEGACY_WRITER])  # old: nobody is mid-write
 
     def _readable(self, table: str, staged_file: staging.StagedFile, report: PassReport) -> bool:
-        """Whether a staged file's footer is one of this table's: its columns the table's, of the
-        table's types (a column of another type would be cast — a foreign file's numbers read as
-        call ids), ``ts`` among them (it decides the day). One that is not is quarantined."""
+        """Whether a staged file's footer is one of this table's (:func:`staging.schema_problem`);
+        one that is not, or cannot be read, is quarantined."""
         try:
-            schema = pq.read_schema(staged_file.path)
+            problem = staging.schema_problem(pq.read_schema(staged_file.path), table)
         except FileNotFoundError:
             return False
         except (OSError, pa.ArrowException) as exc:
-            self._quarantine(table, staged_file, str(exc), report)
-            return False
-        expected = SCHEMAS[table]
-        foreign = [name for name in schema.names if expected.get_field_index(name) < 0]
-        mistyped = [f"{f.name} is {f.type}" for f in schema
-                    if expected.get_field_index(f.name) >= 0 and f.type != expected.field(f.name).type]
-        problem = (f"columns {foreign} are not in the {table} table" if foreign
-                   else f"{', '.join(mistyped)}, not the {table} table's type" if mistyped
-                   else None if "ts" in schema.names else "it has no ts column")
+            problem = str(exc)
         if problem is not None:
             self._quarantine(table, staged_file, problem, report)
         return problem is None

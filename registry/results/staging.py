@@ -36,6 +36,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from registry.results.schemas import SCHEMAS
+
 STAGING = "_staging"
 LEGACY_WRITER = "legacy"
 _NAME = re.compile(r"^(?P<writer>[a-z0-9]+)-(?P<seq>\d{12})\.parquet$")
@@ -141,6 +143,21 @@ def pending(files: list[StagedFile], committed: Callable[[str], int]) -> list[St
             elif (missed := waiting[0].renumbered(seq)).path.exists():
                 found.append(missed)
     return sorted(found, key=lambda f: (f.writer, f.seq))
+
+
+def schema_problem(schema: pa.Schema, table: str) -> str | None:
+    """Why a Parquet file of ``schema`` is not one of ``table``'s (None: it is). Its columns must be
+    the table's and of the table's types — a column of another type would be cast, a foreign file's
+    numbers read as call ids — and ``ts`` among them (it decides the day). Every file the store ever
+    wrote passes: its columns are those of its schema version, and no column has changed type."""
+    expected = SCHEMAS[table]
+    foreign = [name for name in schema.names if expected.get_field_index(name) < 0]
+    if foreign:
+        return f"columns {foreign} are not in the {table} table"
+    mistyped = [f"{f.name} is {f.type}" for f in schema if f.type != expected.field(f.name).type]
+    if mistyped:
+        return f"{', '.join(mistyped)}, not the {table} table's type"
+    return None if "ts" in schema.names else "it has no ts column"
 
 
 def remove_stale_temporaries(results_dir: Path, table: str, older_than_s: float) -> int:
