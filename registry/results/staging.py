@@ -40,6 +40,7 @@ from registry.results.schemas import SCHEMAS
 
 STAGING = "_staging"
 LEGACY_WRITER = "legacy"
+MISSED = 32  # numbers looked up below each listed one: more than a writer renames during one listing
 _NAME = re.compile(r"^(?P<writer>[a-z0-9]+)-(?P<seq>\d{12})\.parquet$")
 
 
@@ -123,25 +124,27 @@ def staged(results_dir: Path, table: str) -> list[StagedFile]:
 
 def pending(files: list[StagedFile], committed: Callable[[str], int]) -> list[StagedFile]:
     """The files of ``files`` (one listing, from :func:`staged`) not in the table yet: numbered past
-    their writer's ``committed`` number. A number between that and the writer's highest listed that
-    the listing lacks is looked up by name: the listing may have missed it (module docstring); one
-    still missing was quarantined, and is not pending."""
+    their writer's ``committed`` number. The :data:`MISSED` numbers just below each listed one (and
+    past ``committed``) that the listing lacks are looked up by name: the listing may have missed them
+    (module docstring); one still missing was quarantined, and is not pending. Only those: a listing
+    misses only files renamed in while it ran, and a stray name numbered in the billions must not
+    cost a billion look-ups."""
     by_writer: dict[str, list[StagedFile]] = {}
     for f in files:
         by_writer.setdefault(f.writer, []).append(f)
     found: list[StagedFile] = []
     for writer, listed in by_writer.items():
         done = committed(writer)
-        waiting = [f for f in listed if f.seq > done]
-        if writer == LEGACY_WRITER or not waiting:  # legacy files share one number: nothing to look up
-            found.extend(waiting)
+        waiting = sorted((f for f in listed if f.seq > done), key=lambda f: f.seq)
+        found.extend(waiting)
+        if writer == LEGACY_WRITER:  # legacy files share one number: nothing to look up
             continue
-        seen = {f.seq: f for f in waiting}
-        for seq in range(done + 1, max(seen) + 1):
-            if seq in seen:
-                found.append(seen[seq])
-            elif (missed := waiting[0].renumbered(seq)).path.exists():
-                found.append(missed)
+        below = done
+        for f in waiting:
+            for seq in range(max(below + 1, f.seq - MISSED), f.seq):
+                if (missed := f.renumbered(seq)).path.exists():
+                    found.append(missed)
+            below = f.seq
     return sorted(found, key=lambda f: (f.writer, f.seq))
 
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from registry.results import staging
+from registry.results import delta, staging
 from registry.results.maintenance import STALE_TEMPORARY_S, Maintainer, Maintenance
 from registry.results.schemas import SCHEMAS
 from registry.results.store import ResultsStore, now_utc
@@ -90,6 +90,10 @@ def test_a_file_the_listing_missed_is_found_by_its_number(tmp_path: Path) -> Non
     assert [f.seq for f in staging.pending(missed, lambda writer: 2)] == [3, 4]
     listed[2].path.unlink()  # number 3 moved out, as a quarantined file is
     assert [f.seq for f in staging.pending(listed[:2] + listed[3:], lambda writer: 1)] == [2, 4]
+    stray = staging.StagedFile("wstray", 999_999_999_999, tmp_path / "_staging" / "calls" / "x")
+    started = time.monotonic()
+    assert staging.pending([stray], lambda writer: 0) == [stray]  # a few look-ups, not a trillion
+    assert time.monotonic() - started < 1
 
 
 def test_garbage_foreign_and_corrupt_staged_files_are_quarantined_and_the_rest_committed(
@@ -262,3 +266,25 @@ def test_a_due_compaction_skipped_for_the_lock_runs_as_soon_as_the_lock_is_free(
     finally:
         maintainer.close()
     assert time.monotonic() - released < 1.0, "the compaction waited for its next period"
+
+
+def test_writers_numbers_survive_checkpoints_and_log_cleanup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exactly once rests on each writer's number in the Delta log: after the JSON commits that
+    recorded them are checkpointed and cleaned up, a staged file still there is still known as committed."""
+    monkeypatch.setattr(delta, "CHECKPOINT_EVERY", 4)
+    store = ResultsStore(tmp_path)
+    maintenance = Maintenance(store, staged_grace_s=3600)
+    calls = [_call(f"c{i}", now_utc()) for i in range(10)]
+    for call in calls:
+        store.append("calls", [call], may_commit=False)
+        maintenance.commit()
+    log = tmp_path / "calls" / "_delta_log"
+    assert len(list(log.glob("*.checkpoint.parquet"))) == 2
+    past = time.time() - 2 * 3600  # older than the log's retention (an hour)
+    for commit in log.glob("*.json"):
+        os.utime(commit, (past, past))
+    store.delta("calls").tidy()
+    assert not (log / f"{0:020d}.json").exists()
+    fresh = ResultsStore(tmp_path)  # a new process: the writers' numbers come from the checkpoint
+    assert len(_staged_files(tmp_path)) == 10 and _content(fresh) == _expected(calls)
+    assert Maintenance(fresh).run().committed_rows == {}
