@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from registry.results import delta, staging
+from registry.results import delta, maintenance, staging
 from registry.results.maintenance import STALE_TEMPORARY_S, Maintainer, Maintenance
 from registry.results.schemas import SCHEMAS
 from registry.results.store import ResultsStore, now_utc
@@ -97,7 +97,8 @@ def test_a_file_the_listing_missed_is_found_by_its_number(tmp_path: Path) -> Non
 
 
 def test_garbage_foreign_and_corrupt_staged_files_are_quarantined_and_the_rest_committed(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(maintenance, "READ_CHUNK", 1)  # the corrupt file fails the commit mid-way, its second chunk
     store = ResultsStore(tmp_path)
     good = [_call(f"good{i}", now_utc()) for i in range(3)]
     store.append("calls", good[:2], may_commit=False)
@@ -148,7 +149,9 @@ CALLS_SINCE_4 = ("answer", "scores", "score_problems")
 RUNS_SINCE_4 = ("task_version", "task_sha256")
 
 
-def test_an_old_home_is_converted_once_and_a_rerun_changes_nothing(tmp_path: Path) -> None:
+def test_an_old_home_is_converted_once_and_a_rerun_changes_nothing(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(maintenance, "READ_CHUNK", 1)  # rows stream into the one commit a file at a time
     store = ResultsStore(tmp_path)
     old = now_utc() - timedelta(days=3)
     v4 = [_call(f"v4-{i}", old) | {"answer": None} for i in range(5)]
