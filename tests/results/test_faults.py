@@ -235,11 +235,10 @@ def test_writers_killed_mid_flush_lose_only_what_they_had_not_acknowledged(tmp_p
     may: set[str] = set()
     kills = 0
     with _children() as start:
-        for round_ in range(2):
+        for round_, target in enumerate((10, 40)):  # past 32 staged files a writer commits them itself
             tags = [f"r{round_}w{i}" for i in range(2)]
             processes = start(*[("writer", str(tmp_path), tag, str(tmp_path / tag)) for tag in tags],
                               ("maintain", str(tmp_path), False, 10_000))
-            target = rng.randint(5, 45)  # past 32 a writer commits: some kills land in its commit
             _wait_until(lambda: len(_acked(tmp_path / tags[0])) >= target, processes)  # noqa: B023 — called now
             time.sleep(rng.uniform(0, 0.05))
             kills += sum(_kill(p) for p in processes)
