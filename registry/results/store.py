@@ -14,6 +14,7 @@ import functools
 import logging
 import re
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +55,10 @@ class ResultsStore:
         self.results_dir = results_dir
         self._deltas: dict[str, DeltaResults] = {}
         self._deltas_lock = threading.Lock()
-        self._database: duckdb.DuckDBPyConnection | None = None  # one per store: opening one costs 20-80 ms
+        # One database per store (opening one costs 20-80 ms), held in a list that only the finalizer below
+        # empties: closed with the store or at exit, and then let go of — a DuckDB object still alive as the
+        # interpreter shuts down (a store a daemon thread holds) is reported by DuckDB's bindings as a leak.
+        self._database: list[duckdb.DuckDBPyConnection] = []
 
     def delta(self, table: str) -> DeltaResults:
         """The table's Delta log (one open handle per store, brought up to date on each read)."""
@@ -85,9 +89,18 @@ class ResultsStore:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise StoreError(f"{table}: rows do not fit the table's schema: {exc}") from exc
         path = staging.stage(self.results_dir, table, arrow)
-        if may_commit and len(staging.staged(self.results_dir, table)) >= AUTO_COMMIT_AT:
+        if may_commit and self._uncommitted(table) >= AUTO_COMMIT_AT:
             self._commit_staged()
         return path
+
+    def _uncommitted(self, table: str) -> int:
+        """How many staged files are not in the table yet. Committed ones stay a minute for readers
+        that listed them: counted too, every append for that minute would commit (one file each)."""
+        staged = staging.staged(self.results_dir, table)
+        if len(staged) < AUTO_COMMIT_AT:
+            return len(staged)
+        snapshot = self.delta(table).snapshot()
+        return len(staged) if snapshot is None else len(staging.pending(staged, snapshot.committed))
 
     def _commit_staged(self) -> None:
         """Commit the staged files now, unless another process is at it. The rows are written already
@@ -114,9 +127,9 @@ class ResultsStore:
             pending = [f.path for f in staging.pending(staged, snapshot.committed)]
             files, columns = snapshot.files(since_day), snapshot.columns()
         else:
-            pending, files, columns = [f.path for f in staged], [], set()
+            pending, files, columns = [f.path for f in staging.pending(staged, lambda _writer: 0)], [], set()
         for path in pending:
-            columns |= _staged_columns(path)
+            columns |= _staged_columns(path, table)
             files.append(str(path))
         return files, columns
 
@@ -149,9 +162,10 @@ class ResultsStore:
         """A new connection to the store's in-memory database: its temp views are its own, so
         threads querying at once never see each other's file lists."""
         with self._deltas_lock:
-            if self._database is None:
-                self._database = duckdb.connect(":memory:")
-            return self._database.cursor()
+            if not self._database:
+                self._database.append(duckdb.connect(":memory:"))
+                weakref.finalize(self, _close_database, self._database)
+            return self._database[0].cursor()
 
     def query(self, sql: str, params: Sequence[Any] | None = None, *, calls_since: datetime | None = None
               ) -> list[dict[str, Any]]:
@@ -227,12 +241,28 @@ def _schema(table: str) -> pa.Schema:
 
 
 @functools.lru_cache(maxsize=4096)
-def _staged_columns(path: Path) -> frozenset[str]:
-    """A staged file's column names (files never change once named, so the answer is kept)."""
+def _staged_columns(path: Path, table: str) -> frozenset[str]:
+    """A staged file's column names (files never change once named, so the answer is kept). A file
+    that is not one of the table's (a foreign or mistyped Parquet file under a staged name: read
+    with the others it would add rows nobody wrote, or cast them) is refused naming it, as the
+    maintenance pass that quarantines it would."""
     try:
-        return frozenset(pq.read_schema(path).names)
-    except (OSError, pa.ArrowException):
-        return frozenset()  # gone (committed and deleted) or unreadable: the read itself says which
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        return frozenset()  # committed and deleted meanwhile: the read itself says so, and is retried
+    except (OSError, pa.ArrowException) as exc:
+        problem: str | None = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+    else:
+        problem = staging.schema_problem(schema, table)
+    if problem is not None:
+        raise StoreError(f"{path} is not a {table} file ({problem}); the next maintenance pass "
+                         "(`arbiter results compact`) moves it to results/_quarantine")
+    return frozenset(schema.names)
+
+
+def _close_database(holder: list[duckdb.DuckDBPyConnection]) -> None:
+    while holder:
+        holder.pop().close()
 
 
 def _vanished(exc: BaseException) -> bool:
