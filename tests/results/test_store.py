@@ -122,3 +122,14 @@ def test_calls_since_reads_only_the_days_the_window_touches(tmp_path: Path) -> N
     recent = store.query("select call_id from calls", calls_since=now - timedelta(minutes=15))
     assert recent == [{"call_id": "new"}]
     assert {r["call_id"] for r in store.query("select call_id from calls")} == {"old", "new"}
+
+
+def test_reads_refuse_a_mistyped_staged_file_naming_it(tmp_path: Path) -> None:
+    """A Parquet file under a staged name whose columns are not the table's would add rows nobody wrote."""
+    store = ResultsStore(tmp_path)
+    store.append("calls", [_call("good", now_utc())], may_commit=False)
+    stray = tmp_path / "_staging" / "calls" / "wtypes-000000000001.parquet"
+    pq.write_table(pa.table({"call_id": [1, 2, 3], "ts": pa.array([now_utc()] * 3, pa.timestamp("us", tz="UTC"))}),
+                   stray)
+    with pytest.raises(StoreError, match=rf"^{stray} is not a calls file .*results/_quarantine$"):
+        store.query("select count(*) as n from calls")
