@@ -54,6 +54,11 @@ class ResultsTables(Protocol):
 
 _log = logging.getLogger(__name__)
 
+# An old-layout file numbered at or below the last conversion's: its rows are most likely in the table (a
+# conversion killed between its commit and its deletes), but it may be an old copy put back: never deleted.
+_CONVERTED_ALREADY = ("an old-layout file written no later than the last conversion of this table: its rows are "
+                      "most likely in the table already; delete it after a look, or give it a new modification "
+                      "time (touch) to have it converted")
 STAGED_GRACE_S = 60.0  # a committed staged file is deleted only this long after it was written
 # Two sizes of compacted file. Today's files are compacted to 16 MB, so each compaction rewrites at most
 # that much, not the whole day so far; a day that is over is compacted once more into files of 256 MB
@@ -134,7 +139,11 @@ class Maintenance:
         delta = self.store.delta(table)
         snapshot = delta.snapshot()
         committed = {w: snapshot.committed(w) if snapshot else 0 for w in {f.writer for f in files}}
-        self._remove([f for f in files if f.seq <= committed[f.writer]])
+        done = [f for f in files if f.seq <= committed[f.writer]]
+        self._remove([f for f in done if f.writer != staging.LEGACY_WRITER])
+        for f in done:
+            if f.writer == staging.LEGACY_WRITER:  # a conversion killed before it deleted it, or an old copy
+                self._quarantine(table, f, _CONVERTED_ALREADY, report, what="was converted already")
         readable = [f for f in staging.pending(files, committed.__getitem__) if self._readable(table, f, report)]
         if not readable:
             return
@@ -151,7 +160,9 @@ class Maintenance:
         delta.checkpoint_if_due()
         report.committed_rows[table] = report.committed_rows.get(table, 0) + rows
         report.committed_files[table] = report.committed_files.get(table, 0) + len(readable)
-        self._remove([f for f in readable if f.writer == staging.LEGACY_WRITER])  # old: nobody is mid-write
+        for f in readable:
+            if f.writer == staging.LEGACY_WRITER:  # just converted, and no reader of ours writes these
+                f.path.unlink(missing_ok=True)
 
     def _readable(self, table: str, staged_file: staging.StagedFile, report: PassReport) -> bool:
         """Whether a staged file's footer is one of this table's (:func:`staging.schema_problem`);
@@ -180,16 +191,17 @@ class Maintenance:
             files.remove(f)
         return bool(unreadable)
 
-    def _quarantine(self, table: str, staged_file: staging.StagedFile, reason: str, report: PassReport) -> None:
-        """Move a file that is not a readable ``table`` file to ``results/_quarantine`` (kept for a
-        person to look at), with one logged line naming it."""
+    def _quarantine(self, table: str, staged_file: staging.StagedFile, reason: str, report: PassReport, *,
+                    what: str = "is not a readable {table} file") -> None:
+        """Move a file that is not a readable ``table`` file (or an old-layout file converted already)
+        to ``results/_quarantine`` (kept for a person to look at), with one logged line naming it."""
         target = self.store.results_dir / "_quarantine" / table / staged_file.path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(staged_file.path, target)
         except FileNotFoundError:
             return
-        _log.error("%s is not a readable %s file, moved to %s: %s", staged_file.path, table, target,
+        _log.error("%s %s, moved to %s: %s", staged_file.path, what.format(table=table), target,
                    reason.strip().splitlines()[0] if reason.strip() else "unreadable")
         report.quarantined.append(str(target))
 
@@ -197,7 +209,7 @@ class Maintenance:
         cutoff = time.time() - self.staged_grace_s
         for f in done:
             try:
-                if f.writer == staging.LEGACY_WRITER or f.path.stat().st_mtime < cutoff:
+                if f.path.stat().st_mtime < cutoff:
                     f.path.unlink()
             except FileNotFoundError:
                 pass

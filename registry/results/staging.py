@@ -18,8 +18,10 @@ have no gaps, so :func:`pending` looks up each number missing between the record
 highest it saw — otherwise a commit recording the highest would count the missed file as committed.
 
 Files written by the store before Delta (``results/<table>/part-*.parquet``, schema 1–5) are staged
-files of one writer, ``legacy``, all numbered 1: they are read as they are until the first
-maintenance pass converts them in one commit.
+files of one writer, ``legacy``, numbered by their modification time in microseconds: they are read as
+they are until the first maintenance pass converts them in one commit. One written after that (an older
+arbiter still serving during the upgrade) has a later time, so it is past the recorded number and is
+converted by the next pass, not taken for converted.
 """
 
 from __future__ import annotations
@@ -118,7 +120,11 @@ def staged(results_dir: Path, table: str) -> list[StagedFile]:
                 match = _NAME.match(entry.name)
                 if match:
                     found.append(StagedFile(match["writer"], int(match["seq"]), Path(entry.path)))
-    found.extend(StagedFile(LEGACY_WRITER, 1, path) for path in legacy_files(results_dir, table))
+    for path in legacy_files(results_dir, table):
+        try:  # numbered by when it was written (µs): one written after a conversion is past its number
+            found.append(StagedFile(LEGACY_WRITER, path.stat().st_mtime_ns // 1000, path))
+        except FileNotFoundError:
+            pass  # converted and deleted since the glob
     return sorted(found, key=lambda f: (f.writer, f.seq))
 
 
@@ -137,7 +143,7 @@ def pending(files: list[StagedFile], committed: Callable[[str], int]) -> list[St
         done = committed(writer)
         waiting = sorted((f for f in listed if f.seq > done), key=lambda f: f.seq)
         found.extend(waiting)
-        if writer == LEGACY_WRITER:  # legacy files share one number: nothing to look up
+        if writer == LEGACY_WRITER:  # numbered by time, not 1, 2, 3…: nothing to look up
             continue
         below = done
         for f in waiting:

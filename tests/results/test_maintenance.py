@@ -161,6 +161,7 @@ def test_an_old_home_is_converted_once_and_a_rerun_changes_nothing(tmp_path: Pat
               _legacy(tmp_path, "runs", "20260101T000000000000-cccccccc",
                       [{"run_id": "r1", "ts": old, "task": "qa", "model": "m", "version": 1, "quality": 0.5}],
                       RUNS_SINCE_4, 4)]
+    written = [p.stat().st_mtime_ns for p in legacy]
     before = _content(store)
     assert before == _expected(v4 + v5)  # read as they are before any pass
 
@@ -173,11 +174,21 @@ def test_an_old_home_is_converted_once_and_a_rerun_changes_nothing(tmp_path: Pat
     days = {Path(f).parent.name for f in store.delta("calls").snapshot().files()}
     assert days == {f"day={old.date().isoformat()}", f"day={v5[0]['ts'].date().isoformat()}"}
 
-    # Killed after the commit, before the deletion: the files are back, already in the table.
-    _legacy(tmp_path, "calls", "20260101T000000000000-aaaaaaaa", v4, CALLS_SINCE_4, 4)
+    # Killed after the commit, before the deletion: the file is back as it was (its time too), already in
+    # the table: read once, and moved aside for a person rather than deleted (it could be an old copy).
+    back = _legacy(tmp_path, "calls", "20260101T000000000000-aaaaaaaa", v4, CALLS_SINCE_4, 4)
+    os.utime(back, ns=(written[0], written[0]))
     assert _content(store) == before
-    assert Maintenance(store).run().committed_rows == {}
+    rerun = Maintenance(store).run()
+    assert rerun.committed_rows == {} and [Path(p).name for p in rerun.quarantined] == [back.name]
     assert not list((tmp_path / "calls").glob("part-*.parquet")) and _content(store) == before
+
+    # An old-layout file written after the conversion (an older arbiter still serving): converted, not lost.
+    late = [_call("late-0", now_utc()) | {"answer": None}]
+    _legacy(tmp_path, "calls", "20260102T000000000000-dddddddd", late, CALLS_SINCE_4, 4)
+    assert sorted(_content(store)) == sorted(before + _expected(late))  # read before it is converted
+    assert Maintenance(store).run().committed_rows == {"calls": 1}
+    assert sorted(_content(store)) == sorted(before + _expected(late))
 
 
 def test_compaction_leaves_fewer_files_and_the_same_rows(tmp_path: Path) -> None:
