@@ -159,7 +159,10 @@ def child_compact_within(home: str, max_file_bytes: int) -> None:
     """A compaction that may write no file past ``max_file_bytes`` (RLIMIT_FSIZE: a write beyond fails
     with EFBIG, as a full disk fails with ENOSPC); prints the error, exit 1, if it fails."""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of the process being killed
-    resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+    # Only the soft limit: lifted again after the compaction, so what the process writes on its way out
+    # (coverage's data file, when the suite runs under coverage) is not cut short by it.
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, hard))
     store = ResultsStore(Path(home))
     _ready()
     try:
@@ -167,6 +170,8 @@ def child_compact_within(home: str, max_file_bytes: int) -> None:
     except StoreError as exc:
         print(f"error: {exc}", flush=True)
         sys.exit(1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
 
 
 CHILDREN: dict[str, Callable[..., None]] = {
