@@ -115,10 +115,10 @@ class Maintenance:
                 self._commit(table, report)
             if self.retain_days is not None:
                 self._retain(report)
-            for table in SCHEMAS:
+            for table in SCHEMAS:  # tidying lists the table's files: with compaction (serve: each minute), not each commit
                 if compact:
                     self._compact(table, report)
-                if self.store.delta(table).exists():
+                if compact and self.store.delta(table).exists():
                     report.vacuumed_files += self.store.delta(table).tidy()
             return report
 
