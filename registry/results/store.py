@@ -268,4 +268,4 @@ def _close_database(holder: list[duckdb.DuckDBPyConnection]) -> None:
 def _vanished(exc: BaseException) -> bool:
     """A read that failed because a file it listed is gone (moved into the table, or vacuumed)."""
     text = str(exc)
-    return "No such file" in text or "No files found" in text or "not found" in text.lower()
+    return "No such file" in text or "No files found" in text
