@@ -34,6 +34,7 @@ TAG_TASK = "arbiter.task"
 TAG_PENDING = "arbiter.pending"  # an alias change being applied (JSON): finished by whoever reads it next
 TAG_ROLLOUT = "arbiter.rollout"  # the gradual rollout's whole state (JSON, registry/rollout/promotion.py)
 TAG_SHARE = "arbiter.challenger_share"  # per cent of the route's generations sent to the challenger
+TAG_SHADOW = "arbiter.challenger_shadow"  # "1": copies of the route's requests go to the challenger, unseen
 TAG_ABORT = "arbiter.rollout_abort"  # the reason a person asked to stop the rollout
 TAG_REPLICAS = "arbiter.replicas"  # instances per champion, set by hand; overrides ARBITER_REPLICAS
 # On each of the route's versions: the catalog version it is a copy of.
@@ -90,6 +91,11 @@ class RouteView:
         """The challenger's share in per cent; 0 when unset or not a number (a hand edit)."""
         text = self.tags.get(TAG_SHARE, "")
         return int(text) if text.isdigit() else 0
+
+    @property
+    def shadow(self) -> bool:
+        """True while the challenger gets shadow copies of the route's requests (users never see its answers)."""
+        return self.tags.get(TAG_SHADOW) == "1"
 
     @property
     def replicas(self) -> int | None:
@@ -207,14 +213,17 @@ class RouteModel:
         """Write the rollout's state (its JSON, as ``RolloutState.to_tag`` makes it)."""
         self._mlflow(lambda client: client.set_registered_model_tag(self.name, TAG_ROLLOUT, state))
 
-    def offer_challenger(self, route_version: int, share: int) -> None:
-        """Point ``challenger`` at a route version, then give it ``share`` per cent of the traffic."""
+    def offer_challenger(self, route_version: int, share: int, *, shadow: bool = False) -> None:
+        """Point ``challenger`` at a route version, then give it ``share`` per cent of the traffic
+        and, with ``shadow``, copies of the rest (its answers to them are scored, never sent)."""
         self.set_alias(CHALLENGER, route_version)
+        self._mlflow(lambda client: client.set_registered_model_tag(self.name, TAG_SHADOW, "1" if shadow else "0"))
         self._mlflow(lambda client: client.set_registered_model_tag(self.name, TAG_SHARE, str(share)))
 
     def withdraw_challenger(self) -> None:
-        """Share first (the gateway stops sending), then the alias; harmless when there is none."""
+        """Share and shadow first (the gateway stops sending), then the alias; harmless when there is none."""
         self._mlflow(lambda client: client.set_registered_model_tag(self.name, TAG_SHARE, "0"))
+        self._mlflow(lambda client: client.set_registered_model_tag(self.name, TAG_SHADOW, "0"))
         view = self.read()
         if view is not None and CHALLENGER in view.aliases:
             self._mlflow(lambda client: client.delete_registered_model_alias(self.name, CHALLENGER))

@@ -30,7 +30,8 @@ class StreamBridge:
 
     Example::
 
-        bridge = StreamBridge(dispatcher, resolution, generation_request, api="ollama", arrived=stamp)
+        bridge = StreamBridge(dispatcher, resolution, generation_request, api="ollama", arrived=stamp,
+                              call_id=new_id())
         answer = await bridge.whole(request)             # or, streaming:
         first = await bridge.first(request)
         async for fragment in bridge.rest(): ...
@@ -38,10 +39,11 @@ class StreamBridge:
 
     def __init__(
         self, dispatcher: Dispatcher, resolution: Resolution, request: GenerationRequest, *, api: str,
-        arrived: float,
+        arrived: float, call_id: str,
     ) -> None:
         self._cancelled = threading.Event()  # the dispatcher is told too: a request still queued withdraws
-        self._stream = dispatcher.stream(resolution, request, api=api, arrived=arrived, cancelled=self._cancelled)
+        self._stream = dispatcher.stream(resolution, request, api=api, arrived=arrived, cancelled=self._cancelled,
+                                         call_id=call_id)
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
         self.answer: Answer | None = None

@@ -33,12 +33,14 @@ from registry.serving.router import Resolution
 
 _log = logging.getLogger(__name__)
 OVERHEAD_HEADER = "x-arbiter-overhead-ms"
+CALL_ID_HEADER = "x-arbiter-call-id"  # what `POST /arbiter/feedback` names the answer by
 
 
 class Wire(Protocol):
     """How one API writes one request's answer."""
 
     api: str  # the ``calls`` row's ``api``
+    call_id: str  # the answer's ``calls`` row id, known before the stream starts (header and body carry it)
     stream_media_type: str
 
     def whole(self, answer: Answer) -> bytes: ...
@@ -59,7 +61,8 @@ async def respond(
     request: Request, gateway: Gateway, resolution: Resolution, generation_request: GenerationRequest, *,
     stream: bool, wire: Wire,
 ) -> Response:
-    bridge = StreamBridge(gateway.dispatcher, resolution, generation_request, api=wire.api, arrived=arrived(request))
+    bridge = StreamBridge(gateway.dispatcher, resolution, generation_request, api=wire.api, arrived=arrived(request),
+                          call_id=wire.call_id)
     if not stream:
         answer = await bridge.whole(request)
         content = wire.whole(answer)
@@ -68,7 +71,7 @@ async def respond(
     header_overhead = f"{(time.perf_counter() - arrived(request)) * 1000:.3f}"
     first = await bridge.first(request)
     return StreamingResponse(_lines(request, gateway, wire, bridge, first), media_type=wire.stream_media_type,
-                             headers={OVERHEAD_HEADER: header_overhead})
+                             headers={OVERHEAD_HEADER: header_overhead, CALL_ID_HEADER: wire.call_id})
 
 
 async def _lines(
@@ -99,7 +102,7 @@ async def _lines(
 def answer_headers(outcome: Outcome) -> dict[str, str]:
     """The headers of a whole answer: the gateway's overhead, the version that answered, the wait."""
     return {OVERHEAD_HEADER: f"{outcome.overhead_ms:.3f}", "x-arbiter-model": outcome.record.ref,
-            "x-arbiter-queue-ms": f"{outcome.queue_ms:.3f}"}
+            "x-arbiter-queue-ms": f"{outcome.queue_ms:.3f}", CALL_ID_HEADER: outcome.call_id}
 
 
 def observe_served(request: Request, gateway: Gateway, outcome: Outcome) -> None:

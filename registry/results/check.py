@@ -64,6 +64,8 @@ ENERGY_SOURCES = tuple(cpu + gpu for cpu in _CPU_SOURCES for gpu in ("", _GPU_PA
 _ONE_SOURCE = rf"(?:{'|'.join(_CPU_SOURCES)})(?:\{_GPU_PART})?"  # groups that capture nothing: GE warns on others
 ENERGY_SOURCE_LIST = rf"^{_ONE_SOURCE}(?:,{_ONE_SOURCE})*$"
 
+FEEDBACK_SIGNALS = ("feedback", "scorer", "judge")  # registry/results/schemas.py: the kinds of live quality
+
 # A table's key: what names one row, so no two rows may share it.
 KEYS: dict[str, tuple[str, ...]] = {
     "calls": ("call_id",),
@@ -71,6 +73,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "events": ("event_id", "ts"),
     "learnings": ("task", "key", "ts"),
     "judge_calibration": ("calibration_id",),
+    "feedback": ("feedback_id", "ts"),
 }
 _NOT_NEGATIVE: dict[str, tuple[str, ...]] = {
     "calls": ("wall_ms", "ttft_ms", "cpu_ms", "queue_ms", "overhead_ms", "energy_mwh", "prompt_tokens",
@@ -80,6 +83,7 @@ _NOT_NEGATIVE: dict[str, tuple[str, ...]] = {
     "events": (),
     "learnings": (),
     "judge_calibration": ("n", "n_failed", "seconds_per_item"),
+    "feedback": (),
 }
 # How a failing row is named: by its id, or where it has none (learnings; a row missing it) by what it has.
 _TIME = "coalesce(strftime(timezone('UTC', ts), '%Y-%m-%dT%H:%M:%S.%fZ'), 'no time')"
@@ -260,6 +264,10 @@ def expectations(table: str, now: datetime) -> list[Expectation]:
     elif table == "runs":
         suite.append(Expectation("expect_column_values_to_match_regex", column="energy_source",
                                  regex=ENERGY_SOURCE_LIST))
+    elif table == "feedback":
+        suite.extend(Expectation("expect_column_values_to_not_be_null", column=c) for c in ("call_id", "signal", "source"))
+        suite.append(Expectation("expect_column_values_to_be_between", column="score", min_value=0, max_value=1))
+        suite.append(Expectation("expect_column_values_to_be_in_set", column="signal", value_set=FEEDBACK_SIGNALS))
     suite.append(Expectation("expect_column_values_to_not_be_null", column="schema_version"))
     suite.append(Expectation("expect_column_values_to_be_between", column="schema_version", min_value=1,
                              max_value=SCHEMA_VERSION))

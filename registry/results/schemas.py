@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 5  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
+SCHEMA_VERSION = 6  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
 # 3: calls gained features and metadata (JSON text: what an application reports through the tracker);
 #    runs gained quality_source ("reference" or "judge:NAME/VERSION") and n_unscored
 # 4: every table with the machine's fingerprint gained hardware_class (cpu, cuda, apple: the work pool);
@@ -20,6 +20,8 @@ SCHEMA_VERSION = 5  # 2: calls gained api, requested, queue_ms, overhead_ms (the
 # 5: runs gained task_version and task_sha256 (the task file's recorded version, docs/tasks.md);
 #    calls gained answer, scores (JSON: each scorer's score) and score_problems (why an item went unscored:
 #    a custom scorer that raised, a judge with no valid judgement), kept for benchmark calls only
+# 6: calls gained shadow_of (a shadow copy's user call, docs/rollout.md); the feedback table (every live
+#    quality observation of a call: an application's feedback, a reference-free scorer, the judge)
 
 _HARDWARE = [
     ("hardware_id", pa.string()),
@@ -74,6 +76,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("answer", pa.string()),
             ("scores", pa.string()),
             ("score_problems", pa.string()),
+            ("shadow_of", pa.string()),  # source 'shadow': the call_id of the user call this copy mirrors
             *_HARDWARE,
             ("schema_version", pa.int32()),
         ]
@@ -130,6 +133,27 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("key", pa.string()),
             ("value", pa.string()),
             ("source", pa.string()),
+            ("schema_version", pa.int32()),
+        ]
+    ),
+    # Live quality of a call (registry/quality/): one row per observation; the latest row per
+    # (call_id, source) wins, so posting the same feedback again changes nothing (feedback_id is
+    # derived from call_id and source). ``signal`` is what kind of evidence it is: 'feedback' (an
+    # application or a person), 'scorer' (the task's reference-free live scorers) or 'judge' (the
+    # judgment route's judge). ``score`` null: the scorer or judge failed, ``detail`` says why.
+    "feedback": pa.schema(
+        [
+            ("feedback_id", pa.string()),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("call_id", pa.string()),
+            ("route", pa.string()),
+            ("model", pa.string()),
+            ("version", pa.int32()),
+            ("signal", pa.string()),
+            ("source", pa.string()),
+            ("score", pa.float64()),
+            ("comment", pa.string()),
+            ("detail", pa.string()),
             ("schema_version", pa.int32()),
         ]
     ),

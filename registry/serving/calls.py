@@ -59,15 +59,18 @@ def call_row(
     *,
     error: str | None,
     source: str,
+    call_id: str | None = None,
     **context: Any,
 ) -> dict[str, Any]:
     """The ``calls`` row of one generation (or failed attempt); ``context`` fills the other columns
-    (route, task, api, requested, queue_ms, overhead_ms, run_id, item_id). A row that was never
+    (route, task, api, requested, queue_ms, overhead_ms, run_id, item_id, shadow_of); ``call_id`` is the
+    one the caller already gave the answer (the gateway sends it before the stream starts), or a new
+    one. A row that was never
     measured (no instance could take it) has zero times and null energy. ``ok`` is "no error", not
     "a generation": an embedding succeeds with no generation (its token figures stay null).
     Columns: docs/costs.md."""
     return {
-        "call_id": new_id(),
+        "call_id": call_id or new_id(),
         "ts": now_utc(),
         "source": source,
         "model": record.name,

@@ -16,6 +16,7 @@ already has, the stream ends with a clear error instead of splicing two differen
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -27,6 +28,7 @@ from registry.machine.costs import Cost, measure
 from registry.providers import Generation, GenerationRequest
 from registry.providers.base import Embedder, run_to_end
 from registry.results.recorder import Recorder
+from registry.results.schemas import new_id
 from registry.serving.calls import call_row
 from registry.serving.pool import Instance, WarmPool
 from registry.serving.router import Resolution
@@ -34,6 +36,7 @@ from registry.spec import VersionRecord
 
 T = TypeVar("T")
 _HUNG_UP = "client disconnected"
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Outcome:
     failed_ms: float  # time in attempts that failed before this one answered
     model_ms: float  # time inside the model (failed attempts included) plus the waits for it
     overhead_ms: float  # arrival to answer, less ``model_ms``: what the gateway itself cost
+    call_id: str  # the answering attempt's ``calls`` row: what feedback on this answer names
 
     @property
     def failed_over(self) -> bool:
@@ -62,6 +66,21 @@ class Answer:
     generation: Generation
     outcome: Outcome
     resumed_after_chars: int = 0  # > 0 when a stream failed mid-way and another instance finished it
+
+
+@dataclass(frozen=True)
+class AnsweredCall:
+    """A generation that answered a user, handed to whoever watches answers (live scoring, shadow
+    copies) after its row is queued: off the request's critical work, never able to fail it."""
+
+    call_id: str
+    resolution: Resolution
+    request: GenerationRequest
+    record: VersionRecord
+    generation: Generation
+
+
+AnswerWatcher = Callable[[AnsweredCall], None]
 
 
 @dataclass(frozen=True)
@@ -80,25 +99,28 @@ class Dispatcher:
         answer.outcome.record.ref, answer.outcome.overhead_ms
     """
 
-    def __init__(self, pool: WarmPool, recorder: Recorder) -> None:
+    def __init__(self, pool: WarmPool, recorder: Recorder, *, watchers: tuple[AnswerWatcher, ...] = ()) -> None:
         self._pool = pool
         self._recorder = recorder
+        self._watchers = watchers
 
     def generate(
-        self, resolution: Resolution, request: GenerationRequest, *, api: str, arrived: float | None = None
+        self, resolution: Resolution, request: GenerationRequest, *, api: str, arrived: float | None = None,
+        call_id: str | None = None,
     ) -> Answer:
-        return run_to_end(self.stream(resolution, request, api=api, arrived=arrived))
+        return run_to_end(self.stream(resolution, request, api=api, arrived=arrived, call_id=call_id))
 
     def stream(
         self, resolution: Resolution, request: GenerationRequest, *, api: str, arrived: float | None = None,
-        cancelled: threading.Event | None = None,
+        cancelled: threading.Event | None = None, call_id: str | None = None,
     ) -> Generator[str, None, Answer]:
         """Yield text fragments; return the ``Answer`` once its row is queued. ``arrived`` is the
-        request's ``time.perf_counter()`` stamp (default: now), the start of its overhead.
+        request's ``time.perf_counter()`` stamp (default: now), the start of its overhead;
+        ``call_id`` the id the answer's row gets (the gateway sends it before the stream starts).
         Raises ``UnavailableError`` when every candidate failed (or ``cancelled`` was set: the
         client hung up), ``CapacityError`` when the first candidate's queues are full."""
         arrived = time.perf_counter() if arrived is None else arrived
-        rows = _Rows(self._recorder, resolution, api)
+        rows = _Rows(self._recorder, resolution, api, call_id or new_id())
         progress = _Progress()
 
         def attempt(instance: Instance) -> Generator[str, None, tuple[Generation, Cost]]:
@@ -106,9 +128,17 @@ class Dispatcher:
 
         served = yield from self._serve(resolution, rows, progress, attempt, cancelled)
         generation = served.result
-        outcome = served.outcome(arrived, model_ms=generation.generation_ms)
+        outcome = served.outcome(arrived, rows.call_id, model_ms=generation.generation_ms)
         rows.answered(outcome, generation)
+        self._tell(AnsweredCall(outcome.call_id, resolution, request, outcome.record, generation))
         return Answer(generation, outcome, served.resumed_after_chars)
+
+    def _tell(self, answered: AnsweredCall) -> None:
+        for watcher in self._watchers:
+            try:
+                watcher(answered)
+            except Exception:  # noqa: BLE001 — a watcher's bug must never fail an answer already given
+                _log.exception("answer watcher %r failed on call %s", watcher, answered.call_id)
 
     def embed(
         self, resolution: Resolution, texts: list[str], *, api: str, arrived: float | None = None
@@ -116,14 +146,14 @@ class Dispatcher:
         """One vector per text, with the same failover, breaker feedback and ``calls`` row as a
         generation (its token figures stay null: an embedding generates none)."""
         arrived = time.perf_counter() if arrived is None else arrived
-        rows = _Rows(self._recorder, resolution, api)
+        rows = _Rows(self._recorder, resolution, api, new_id())
         progress = _Progress()
 
         def attempt(instance: Instance) -> Generator[str, None, tuple[list[list[float]], Cost]]:
             return _embed_on(instance, texts, progress)
 
         served = run_to_end(self._serve(resolution, rows, progress, attempt, None))
-        outcome = served.outcome(arrived, model_ms=served.cost.wall_ms)
+        outcome = served.outcome(arrived, rows.call_id, model_ms=served.cost.wall_ms)
         rows.answered(outcome, None)
         return Embedding(served.result, outcome)
 
@@ -261,18 +291,19 @@ class _Served(Generic[T]):
     resumed_after_chars: int
     failed_ms: float
 
-    def outcome(self, arrived: float, *, model_ms: float) -> Outcome:
+    def outcome(self, arrived: float, call_id: str, *, model_ms: float) -> Outcome:
         waited_ms = model_ms + self.queue_ms + self.failed_ms
         overhead_ms = max(0.0, (time.perf_counter() - arrived) * 1000 - waited_ms)
         return Outcome(self.record, self.resolution, self.cost, self.queue_ms, self.attempts, self.failed_ms,
-                       waited_ms, overhead_ms)
+                       waited_ms, overhead_ms, call_id)
 
 
 class _Rows:
     """The ``calls`` rows of one request's attempts, all with the same request columns."""
 
-    def __init__(self, recorder: Recorder, resolution: Resolution, api: str) -> None:
+    def __init__(self, recorder: Recorder, resolution: Resolution, api: str, call_id: str) -> None:
         self._recorder = recorder
+        self.call_id = call_id  # the answering attempt's; each failed attempt's row gets an id of its own
         # A gateway call's task is its route: queries by task (the cost profile, rollouts) see them.
         self._context: dict[str, Any] = {"source": "gateway", "api": api, "requested": resolution.requested,
                                          "route": resolution.route, "task": resolution.route}
@@ -280,7 +311,7 @@ class _Rows:
     def answered(self, outcome: Outcome, generation: Generation | None) -> None:
         """The answering attempt's row, queued (written off the request path)."""
         self._recorder.add("calls", call_row(outcome.record, generation, outcome.cost, error=None,
-                                             queue_ms=outcome.queue_ms, overhead_ms=outcome.overhead_ms,
+                                             call_id=self.call_id, queue_ms=outcome.queue_ms, overhead_ms=outcome.overhead_ms,
                                              **self._context))
 
     def failed(self, record: VersionRecord, error: str, cost: Cost | None = None) -> None:

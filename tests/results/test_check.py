@@ -70,6 +70,11 @@ def calibration(**changes: Any) -> dict[str, Any]:
             "criterion": "faithfulness", "n": 48, "n_failed": 0, "accuracy": 0.7, "seconds_per_item": 0.9, **changes}
 
 
+def feedback(**changes: Any) -> dict[str, Any]:
+    return {"feedback_id": new_id(), "ts": now_utc(), "call_id": new_id(), "route": "qa", "model": "smollm2-135m",
+            "version": 1, "signal": "feedback", "source": "user", "score": 1.0, **changes}
+
+
 def good_home(store: ResultsStore) -> None:
     """Every table with good rows: some committed and compacted, some still staged; an alias change
     finished twice after a kill (one event id, two rows at two moments), which is not a duplicate."""
@@ -80,6 +85,7 @@ def good_home(store: ResultsStore) -> None:
     store.append("events", [retried])
     store.append("learnings", [learning()])
     store.append("judge_calibration", [calibration()])
+    store.append("feedback", [feedback(), feedback(signal="scorer", source="arbiter:scorer", score=None)])
     Maintenance(store, staged_grace_s=0).run(compact=True)
     store.append("calls", [call() for _ in range(2)])
     store.append("events", [{**retried, "ts": now_utc()}])
@@ -91,7 +97,7 @@ def test_good_rows_pass_every_expectation_committed_or_staged(tmp_path: Path) ->
     report = check(store)
     assert report.ok, report.lines()
     assert {t: r.rows for t, r in report.tables.items()} == {
-        "calls": 6, "runs": 2, "events": 2, "learnings": 1, "judge_calibration": 1}
+        "calls": 6, "runs": 2, "events": 2, "learnings": 1, "judge_calibration": 1, "feedback": 2}
     assert report.pending["calls"] == 1 and report.pending["runs"] == 0  # staged after the commit: read, not a fault
     assert report.tables["calls"].expectations == len(expectations("calls", now_utc()))
 
@@ -124,6 +130,10 @@ def bad_rows() -> list[tuple[str, dict[str, Any], str, str]]:
          "expect_compound_columns_to_be_unique(task, key, ts)", "qa/doubled at 2026-11-01T00:00:00.000000Z"),
         ("judge_calibration", calibration(calibration_id="neg-n", n_failed=-1),
          "expect_column_values_to_be_between(n_failed, min_value=0)", "neg-n"),
+        ("feedback", feedback(feedback_id="over-one", score=1.5),
+         "expect_column_values_to_be_between(score, min_value=0, max_value=1)", "over-one"),
+        ("feedback", feedback(feedback_id="no-signal", signal="vibes"), "expect_column_values_to_be_in_set(signal",
+         "no-signal"),
     ]
 
 
@@ -148,7 +158,7 @@ def test_each_kind_of_bad_row_is_caught_and_named(tmp_path: Path) -> None:
     versions = failures[("events", f"expect_column_values_to_be_between(schema_version, min_value=1, "
                                    f"max_value={SCHEMA_VERSION})")]
     assert versions.examples == ("from-the-future",)
-    assert len(report.lines()) == len(failures) == 14  # one line each, nothing else failed
+    assert len(report.lines()) == len(failures) == 16  # one line each, nothing else failed
     assert not report.ok
 
 
@@ -205,6 +215,8 @@ def judged_rows(table: str) -> list[dict[str, Any]]:
                       learning(key="later", ts=now_utc() + timedelta(days=1), schema_version=99)],
         "judge_calibration": [calibration(calibration_id="a", n=-1), calibration(calibration_id="a", n_failed=None),
                               calibration(calibration_id="b", seconds_per_item=-0.1, ts=None)],
+        "feedback": [feedback(feedback_id="a", score=-0.1), feedback(feedback_id="a", signal="vibes"),
+                     feedback(feedback_id="b", call_id=None, source=None), feedback(feedback_id="c", score=None)],
     }[table]
 
 

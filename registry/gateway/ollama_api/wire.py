@@ -7,7 +7,7 @@ the stream began.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from registry.gateway.http import json_line
 from registry.gateway.structured import schema_from_ollama_format
 from registry.providers import Generation
-from registry.results.store import iso_utc
+from registry.results.store import iso_utc, new_id
 from registry.serving.dispatcher import Answer
 from registry.spec import VersionRecord
 
@@ -102,6 +102,7 @@ class OllamaWire:
 
     name: str  # the model as the client asked for it: Ollama echoes it back
     endpoint: Endpoint
+    call_id: str = field(default_factory=new_id)  # sent as the x-arbiter-call-id header (Ollama's body has no id)
     api: str = API
     stream_media_type: str = "application/x-ndjson"
 

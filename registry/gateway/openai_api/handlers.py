@@ -85,4 +85,4 @@ def _request(gateway: Gateway, resolution: Resolution, body: CommonBody, wanted:
 def _wire(body: CommonBody, endpoint: Endpoint) -> OpenAIWire:
     prefix = "chatcmpl-" if endpoint == "chat.completions" else "cmpl-"
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return OpenAIWire(prefix + new_id()[:24], int(time.time()), body.model, endpoint, include_usage)
+    return OpenAIWire(new_id(), prefix, int(time.time()), body.model, endpoint, include_usage)

@@ -86,7 +86,8 @@ Endpoint = Literal["chat.completions", "completions"]
 class OpenAIWire:
     """One ``/v1/chat/completions`` or ``/v1/completions`` answer, whole or streamed (a ``responses.Wire``)."""
 
-    call_id: str
+    call_id: str  # the answer's ``calls`` row; the response ``id`` is ``prefix + call_id``
+    prefix: str  # ``chatcmpl-`` or ``cmpl-``, as OpenAI's ids begin
     created: int
     model: str  # as the client asked for it
     endpoint: Endpoint
@@ -102,7 +103,7 @@ class OpenAIWire:
                       "finish_reason": reason, "logprobs": None}
         else:
             choice = {"index": 0, "text": generation.text, "finish_reason": reason, "logprobs": None}
-        payload = {"id": self.call_id, "object": self._object(chunk=False), "created": self.created,
+        payload = {"id": self.prefix + self.call_id, "object": self._object(chunk=False), "created": self.created,
                    "model": self.model, "choices": [choice], "usage": _usage(answer),
                    "system_fingerprint": answer.outcome.record.ref}
         return json.dumps(payload, separators=(",", ":")).encode()
@@ -126,7 +127,7 @@ class OpenAIWire:
         return b"data: " + json.dumps(error).encode() + b"\n\n"
 
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        chunk = {"id": self.call_id, "object": self._object(chunk=True), "created": self.created,
+        chunk = {"id": self.prefix + self.call_id, "object": self._object(chunk=True), "created": self.created,
                  "model": self.model, "choices": choices, **extra}
         return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
