@@ -24,6 +24,7 @@ from registry.errors import NotFoundError, ProviderError, UnavailableError, User
 from registry.evaluation.benchmark import benchmark_and_record
 from registry.evaluation.tasks import TaskCatalog, TaskVersion
 from registry.providers import GenerationRequest
+from registry.results.feedback import CallRef, FeedbackBook, RecentCalls
 from registry.results.frames import ModelFilter, answers_frame, leaderboard_frame, runs_frame
 from registry.results.recorder import Recorder
 from registry.selection.criteria import Criteria
@@ -48,10 +49,11 @@ class TaskExecution:
     figures: dict[str, Any]
     swapped: bool
     swap_reason: str | None = None
+    call_id: str | None = None  # its ``calls`` row: what :meth:`ArbiterModelManager.feedback` names
 
     def as_json(self) -> dict[str, Any]:
         return {"output": self.output, "version": self.version, "figures": self.figures,
-                "swapped": self.swapped, "swap_reason": self.swap_reason}
+                "swapped": self.swapped, "swap_reason": self.swap_reason, "call_id": self.call_id}
 
 
 _FIGURES = ("wall_ms", "ttft_ms", "tokens_per_s", "prompt_tokens", "completion_tokens", "cpu_ms", "peak_rss_mb")
@@ -87,6 +89,8 @@ class ArbiterModelManager:
         )
         self._recorder = Recorder(self.store, flush_s=self.settings.calls_flush_s)
         self._recorder.start()
+        self._recent = RecentCalls(capacity=10_000)  # feedback on an answer whose row is not flushed yet
+        self._feedback = FeedbackBook(self.store, recent=self._recent)
 
     def __enter__(self) -> ArbiterModelManager:
         return self
@@ -117,12 +121,19 @@ class ArbiterModelManager:
                 continue
             self._recorder.add("calls", call.row)  # a failed attempt is a row too: auto-swap reads them
             if call.generation is not None:
+                self._recent.add(CallRef(call.row["call_id"], criteria.task, attempt.name, attempt.version))
                 return TaskExecution(
                     output=call.generation.text, version=attempt.ref, figures={k: call.row[k] for k in _FIGURES},
-                    swapped=why is not None, swap_reason=why,
+                    swapped=why is not None, swap_reason=why, call_id=call.row["call_id"],
                 )
             errors.append(f"{attempt.ref}: {call.row['error']}")
         raise ProviderError(f"task {criteria.task!r} failed on every version tried: {' | '.join(errors)}")
+
+    def feedback(self, call_id: str, *, score: float | None = None, thumbs: str | None = None,
+                 source: str = "user", comment: str | None = None) -> dict[str, Any]:
+        """Score an answer :meth:`execute_task` gave (its ``call_id``) or the gateway gave: the same
+        ``feedback`` row as ``POST /arbiter/feedback``; a rollout of the task counts it."""
+        return self._feedback.record(call_id, score=score, thumbs=thumbs, source=source, comment=comment)
 
     def _choose(self, criteria: Criteria) -> tuple[tuple[VersionRecord, str | None], tuple[VersionRecord, str] | None]:
         """The version to run and why it is not the champion (None: it is), and the one to fall

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
         description="Keep this many days of calls rows (unset: keep everything); runs, events, learnings and "
                     "calibrations are never dropped (docs/results.md).",
     )
+    feedback_per_s: float = Field(default=50.0, gt=0, description="Feedback posts a second the gateway accepts (429 past it).")
+    feedback_burst: int = Field(default=200, ge=1, description="Feedback posts accepted at once before the rate applies.")
     results_commit_s: float = Field(default=5.0, gt=0, description="How often serve moves staged results into their tables.")
     results_compact_s: float = Field(default=60.0, gt=0, description="How often serve looks for small files to compact.")
     breaker_failures: int = Field(default=3, ge=1, description="Consecutive failures that open a breaker.")
@@ -96,6 +98,14 @@ class Settings(BaseSettings):
     auto_swap_success_threshold: float = Field(default=0.8, gt=0, le=1)
     auto_swap_quality_factor: float = Field(default=0.9, gt=0, le=1, description="× the route's quality threshold.")
     auto_swap_window_s: float = Field(default=300.0, gt=0, description="How far back the champion's calls are read.")
+    judge_min_accuracy: float = Field(
+        default=0.75, ge=0, le=1,
+        description="The judge's calibrated pass/fail accuracy it needs before its live scores may gate a swap.",
+    )
+    judge_min_spearman: float = Field(
+        default=0.5, ge=-1, le=1,
+        description="The judge's calibrated Spearman correlation with the labels it needs before it may gate a swap.",
+    )
 
     @field_validator("mlflow_tracking_uri")
     @classmethod

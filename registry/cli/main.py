@@ -64,6 +64,7 @@ _COMMANDS: dict[str, str] = {
     "judge": "registry.cli.judge:judge",
     "export": "registry.cli.export:export",
     "hardware": "registry.cli.hardware:hardware",
+    "feedback": "registry.cli.feedback:feedback",
 }
 """Each command's module, imported only when that command runs (or ``--help`` lists them all): a
 command pays for its own imports, not every other command's (llama.cpp, DuckDB, MLflow, …)."""

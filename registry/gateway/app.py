@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from registry.errors import ArbiterError
-from registry.gateway import admin_api, judge_api, ollama_api, openai_api
+from registry.gateway import admin_api, feedback_api, judge_api, ollama_api, openai_api
 from registry.gateway.http import GatewayMiddleware, count_request, describe_validation, error_response, status_of
 from registry.gateway.runtime import Gateway
 
@@ -27,6 +27,7 @@ def build_app(gateway: Gateway) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(admin_api.router)
     app.include_router(judge_api.router)
+    app.include_router(feedback_api.router)
     _install_error_handlers(app)
     app.add_middleware(
         GatewayMiddleware,

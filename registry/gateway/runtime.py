@@ -19,12 +19,14 @@ from registry.catalog.tracking import delete_webhook, replace_webhook
 from registry.catalog.versions import Catalog
 from registry.errors import ConfigError
 from registry.gateway.metrics import GatewayMetrics
+from registry.gateway.rate import TokenBucket
 from registry.results.events import event_row
+from registry.results.feedback import CallRef, FeedbackBook, RecentCalls
 from registry.results.maintenance import Maintainer, Maintenance
 from registry.results.recorder import Recorder
 from registry.results.store import ResultsStore
 from registry.rollout.autoswap import AutoSwapper, AutoSwapPolicy
-from registry.serving.dispatcher import Dispatcher
+from registry.serving.dispatcher import AnsweredCall, Dispatcher
 from registry.serving.pool import WarmPool
 from registry.serving.router import Router
 from registry.settings import Settings
@@ -68,7 +70,11 @@ class Gateway:
             commit_s=settings.results_commit_s, compact_s=settings.results_compact_s)
         self.pool = WarmPool(settings, on_event=self._pool_event)
         self.router = Router(self.catalog, self.pool, on_event=self._event)
-        self.dispatcher = Dispatcher(self.pool, self.recorder)
+        self.recent_calls = RecentCalls()
+        self.feedback = FeedbackBook(self.store, recent=self.recent_calls,
+                                     write=lambda row: self.recorder.add("feedback", row))
+        self.feedback_bucket = TokenBucket(settings.feedback_per_s, settings.feedback_burst)
+        self.dispatcher = Dispatcher(self.pool, self.recorder, watchers=(self._answered,))
         self.metrics = GatewayMetrics(self.pool.snapshot)
         self.autoswapper = AutoSwapper(self.catalog, AutoSwapPolicy(
             cooldown_s=settings.auto_swap_cooldown_s, min_samples=settings.auto_swap_min_samples,
@@ -150,6 +156,11 @@ class Gateway:
         return state.as_json()
 
     # --- events -------------------------------------------------------------------------------
+
+    def _answered(self, answered: AnsweredCall) -> None:
+        """Each answer: known at once to feedback (before its row is flushed)."""
+        record = answered.record
+        self.recent_calls.add(CallRef(answered.call_id, answered.resolution.route, record.name, record.version))
 
     def _pool_event(self, kind: str, record: VersionRecord, detail: dict[str, Any]) -> None:
         self._event(kind, None, record, detail)

@@ -22,6 +22,7 @@ from typing import Any
 
 from registry.errors import NotFoundError, UserError
 from registry.machine.hardware import fingerprint
+from registry.results.feedback import FeedbackBook
 from registry.results.store import ResultsStore, new_id, now_utc
 from registry.spec import NAME_PATTERN, parse_ref
 
@@ -42,6 +43,7 @@ class PerformanceTrackerBridge:
         tracker = PerformanceTrackerBridge(ResultsStore(settings.results_dir))
         execution = tracker.start("qa", model="smollm2-135m/1", features={"prompt_chars": 42})
         tracker.complete(execution, success=True, quality=0.8, metadata={"user": "batch-7"})
+        tracker.feedback(execution, thumbs="up", source="support-app")   # later, when the user says so
     """
 
     def __init__(self, store: ResultsStore, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -90,6 +92,13 @@ class PerformanceTrackerBridge:
         }
         self.store.append("calls", [row])
         return row
+
+    def feedback(self, call_id: str, *, score: float | None = None, thumbs: str | None = None,
+                 source: str = "user", comment: str | None = None) -> dict[str, Any]:
+        """A score for one answer, given later (a user's thumbs, a downstream check): ``call_id`` is
+        an execution id from :meth:`start` or a gateway answer's ``x-arbiter-call-id``. One score per
+        (call, source); another replaces it. Returns the ``feedback`` row."""
+        return FeedbackBook(self.store).record(call_id, score=score, thumbs=thumbs, source=source, comment=comment)
 
 
 def _check_json(what: str, value: dict[str, Any] | None) -> None:
