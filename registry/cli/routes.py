@@ -62,6 +62,11 @@ def show(route: str, as_json: bool) -> None:
 @click.option("--speed-ratio", type=float, help="Decode-speed floor vs the champion's. Default 0.8.")
 @click.option("--check-every", "check_every_s", type=float, help="Seconds between checks. Default 5.")
 @click.option("--benchmark-limit", type=int, help="Validation items to benchmark the candidate on. Default: all.")
+@click.option("--shadow", is_flag=True,
+              help="Before the ramp, a step where the candidate answers copies of live requests, unseen by users, "
+                   "scored beside the champion's answers (docs/rollout.md).")
+@click.option("--false-rollback-rate", type=float,
+              help="Chance of rolling back a candidate that is within the margins. Default 0.05.")
 @click.option("--force", is_flag=True,
               help="--model: promote without a benchmark or below 0.9 × the champion's quality. "
                    "--candidate: ramp even when the compatibility check says no.")
@@ -69,12 +74,14 @@ def show(route: str, as_json: bool) -> None:
 def promote(
     route: str, candidate: str | None, model: str | None, version: int | None, ramp: str | None,
     step_seconds: float | None, min_samples: int | None, min_ratio: float | None, speed_ratio: float | None,
-    check_every_s: float | None, benchmark_limit: int | None, force: bool, as_json: bool,
+    check_every_s: float | None, benchmark_limit: int | None, shadow: bool, false_rollback_rate: float | None,
+    force: bool, as_json: bool,
 ) -> None:
     """Make a version the champion of ROUTE: gradually (--candidate) or at once (--model/--version)."""
     rollout_flags = {"--ramp": ramp, "--step-seconds": step_seconds, "--min-samples": min_samples,
                      "--min-ratio": min_ratio, "--speed-ratio": speed_ratio, "--check-every": check_every_s,
-                     "--benchmark-limit": benchmark_limit}
+                     "--benchmark-limit": benchmark_limit, "--shadow": shadow or None,
+                     "--false-rollback-rate": false_rollback_rate}
     if candidate is None:
         if model is None or version is None:
             raise UserError("give --candidate NAME/VERSION for a gradual rollout, or --model NAME --version N to promote at once")
@@ -87,7 +94,8 @@ def promote(
         raise UserError("--candidate and --model/--version are two ways to promote; give one of them")
     policy = RolloutPolicy.parse(
         ramp=ramp, step_seconds=step_seconds, min_samples=min_samples, min_ratio=min_ratio, speed_ratio=speed_ratio,
-        check_every_s=check_every_s, benchmark_limit=benchmark_limit, force=force or None,
+        check_every_s=check_every_s, benchmark_limit=benchmark_limit, force=force or None, shadow=shadow or None,
+        false_rollback_rate=false_rollback_rate,
     )
     catalog = context.catalog()
     Rollout(catalog).check_request(route, candidate)  # bad input is refused before Prefect starts
@@ -141,12 +149,18 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
         return
     running = "running" if status["running"] else "not running"
     where = (f"step {rollout['step'] + 1} of {len(rollout['policy']['ramp'])} at {rollout['share']}%, "
-             if rollout["phase"] == "ramp" else "")
+             if rollout["phase"] == "ramp" else "shadow step at 0%, " if rollout["phase"] == "shadow" else "")
     click.echo(f"  rollout {rollout['id']}: {rollout['candidate']} vs {rollout['champion']}, phase {rollout['phase']}"
                f" ({where}{running})")
     check = rollout.get("last_check")
     if check:
         click.echo(f"  last check {check['at']}: {check['action']} — {'; '.join(check['reasons'])}")
+        for name, test in check.get("figures", {}).get("signals", {}).items():
+            role = "gates" if test["gating"] else "shown only"
+            click.echo(f"    {name} ({role}): {test['decision']} — {test['reason']}")
+        judge = check.get("figures", {}).get("judge")
+        if judge:
+            click.echo(f"    judge: {judge['reason']}")
     for reason in rollout.get("outcome", {}).get("reasons", []):
         click.echo(f"  outcome: {reason}")
 

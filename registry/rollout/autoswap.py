@@ -5,9 +5,11 @@ The trigger (the seeds' rule, on the gateway's ``calls`` rows of the current cha
 became champion, within the last ``window_s``):
 
 - at least ``min_samples`` calls, and
-- success rate under ``success_threshold`` (0.8), or — when at least ``min_samples`` calls carry a
-  quality — mean quality under ``quality_factor`` (0.9) × the route's quality threshold (the
-  task learning ``quality_threshold``; no threshold, no quality trigger).
+- the success rate under ``success_threshold`` (0.8), or — for each live quality signal with at
+  least ``min_samples`` scored calls (the task's live scorers, applications' feedback) — the mean
+  quality under ``quality_factor`` (0.9) × the route's quality threshold (the task learning
+  ``quality_threshold``; no threshold, no quality trigger), each judged by the same anytime-valid
+  test a rollout uses: "under" means the whole confidence interval lies under the floor.
 
 A degraded champion is acted on only outside the ``cooldown_s`` after the route's last auto-swap
 and once it has served for ``min_dwell_s`` (so two models cannot swap back and forth), and never
@@ -32,11 +34,12 @@ from registry.catalog.route_model import RouteModel
 from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.errors import ConflictError, SelectionError
+from registry.quality.sequential import against_floor, split_alpha
+from registry.quality.signals import Evidence, evidence
 from registry.results.events import event_row
 from registry.results.store import iso_utc
 from registry.rollout.live import live_figures
 from registry.rollout.locks import route_lock
-from registry.rollout.policy import LiveFigures
 from registry.selection.criteria import Criteria
 from registry.selection.learnings import TaskLearnings
 from registry.selection.profiles import ProfileCache
@@ -57,6 +60,7 @@ class AutoSwapPolicy(BaseModel):
     quality_factor: float = Field(default=0.9, gt=0, le=1)
     min_dwell_s: float = Field(default=600.0, ge=0)
     window_s: float = Field(default=300.0, gt=0)
+    false_alarm_rate: float = Field(default=0.05, gt=0, lt=0.5, description="Chance of acting on a healthy champion.")
 
 
 @dataclass(frozen=True)
@@ -70,21 +74,31 @@ class Decision:
     to: str | None = None
 
 
-def degradation(policy: AutoSwapPolicy, figures: LiveFigures | None, quality_threshold: float | None) -> list[str]:
-    """Why ``figures`` count as degraded (empty: healthy, or too few calls to say)."""
-    if figures is None or figures.n < policy.min_samples:
-        return []
+def degradation(
+    policy: AutoSwapPolicy, evidence: Evidence | None, quality_threshold: float | None,
+    gating: tuple[str, ...] = ("scorer", "feedback"),
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Why ``evidence`` counts as degraded (no reasons: healthy, or too few calls to say), and each
+    signal's test. A signal is degraded only when its anytime-valid interval lies wholly under its
+    floor (registry/quality/sequential.py): success under ``success_threshold``; each quality signal
+    under ``quality_factor`` × the route's threshold (no threshold, no quality test). The chance of
+    acting on a healthy champion is at most ``false_alarm_rate``, split over the signals tested."""
+    if evidence is None or evidence.n < policy.min_samples:
+        return [], {}
+    tested = [("success", evidence.success, policy.success_threshold)]
+    if quality_threshold is not None:
+        floor = policy.quality_factor * quality_threshold
+        tested += [(f"quality:{signal}", list(evidence.quality.get(signal, {}).values()), floor) for signal in gating]
+    tested = [(name, values, floor) for name, values, floor in tested if len(values) >= policy.min_samples]
+    alpha = split_alpha(policy.false_alarm_rate, len(tested))
+    tests = {name: against_floor(values, floor=floor, alpha=alpha, signal=name) for name, values, floor in tested}
     reasons = []
-    if figures.success_rate < policy.success_threshold:
-        reasons.append(f"success rate {figures.success_rate:.3f} < {policy.success_threshold} over {figures.n} calls")
-    if (
-        quality_threshold is not None and figures.quality is not None and figures.quality_n >= policy.min_samples
-        and figures.quality < policy.quality_factor * quality_threshold
-    ):
-        reasons.append(
-            f"quality {figures.quality:.3f} < {policy.quality_factor} × the route's threshold {quality_threshold:.3f}"
-        )
-    return reasons
+    for name, test in tests.items():
+        if test.decision == "regression":
+            what = "success rate" if name == "success" else f"{name} (floor: {policy.quality_factor} × the route's " \
+                                                             f"threshold {quality_threshold})"
+            reasons.append(f"{what}: {test.reason}")
+    return reasons, {name: test.as_json() for name, test in tests.items()}
 
 
 class AutoSwapper:
@@ -136,12 +150,14 @@ class AutoSwapper:
         now = self._clock()
         since_change = self._last_change(route)
         since = max(now - self.policy.window_s, since_change or 0.0)
-        figures = self._figures(route, since)
+        found = evidence(self.store, route, since=since)
         threshold = self.learnings.get(route).quality_threshold
-        reasons = degradation(self.policy, figures.get(champion), threshold)
+        reasons, tests = degradation(self.policy, found.get(champion), threshold)
         if not reasons:
             return None
-        report = {"champion": figures[champion].as_json(), "window_from": iso_utc(since), "quality_threshold": threshold}
+        figures = live_figures(self.store, route, since=since)
+        report = {"champion": figures[champion].as_json(), "window_from": iso_utc(since), "quality_threshold": threshold,
+                  "signals": tests}
         last_swap = self._last_autoswap(route)
         if last_swap is not None and now - last_swap < self.policy.cooldown_s:
             return self._hold(route, champion, f"cooldown: last auto-swap {now - last_swap:.0f} s ago "
@@ -151,7 +167,7 @@ class AutoSwapper:
                                                f"(< {self.policy.min_dwell_s:.0f} s)", reasons, report)
         if state.previous is not None:
             previous = f"{state.previous.model}/{state.previous.version}"
-            previous_reasons = degradation(self.policy, figures.get(previous), threshold)
+            previous_reasons, _ = degradation(self.policy, found.get(previous), threshold)
             if not previous_reasons:
                 self.routes.rollback(route)
                 return self._record(Decision(route, "rollback", reasons, report, to=previous))
@@ -204,9 +220,6 @@ class AutoSwapper:
             detail={"reasons": decision.reasons, "to": decision.to, **decision.figures},
         )])
         return decision
-
-    def _figures(self, route: str, since: float) -> dict[str, LiveFigures]:
-        return live_figures(self.store, route, since=since)
 
     def _last_change(self, route: str) -> float | None:
         rows = self.store.query(f"select max(ts) as ts from events where route = $1 and kind in {_ALIAS_EVENTS}", [route])

@@ -5,8 +5,13 @@ The state machine's state lives where a person can see it: the route's MLflow ta
 (``arbiter.rollout``: the whole state as JSON; ``arbiter.challenger_share``: the share the
 gateway sends to the ``challenger`` alias) and the ``events`` table. Phases::
 
-    benchmark → compatibility → ramp(step 0 … n-1) → promoting → done
-                      └──────→ refused      └──────→ rolled_back
+    benchmark → compatibility → [shadow] → ramp(step 0 … n-1) → promoting → done
+                      └──────→ refused    └──────────┴──────→ rolled_back
+
+``shadow`` (``--shadow``) is a step 0 before the ramp: the challenger takes no share, but the
+gateway sends it copies of the route's requests while nobody waits, and its answers are scored
+beside the champion's on the same requests (registry/serving/shadow.py). Each step is judged by
+registry/rollout/policy.py on the signals of registry/quality/signals.py.
 
 Every transition writes the new state first, then applies its effects (aliases, share), then
 records its event under an id made of the rollout id, phase and step. Effects only *set* things
@@ -23,6 +28,7 @@ check.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -35,21 +41,27 @@ from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.errors import ConflictError, NotFoundError, PromotionError
 from registry.evaluation.benchmark import benchmark_and_record
+from registry.evaluation.judge import route_judge
 from registry.evaluation.tasks import TaskCatalog
 from registry.machine.hardware import fingerprint
+from registry.quality.judge_gate import JudgeGate
+from registry.quality.signals import evidence
 from registry.results.events import event_row
 from registry.results.store import ResultsStore, iso_utc, new_id
 from registry.rollout.compatibility import check_compatibility
 from registry.rollout.live import live_figures
 from registry.rollout.locks import is_locked, route_lock
-from registry.rollout.policy import RolloutPolicy, judge
+from registry.rollout.policy import RolloutPolicy
+from registry.rollout.policy import judge as judge_step
 from registry.selection.profiles import ProfileCache
 from registry.serving.pool import WarmPool
 from registry.spec import Status, VersionRecord
 
+CHECK_EVENT_EVERY_S = 30.0
 _EVENT_KIND = {
     "benchmark": "rollout.start",
     "compatibility": "rollout.benchmarked",
+    "shadow": "rollout.shadow",
     "ramp": "rollout.step",
     "promoting": "rollout.promoting",
     "done": "rollout.done",
@@ -91,6 +103,11 @@ class RolloutState:
         return self.phase in TERMINAL
 
     @property
+    def judged(self) -> bool:
+        """A step whose live evidence is judged: the shadow step or a ramp step."""
+        return self.phase in ("shadow", "ramp")
+
+    @property
     def share(self) -> int:
         """The challenger's share of traffic in this phase."""
         if self.phase == "ramp":
@@ -105,7 +122,7 @@ class RolloutState:
         data["share"] = self.share
         data["started_at"] = iso_utc(self.started_at)
         data["step_started_at"] = iso_utc(self.step_started_at)
-        if self.phase == "ramp" and self.step_started_at is not None:
+        if self.judged and self.step_started_at is not None:
             data["step_ends_at"] = iso_utc(self.step_started_at + float(self.policy["step_seconds"]))
         return data
 
@@ -138,6 +155,7 @@ class Rollout:
         self._sleep = sleep
         self._on_phase = on_phase
         self._hardware_id = fingerprint().hardware_id
+        self._checks_recorded: dict[tuple[str, str, int], float] = {}
 
     # --- public -------------------------------------------------------------------------------
 
@@ -272,9 +290,10 @@ class Rollout:
             verdict = self._compatibility(state.route, champion, candidate)
             outcome = {"compatibility": verdict.as_json()}
             if verdict.can_replace or policy.force:
-                return self._enter(state, "ramp", step=0, step_started_at=self._clock(), outcome=outcome)
+                first = "shadow" if policy.shadow else "ramp"
+                return self._enter(state, first, step=0, step_started_at=self._clock(), outcome=outcome)
             return self._enter(state, "refused", outcome={**outcome, "reasons": verdict.reasons})
-        if state.phase == "ramp":
+        if state.judged:
             return self._check(state, policy)
         if state.phase == "promoting":
             return self._enter(state, "done")
@@ -306,20 +325,66 @@ class Rollout:
         if failures:  # it takes no share while it cannot load: waiting for samples would wait forever
             reasons = [f"the gateway could not load {state.candidate}: {failures[-1]}"]
             return self._enter(state, "rolled_back", outcome={"reasons": reasons})
-        in_step = live_figures(self.store, state.route, since=state.step_started_at)
-        champion = in_step.get(state.champion)
+        in_step = evidence(self.store, state.route, since=state.step_started_at)
+        figures = live_figures(self.store, state.route, since=state.step_started_at)
+        champion, champion_figures = in_step.get(state.champion), figures.get(state.champion)
         if champion is None or champion.n < policy.min_samples:  # at 100 % it gets no calls in the step
-            champion = live_figures(self.store, state.route, since=state.started_at - policy.step_seconds).get(state.champion)
-        check = judge(policy, champion, in_step.get(state.candidate), now - state.step_started_at)
-        state = self._save(replace(state, last_check={"at": iso_utc(now), "step": state.step, **check.as_json()}))
+            since = state.started_at - policy.step_seconds
+            champion = evidence(self.store, state.route, since=since).get(state.champion)
+            champion_figures = live_figures(self.store, state.route, since=since).get(state.champion)
+        gating, diagnostic, judge = self._quality_signals(state.route)
+        challenger_figures = figures.get(state.candidate)
+        summary = {"champion": champion_figures.as_json() if champion_figures else None,
+                   "challenger": challenger_figures.as_json() if challenger_figures else None, "judge": judge}
+        check = judge_step(policy, champion, in_step.get(state.candidate), now - state.step_started_at,
+                           gating=gating, diagnostic=diagnostic, paired=state.phase == "shadow", summary=summary)
+        state = self._save(replace(state, last_check={"at": iso_utc(now), "step": state.step, "phase": state.phase,
+                                                      **check.as_json()}))
+        self._record_check(state, check.action, now)
         if check.action == "rollback":
             return self._enter(state, "rolled_back", outcome={"reasons": check.reasons, "check": check.as_json()})
         if check.action == "advance":
+            if state.phase == "shadow":
+                return self._enter(state, "ramp", step=0, step_started_at=now)
             if state.step + 1 < len(policy.ramp):
                 return self._enter(state, "ramp", step=state.step + 1, step_started_at=now)
             return self._enter(state, "promoting")
         self._sleep(policy.check_every_s)
         return state
+
+    def _quality_signals(self, route: str) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, Any] | None]:
+        """The quality signals that gate this route, those only shown, and the judge's standing:
+        feedback always; the scorer when the route's task declares live scorers; the judge when it
+        declares live judging — gating only while the judge's calibration meets the floor."""
+        task = TaskCatalog(self.catalog.settings).find(route)
+        live = task.spec.live if task is not None else None
+        gating: list[str] = ["feedback"]
+        if live is not None and live.scorers:
+            gating.insert(0, "scorer")
+        if live is None or not live.judge:
+            return tuple(gating), (), None
+        try:
+            judge = route_judge(self.catalog)
+        except (NotFoundError, PromotionError) as exc:
+            return tuple(gating), ("judge",), {"allowed": False, "reason": str(exc)}
+        standing = JudgeGate.from_settings(self.catalog.settings, self.store).standing(judge.name, judge.version)
+        if standing.allowed:
+            return (*gating, "judge"), (), standing.as_json()
+        return tuple(gating), ("judge",), standing.as_json()
+
+    def _record_check(self, state: RolloutState, action: str, now: float) -> None:
+        """A check's verdict as a ``rollout.check`` event — the evidence over time that
+        notebooks/rollout.ipynb plots: each decision, and a hold at most every ``CHECK_EVENT_EVERY_S``
+        (a rollout of hours checked every 5 s would otherwise write thousands of rows)."""
+        key = (state.id, state.phase, state.step)
+        if action == "hold" and now - self._checks_recorded.get(key, -math.inf) < CHECK_EVENT_EVERY_S:
+            return
+        self._checks_recorded = {key: now}  # only the current step's: bounded whatever the rollout's length
+        model, _, version = state.candidate.partition("/")
+        detail = {"rollout": state.id, "phase": state.phase, "step": state.step, "share": state.share,
+                  **(state.last_check or {})}
+        self.store.append("events", [event_row("rollout.check", route=state.route, model=model, version=int(version),
+                                               detail=detail)])
 
     def _enter(self, state: RolloutState, phase: str, **changes: Any) -> RolloutState:
         """Write the new state, apply its effects, record its event — in that order. A rollback
@@ -336,11 +401,11 @@ class Rollout:
     def _converge(self, state: RolloutState) -> None:
         """Apply the effects of ``state``'s phase and record its event (both idempotent)."""
         model = RouteModel(self.catalog, state.route)
-        if state.phase in ("benchmark", "compatibility", "ramp"):
+        if state.phase in ("benchmark", "compatibility", "shadow", "ramp"):
             if self._view(state.route).abort is not None:
                 return  # an abort landed meanwhile: never hand the challenger its share back
             candidate = self.catalog.get_ref(state.candidate)
-            model.offer_challenger(model.copy_of(candidate), state.share)
+            model.offer_challenger(model.copy_of(candidate), state.share, shadow=state.phase == "shadow")
         elif state.phase in ("promoting", "done"):  # the share is still 100 until the alias has moved
             candidate = self.catalog.get_ref(state.candidate)
             self.routes.promote(state.route, candidate.name, candidate.version, force=True, rollout_id=state.id)
@@ -358,7 +423,7 @@ class Rollout:
         model, _, version = state.candidate.partition("/")
         detail = {"rollout": state.id, "candidate": state.candidate, "champion": state.champion,
                   "step": state.step, "share": state.share, **state.outcome}
-        if state.phase == "ramp" and state.step > 0:
+        if state.judged and (state.step > 0 or state.phase == "ramp") and state.last_check is not None:
             detail["last_check"] = state.last_check
         self.store.append("events", [event_row(_EVENT_KIND[state.phase], route=state.route, model=model,
                                                version=int(version), detail=detail, event_id=event_id)])
