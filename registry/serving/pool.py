@@ -57,6 +57,7 @@ class Instance:
     last_used: float = 0.0
     in_flight: int = 0
     waiting: int = 0
+    background: int = 0  # of ``in_flight + waiting``: leases no user waits for (shadow copies)
     served: int = 0
     busy_ms: float = 0.0
     error: str | None = None
@@ -92,6 +93,7 @@ class Instance:
             "breaker": self.breaker.state.value,
             "in_flight": self.in_flight,
             "waiting": self.waiting,
+            "background": self.background,
             "served": self.served,
             "memory_mb": round(self.memory_mb, 1),
             "error": self.error,
@@ -219,7 +221,8 @@ class WarmPool:
 
     @contextlib.contextmanager
     def lease(
-        self, record: VersionRecord, *, exclude: frozenset[str] = frozenset(), cancelled: threading.Event | None = None
+        self, record: VersionRecord, *, exclude: frozenset[str] = frozenset(), cancelled: threading.Event | None = None,
+        background: bool = False,
     ) -> Iterator[Instance]:
         """Hold one instance of ``record`` for one request.
 
@@ -229,13 +232,22 @@ class WarmPool:
         instance keys that already failed this request (failover moves on to the others).
         Raises ``CapacityError`` when every candidate's queue is full, ``UnavailableError`` when
         no candidate is healthy or the wait ran out.
+
+        ``background``: work no user waits for (a shadow copy). It never queues: it takes a free
+        slot at once or raises ``CapacityError``, so it can never stand in a queue ahead of a user;
+        and :meth:`user_load` does not count it, so its holder can tell when a user arrives.
         """
-        instance = self._admit(record, exclude)
-        acquired = instance.slot.acquire(timeout=self._settings.queue_timeout_s, cancelled=cancelled)
+        instance = self._admit(record, exclude, background=background)
+        timeout = 0.0 if background else self._settings.queue_timeout_s
+        acquired = instance.slot.acquire(timeout=timeout, cancelled=cancelled)
         with self._lock:
             instance.waiting -= 1
             if acquired:
                 instance.in_flight += 1
+            elif background:
+                instance.background -= 1
+        if not acquired and background:
+            raise CapacityError(f"{instance.key} is busy; background work waits for a free slot", retry_after_s=1)
         if not acquired and cancelled is not None and cancelled.is_set():
             raise UnavailableError(f"the client hung up while queued for {instance.key}")
         if not acquired:
@@ -250,14 +262,21 @@ class WarmPool:
                 self._load(instance)
         except ArbiterError as exc:
             self._end_probe(instance, admission)
-            self._release(instance, served=False)
+            self._release(instance, served=False, background=background)
             raise _backend_fault(exc) from exc
         started = self._clock()  # service time only: the Retry-After estimate must not count queueing
         try:
             yield instance
         finally:
             self._end_probe(instance, admission)
-            self._release(instance, served=True, busy_ms=(self._clock() - started) * 1000)
+            self._release(instance, served=True, busy_ms=(self._clock() - started) * 1000, background=background)
+
+    def user_load(self, record: VersionRecord) -> int:
+        """Users' requests in flight or queued on ``record``'s instances, background leases left out:
+        what a shadow copy checks before it starts and between its fragments (cheap: counters read
+        under the pool's lock, no instance made or loaded)."""
+        with self._lock:
+            return sum(i.queued - i.background for i in self._instances.get(record.ref, ()))
 
     @staticmethod
     def _end_probe(instance: Instance, admission: str | None) -> None:
@@ -266,9 +285,11 @@ class WarmPool:
         if admission == "probe":
             instance.breaker.release_probe()
 
-    def _release(self, instance: Instance, *, served: bool, busy_ms: float = 0.0) -> None:
+    def _release(self, instance: Instance, *, served: bool, busy_ms: float = 0.0, background: bool = False) -> None:
         with self._lock:
             instance.in_flight -= 1
+            if background:
+                instance.background -= 1
             if served:
                 instance.served += 1
                 instance.busy_ms += busy_ms
@@ -385,7 +406,7 @@ class WarmPool:
         return Instance(record=record, replica=replica, provider=provider, breaker=breaker, last_used=self._clock(),
                         capacity=capacity)
 
-    def _admit(self, record: VersionRecord, exclude: frozenset[str]) -> Instance:
+    def _admit(self, record: VersionRecord, exclude: frozenset[str], *, background: bool = False) -> Instance:
         instances = [i for i in self._instances_of(record) if i.key not in exclude]
         if not instances:
             raise UnavailableError(f"every instance of {record.ref} failed this request")
@@ -410,6 +431,8 @@ class WarmPool:
                     retry_after_s=max(1, retry_after),
                 )
             instance.waiting += 1
+            if background:
+                instance.background += 1  # under the same lock: user_load never sees it as a user
             return instance
 
     def _replica_to_load(self, instances: list[Instance]) -> Instance | None:

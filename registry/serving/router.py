@@ -40,6 +40,7 @@ class RouteEntry:
     aliases: dict[str, VersionRecord] = field(default_factory=dict)
     replicas: int = 1
     share: int = 0  # per cent of the route's requests sent to the challenger (a gradual rollout)
+    shadow: bool = False  # the challenger also gets copies of the champion's requests, its answers never sent
 
     @property
     def champion(self) -> VersionRecord | None:
@@ -53,6 +54,21 @@ class RouteEntry:
         if challenger is None or self.share <= 0 or (champion is not None and challenger.ref == champion.ref):
             return None
         return challenger
+
+    @property
+    def shadow_challenger(self) -> VersionRecord | None:
+        """The challenger when it gets shadow copies, whatever its share (0 in a shadow-only step)."""
+        challenger = self.aliases.get(CHALLENGER)
+        champion = self.champion
+        if challenger is None or not self.shadow or (champion is not None and challenger.ref == champion.ref):
+            return None
+        return challenger
+
+    @property
+    def contender(self) -> VersionRecord | None:
+        """The challenger on trial, by share or by shadow copies: warmed before either starts, and
+        kept loaded while it lasts."""
+        return self.challenger or self.shadow_challenger
 
 
 @dataclass(frozen=True)
@@ -227,17 +243,18 @@ class Router:
                     self._served[route] = servable
                 continue
             self._start_swap(self._servable(entry), old)
-        with self._lock:  # a challenger withdrawn is warmed again before it next takes a share
-            self._warm_challengers &= {e.challenger.ref for e in desired.values() if e.challenger is not None}
+        with self._lock:  # a challenger withdrawn is warmed again before it next takes a share or copies
+            self._warm_challengers &= {e.contender.ref for e in desired.values() if e.contender is not None}
         self._pin_champions()  # champions and challengers now; a deleted route's are no longer kept
 
     def _servable(self, entry: RouteEntry) -> RouteEntry:
-        """The entry as it may serve now: a challenger gets its share only once it is warm."""
-        challenger = entry.challenger
+        """The entry as it may serve now: a challenger gets its share, or shadow copies, only once
+        it is warm (a copy that waited for a load would hold the cores the champion's users need)."""
+        challenger = entry.contender
         if challenger is None or challenger.ref in self._warm_challengers:
             return entry
         self._start_challenger_warm(entry, challenger)
-        return replace(entry, share=0)
+        return replace(entry, share=0, shadow=False)
 
     def _start_challenger_warm(self, entry: RouteEntry, challenger: VersionRecord) -> None:
         with self._lock:
@@ -260,7 +277,7 @@ class Router:
                 with self._lock:
                     self._warm_challengers.add(challenger.ref)
                     self._failed_challengers.pop(challenger.ref, None)
-                self._emit("challenger.ready", entry.route, challenger, {"share": entry.share})
+                self._emit("challenger.ready", entry.route, challenger, {"share": entry.share, "shadow": entry.shadow})
                 self.refresh_soon()
             finally:
                 with self._lock:
@@ -342,6 +359,7 @@ class Router:
                 aliases={a: r for a, r in resolved.items() if r is not None},
                 replicas=view.replicas if view.replicas is not None else self._settings.replicas,
                 share=min(view.share, 100),
+                shadow=view.shadow,
             )
         model_aliases: dict[tuple[str, str], VersionRecord] = {}
         for name, aliases in table.models.items():
@@ -410,10 +428,10 @@ class Router:
         return NotFoundError(f"model {requested!r} not found{reason}; available: {shown or 'none registered'}")
 
     def _pin_champions(self) -> None:
-        """Champions, and challengers taking a share, stay loaded whatever their idle time."""
+        """Champions, and challengers taking a share or shadow copies, stay loaded whatever their idle time."""
         with self._lock:
             champions = {e.champion.ref for e in self._served.values() if e.champion is not None}
-            champions |= {e.challenger.ref for e in self._served.values() if e.challenger is not None}
+            champions |= {e.contender.ref for e in self._served.values() if e.contender is not None}
         self._pool.pin(champions)
 
     def _emit(self, kind: str, route: str | None, record: VersionRecord | None, detail: dict[str, Any]) -> None:
