@@ -7,20 +7,20 @@ formats of their values and the retry of sqlite's ``database is locked`` live he
 (``routes.py``), the gradual rollout, auto-swap and the router go through this class. The names and
 formats are a contract: a running gateway and every existing home read them.
 
-The route's versions are copies of catalog versions (``copy_model_version``), each tagged with
-the catalog version it copies, so the MLflow UI shows a candidate with its lineage.
+The route's versions are copies of catalog versions (source ``models:/name/N``), each tagged with
+the catalog version it copies, so the MLflow UI shows a candidate with its lineage; each links to a
+run of its own that holds its latest figures (``candidates.py``), so the UI's Compare shows them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from registry.catalog.mlflow_client import registered_model_or_none, retry_locked
+from registry.catalog.tracking import candidate_run
 from registry.catalog.versions import Catalog
 from registry.errors import NotFoundError, UserError
 from registry.spec import NAME_PATTERN, ROUTE_PREFIX, VersionRecord
@@ -40,6 +40,7 @@ TAG_REPLICAS = "arbiter.replicas"  # instances per champion, set by hand; overri
 # On each of the route's versions: the catalog version it is a copy of.
 TAG_CATALOG_MODEL = "arbiter.catalog_model"
 TAG_CATALOG_VERSION = "arbiter.catalog_version"
+TAG_CANDIDATE_RUN = "arbiter.candidate_run"  # the version's own run (its run_id), whose metrics are its figures
 TERMINAL = ("done", "rolled_back", "refused")  # rollout phases after which nothing more happens
 
 
@@ -179,26 +180,61 @@ class RouteModel:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def create(self) -> None:
-        """Make the route's registered model, once."""
-        if self.read() is None:
-            self._mlflow(lambda client: client.create_registered_model(
-                self.name, tags={TAG_ROLE: "route", TAG_TASK: self.route},
-                description=f"Route for task '{self.route}': aliases champion / previous / challenger pick the serving version.",
-            ))
+    def create(self) -> bool:
+        """Make the route's registered model, once; True when this call made it."""
+        if self.read() is not None:
+            return False
+        self._mlflow(lambda client: client.create_registered_model(
+            self.name, tags={TAG_ROLE: "route", TAG_TASK: self.route},
+            description=f"Route for task '{self.route}': aliases champion / previous / challenger pick the serving version.",
+        ))
+        return True
 
     def copy_of(self, record: VersionRecord) -> int:
-        """The route's copy of a catalog version, made once (so repeated promotions reuse it)."""
+        """The route's copy of a catalog version, made once (so repeated promotions reuse it).
+
+        The copy carries the catalog version's tags, description and source (``models:/name/N``:
+        the UI's lineage), as ``copy_model_version`` would make it, but links to a run of its own
+        (``tracking.candidate_run``) so the UI's Compare can show its figures; made in one call with
+        its tags, so no kill leaves an untagged copy."""
         source = f"models:/{record.name}/{record.version}"
-        versions = self._mlflow(lambda client: client.search_model_versions(f"name = '{self.name}'", max_results=10000))
-        for mv in versions:  # the source matches even when a kill came between the copy and its tags
+        for mv in self.versions():  # the source matches even for a copy made outside this method
             if mv.source == source:
                 return int(mv.version)
-        with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Copied version …" itself
-            copied = self._mlflow(lambda client: client.copy_model_version(source, self.name))
-        for key, value in ((TAG_CATALOG_MODEL, record.name), (TAG_CATALOG_VERSION, str(record.version))):
-            self._mlflow(lambda client, k=key, v=value: client.set_model_version_tag(self.name, copied.version, k, v))
+        original = self._mlflow(lambda client: client.get_model_version(record.name, str(record.version)))
+        run_id = candidate_run(self._catalog, route=self.route, model_version=record.ref,
+                               registration_run=original.run_id)
+        tags = {**original.tags, TAG_CATALOG_MODEL: record.name, TAG_CATALOG_VERSION: str(record.version),
+                TAG_CANDIDATE_RUN: run_id}
+        copied = self._mlflow(lambda client: client.create_model_version(
+            self.name, source, run_id=run_id, tags=tags, description=original.description, model_id=original.model_id,
+        ))
         return int(copied.version)
+
+    def versions(self) -> list[Any]:
+        """Every version of the route model (MLflow ``ModelVersion``s, tags included), in one call."""
+        return self._mlflow(lambda client: client.search_model_versions(f"name = '{self.name}'", max_results=10000))
+
+    def version(self, route_version: int) -> Any:
+        """One version of the route model (an MLflow ``ModelVersion``)."""
+        return self._mlflow(lambda client: client.get_model_version(self.name, str(route_version)))
+
+    def update_version(self, mv: Any, tags: dict[str, str | None], description: str | None = None) -> bool:
+        """Bring a version's tags (None: remove) and description to these values, writing only what
+        differs (each write is one MLflow call); True when anything changed."""
+        changed = False
+        for key, value in tags.items():
+            if mv.tags.get(key) == value:
+                continue
+            if value is None:
+                self._mlflow(lambda client, k=key: client.delete_model_version_tag(self.name, mv.version, k))
+            else:
+                self._mlflow(lambda client, k=key, v=value: client.set_model_version_tag(self.name, mv.version, k, v))
+            changed = True
+        if description is not None and mv.description != description:
+            self._mlflow(lambda client: client.update_model_version(self.name, mv.version, description=description))
+            changed = True
+        return changed
 
     def set_alias(self, alias: str, route_version: int) -> None:
         self._mlflow(lambda client: client.set_registered_model_alias(self.name, alias, str(route_version)))

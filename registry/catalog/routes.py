@@ -1,9 +1,10 @@
 """Routes: a task (``qa``, ``extract``…) whose MLflow aliases say which model version serves it.
 
 A route is the registered model ``route.<task>``; its versions are copies of catalog versions
-(``copy_model_version``), so the MLflow UI shows each candidate with its lineage, and its
-aliases ``champion`` / ``previous`` are the routing table. Aliases are read live from MLflow, so
-a champion a person sets by hand in the MLflow UI is what ``routes show`` reports.
+(every version benchmarked on the task is offered there with its figures: ``candidates.py``), so
+the MLflow UI shows each candidate with its lineage, and its aliases ``champion`` / ``previous``
+are the routing table. Aliases are read live from MLflow, so a champion a person sets by hand in
+the MLflow UI is what ``routes show`` reports, and the old champion becomes ``previous``.
 
 Every alias change is written as an intent first (the route's ``arbiter.pending`` tag), then
 applied, then cleared; any later call finishes an intent a killed process left behind, so a
@@ -12,10 +13,12 @@ promotion or rollback interrupted at any step converges when anything runs again
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from registry.catalog.candidates import Candidates, figures_of, latest_figures
 from registry.catalog.route_model import (
     CHAMPION,
     PREVIOUS,
@@ -71,13 +74,14 @@ class Routes:
         return sorted(read_alias_table(self.catalog).routes)
 
     def show(self, route: str) -> RouteState:
-        """The route's aliases as MLflow holds them now; a champion moved outside arbiter (by hand
-        in the MLflow UI) is recorded in ``events`` as ``alias.external`` the first time it is seen."""
+        """The route's aliases as MLflow holds them now. A champion moved outside arbiter (by hand
+        in the MLflow UI) is taken up the first time it is seen: the champion arbiter last recorded
+        becomes ``previous`` (so ``rollback`` goes back) and an ``alias.external`` event records the
+        move with both versions' figures (``_take_up_external_move``)."""
         model = RouteModel(self.catalog, route)
         view = self._finish_pending(model, self._existing(model))
         state = RouteState(route=route, **{alias: model.target(view.aliases.get(alias)) for alias in ROUTE_ALIASES})
-        self._record_external_change(state)
-        return state
+        return self._take_up_external_move(model, view, state)
 
     def champion(self, route: str) -> VersionRecord:
         """The catalog version serving ``route`` now."""
@@ -104,11 +108,13 @@ class Routes:
         if current is not None and current.champion and (current.champion.model, current.champion.version) == (model, version):
             return current
         self._check_quality(route, candidate, current.champion if current else None, force)
-        route_model.create()
+        created = route_model.create()
         aliases = {CHAMPION: route_model.copy_of(candidate)}
         if current is not None and current.champion is not None:
             aliases[PREVIOUS] = current.champion.route_version
         self._apply(route_model, _intent("promote", route, aliases, candidate, current.champion if current else None, force))
+        if created:  # the versions benchmarked before the route existed: offered beside the champion
+            Candidates(self.catalog, route).publish_all()
         return self.show(route)
 
     def rollback(self, route: str) -> RouteState:
@@ -140,22 +146,60 @@ class Routes:
             )
         return view
 
-    def _record_external_change(self, state: RouteState) -> None:
-        """Keep the alias history whole: compare the champion with the last one arbiter recorded."""
+    def _take_up_external_move(self, model: RouteModel, view: RouteView, state: RouteState) -> RouteState:
+        """Compare the champion with the last one arbiter recorded; a new one was moved by hand.
+
+        The old champion becomes ``previous`` through the same intent → apply → clear path as a
+        promotion, so a kill converges. The event's id comes from the event it follows and the new
+        champion, so two processes seeing the same move at once (the CLI and a gateway) record one
+        move. During a gradual rollout the rollout owns ``previous``: the event says it was left.
+        """
         if state.champion is None:
-            return
+            return state
         last = self.store.query(
-            "select model, version from events where route = $1 and kind in ('promote', 'rollback', 'alias.external') "
-            "order by ts desc limit 1",
+            "select event_id, model, version from events where route = $1 "
+            "and kind in ('promote', 'rollback', 'alias.external') order by ts desc limit 1",
             [state.route],
         )
         seen = (state.champion.model, state.champion.version)
         if last and (last[0]["model"], last[0]["version"]) == seen:
-            return
-        detail = {"from": f"{last[0]['model']}/{last[0]['version']}" if last else None,
-                  "to": f"{seen[0]}/{seen[1]}", "route_version": state.champion.route_version}
-        self.store.append("events", [event_row("alias.external", route=state.route, model=seen[0], version=seen[1],
-                                               detail=detail)])
+            return state
+        was = (last[0]["model"], last[0]["version"]) if last else None
+        detail: dict[str, Any] = {
+            "from": f"{was[0]}/{was[1]}" if was else None, "to": f"{seen[0]}/{seen[1]}",
+            "route_version": state.champion.route_version, "figures": self._figures(state.route, was, seen),
+        }
+        previous = None
+        if was is None:
+            detail["previous"] = "not set: no champion recorded before this one"
+        elif view.rollout_running:
+            detail["previous"] = f"not set: rollout {view.rollout['id']} of {view.rollout['candidate']} is running"
+        else:
+            try:
+                previous = model.copy_of(self.catalog.get(*was))
+                detail["previous"] = f"{was[0]}/{was[1]}"
+            except NotFoundError as exc:
+                detail["previous"] = f"not set: {exc}"
+        event = {"event_id": _move_id(state.route, last[0]["event_id"] if last else "", state.champion.route_version),
+                 "kind": "alias.external", "route": state.route, "model": seen[0], "version": seen[1],
+                 "detail": json.dumps(detail)}
+        if previous is None:
+            self.store.append("events", [event_row(
+                "alias.external", route=state.route, model=seen[0], version=seen[1], detail=detail,
+                event_id=event["event_id"],
+            )])
+            return state
+        self._apply(model, {"kind": "alias.external", "aliases": {PREVIOUS: previous}, "event": event})
+        return replace(state, previous=model.target(previous))
+
+    def _figures(self, route: str, was: tuple[str, int] | None, seen: tuple[str, int]) -> dict[str, Any]:
+        """Both versions' latest figures on this hardware, the old one's on the task version the new
+        one was measured on (figures from two versions of a task are not comparable)."""
+        hardware = fingerprint().hardware_id
+        to = latest_figures(self.store, route, hardware, model=seen[0], version=seen[1])
+        before = [] if was is None else latest_figures(
+            self.store, route, hardware, model=was[0], version=was[1], task_version=to[0]["task_version"] if to else None)
+        return {"from": figures_of(before[0] if before else None), "to": figures_of(to[0] if to else None)}
 
     def _check_quality(self, route: str, candidate: VersionRecord, champion: RouteTarget | None, force: bool) -> None:
         if force:
@@ -212,6 +256,11 @@ def _refuse_during_rollout(view: RouteView | None, rollout_id: str | None) -> No
         f"route {view.route!r} is rolling out {rollout['candidate']} (phase {rollout['phase']}, step {rollout['step']}); "
         f"stop it first with `arbiter routes abort {view.route}`"
     )
+
+
+def _move_id(route: str, after_event: str, route_version: int) -> str:
+    """The one id of an external move: the route, the event it follows, the version it moved to."""
+    return hashlib.sha256(f"{route}\0{after_event}\0{route_version}".encode()).hexdigest()[:32]
 
 
 def _intent(

@@ -1,5 +1,5 @@
 """What the other wings record in MLflow besides versions and routes: tracking runs (a benchmark's,
-a judge calibration's), the data they read, tags on them, and the gateway's webhook.
+a judge calibration's, a route candidate's), the data they read, tags on them, and the gateway's webhook.
 
 The wings ask for these by name and never hold MLflow's client, so its construction, its lazy
 import and the retry of sqlite's ``database is locked`` stay inside the catalog.
@@ -16,6 +16,9 @@ from typing import Any
 
 from registry.catalog.mlflow_client import experiment_id, retry_locked
 from registry.catalog.versions import Catalog
+
+CANDIDATE_EXPERIMENT = "arbiter-candidates"
+"""Where each route version's own run lies (``candidate_run``): the figures the UI's Compare shows."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ def log_run(
     run = retry_locked(lambda: client.create_run(exp, run_name=run_name, tags=dict(tags)))
     stamp = int(time.time() * 1000)
     batch = [Metric(key, float(value), stamp, 0) for key, value in metrics.items()]
-    retry_locked(lambda: client.log_batch(run.info.run_id, metrics=batch))
+    if batch:
+        retry_locked(lambda: client.log_batch(run.info.run_id, metrics=batch))
     if inputs:
         datasets = [_dataset_input(data) for data in inputs]
         retry_locked(lambda: client.log_inputs(run.info.run_id, datasets=datasets))
@@ -74,6 +78,37 @@ def _dataset_input(data: DataInput):  # -> mlflow.entities.DatasetInput
     )
     tags = [InputTag(MLFLOW_DATASET_CONTEXT, data.context), *(InputTag(k, v) for k, v in data.tags.items())]
     return DatasetInput(dataset, tags)
+
+
+def candidate_run(catalog: Catalog, *, route: str, model_version: str, registration_run: str | None) -> str:
+    """The tracking run a route's copy of ``model_version`` links to, found again or made once.
+
+    A model version's ``run_id`` is set when the version is made and never again, and the MLflow UI's
+    Compare (a route model's versions side by side) shows the metrics of each version's run. So the
+    copy links to a run of its own, whose metrics ``log_figures`` moves to each newer benchmark's
+    figures; a kill between making the run and making the copy leaves a run the next try reuses.
+    """
+    client = catalog.client
+    exp = experiment_id(client, catalog.settings, CANDIDATE_EXPERIMENT)
+    tags = {"arbiter.route": route, "arbiter.model_version": model_version}
+    query = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+    found = retry_locked(lambda: client.search_runs([exp], filter_string=query, max_results=1))
+    if found:
+        return found[0].info.run_id
+    if registration_run:
+        tags["arbiter.registration_run"] = registration_run
+    return log_run(catalog, CANDIDATE_EXPERIMENT, run_name=f"{route}:{model_version}", tags=tags, metrics={})
+
+
+def log_figures(catalog: Catalog, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
+    """Metrics and tags on a run that exists already, in one call; a metric's newest value is the
+    one the UI shows, its earlier values stay as the metric's history."""
+    from mlflow.entities import Metric, RunTag
+
+    stamp = int(time.time() * 1000)
+    batch = [Metric(key, float(value), stamp, 0) for key, value in metrics.items()]
+    run_tags = [RunTag(key, value) for key, value in tags.items()]
+    retry_locked(lambda: catalog.client.log_batch(run_id, metrics=batch, tags=run_tags))
 
 
 def tag_run(catalog: Catalog, run_id: str, tags: Mapping[str, str]) -> None:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from registry.catalog.candidates import Candidates
 from registry.catalog.prompts import linked_prompts_tags
 from registry.catalog.tracking import log_run
 from registry.catalog.versions import Catalog
@@ -167,10 +168,14 @@ def benchmark_and_record(
 ) -> dict[str, Any]:
     """Benchmark one version on one task and record it; returns the ``runs`` row written. The one
     way every caller (the benchmark flow, the promote flow, a rollout without Prefect) does it. A
-    judged task without ``judge`` is judged by the ``judgment`` route's champion on the same pool."""
+    judged task without ``judge`` is judged by the ``judgment`` route's champion on the same pool.
+    When the task's route exists, the version is then offered there with its new figures (the
+    MLflow UI's candidates to promote: ``catalog/candidates.py``)."""
     if judge is None and task.needs_judge:
         judge = ModelBasedJudge(catalog, pool)
-    return record_result(catalog, benchmark_version(pool, record, task, limit=limit, judge=judge, on_item=on_item))
+    run = record_result(catalog, benchmark_version(pool, record, task, limit=limit, judge=judge, on_item=on_item))
+    Candidates(catalog, task.name).publish(record)
+    return run
 
 
 def record_result(catalog: Catalog, result: BenchmarkResult) -> dict[str, Any]:
