@@ -91,6 +91,16 @@ def check_json_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
+def known_criteria(value: tuple[str, ...]) -> tuple[str, ...]:
+    """``value`` if the judge has a rubric for each criterion; a pydantic validator's ``ValueError`` otherwise."""
+    from registry.evaluation.rubrics import CRITERIA
+
+    unknown = [c for c in value if c not in CRITERIA]
+    if unknown:
+        raise ValueError(f"unknown criteria {unknown}; the judge knows {', '.join(CRITERIA)}")
+    return value
+
+
 class ScorerBase(BaseModel):
     """Settings every scorer shares. ``name`` labels its per-item score (default: the scorer's kind)."""
 
@@ -373,12 +383,7 @@ class JudgeScorer(ScorerBase):
     @field_validator("criteria")
     @classmethod
     def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from registry.evaluation.rubrics import CRITERIA
-
-        unknown = [c for c in value if c not in CRITERIA]
-        if unknown:
-            raise ValueError(f"unknown criteria {unknown}; the judge knows {', '.join(CRITERIA)}")
-        return value
+        return known_criteria(value)
 
     def score(self, data: ItemData, answer: str) -> float | None:
         raise NotImplementedError("a judge scorer is bound to a judge by registry/evaluation/scoring.py")

@@ -80,6 +80,7 @@ class TaskVersion:
     data_path: Path
     source: str  # where the task file was added from
     added: str
+    live: TaskScoring | None = None  # the spec's live scorers, compiled (registry/quality/live_scoring.py)
 
     @property
     def ref(self) -> str:
@@ -128,6 +129,10 @@ class TaskVersion:
             "combine": spec.scoring.combine, "reference_free_scorers": list(spec.reference_free_scorers),
             "judge_criteria": list(spec.judge_criteria), "max_tokens": spec.generation.max_tokens,
             "source": self.source, "added": self.added, "directory": str(self.directory),
+            "live": None if spec.live is None else {
+                "scorers": [{"scorer": s.scorer, "label": s.label, "weight": s.weight} for s in spec.live.scorers],
+                "combine": spec.live.combine, "judge": list(spec.live.judge),
+            },
         }
 
 
@@ -147,10 +152,11 @@ def compile_task(path: Path) -> tuple[TaskVersion, dict[str, bytes]]:
         for done, item in enumerate(items, start=1):
             prompt.messages(item.data, where=f"item {item.id}")
             on_item(done, len(items))
+    live = _live_scoring(spec, task_dir, str(path))  # a module that cannot be imported is refused here, data first
     task = TaskVersion(
         name=spec.name, version=0, sha256=_digest(files), data_sha256=hashlib.sha256(data_bytes).hexdigest(),
         spec=spec, items=items, prompt=prompt, scoring=scoring, directory=task_dir, data_path=data_path,
-        source=str(path), added="",
+        source=str(path), added="", live=live,
     )
     return task, files
 
@@ -164,11 +170,17 @@ def task_files(path: Path) -> tuple[TaskSpec, dict[str, bytes]]:
     if not data_path.is_file():
         raise DatasetError(f"{path}: data.path {spec.data.path!r} names no file ({data_path}); fix the path")
     files = {SPEC_FILE: spec_bytes, _data_file(data_path): data_path.read_bytes()}
-    for scorer in spec.scoring.scorers:
+    for scorer in (*spec.scoring.scorers, *(spec.live.scorers if spec.live else ())):
         local = scorer_file(scorer, task_dir) if isinstance(scorer, PythonScorer) else None
         if local is not None:
             files[local.relative_to(task_dir).as_posix()] = local.read_bytes()
     return spec, files
+
+
+def _live_scoring(spec: TaskSpec, task_dir: Path, source: str) -> TaskScoring | None:
+    """The live scorers as a ``TaskScoring``: live calls are scored by the same engine as benchmarks."""
+    scoring = spec.live.scoring if spec.live is not None else None
+    return TaskScoring(scoring, task_dir, source) if scoring is not None else None
 
 
 def _data_file(data_path: Path) -> str:
@@ -411,4 +423,5 @@ def _load_snapshot(directory: Path) -> TaskVersion:
         spec=spec, items=_items(spec, rows), prompt=PromptTemplate(spec.prompt, set(declared), str(directory / SPEC_FILE)),
         scoring=TaskScoring(spec.scoring, directory, str(directory / SPEC_FILE)), directory=directory,
         data_path=data_path, source=record["source"], added=record["added"],
+        live=_live_scoring(spec, directory, str(directory / SPEC_FILE)),
     )

@@ -14,6 +14,9 @@ A task is one YAML (or JSON) file beside its data (docs/tasks.md)::
     scoring:
       scorers:
         - {scorer: label, reference: team, labels: [billing, bugs, accounts]}
+    live:                            # optional: how the route's live answers are scored
+      scorers:
+        - {scorer: label, labels: [billing, bugs, accounts]}
 
 YAML because a prompt template is multi-line text that a person edits, and YAML's block scalars
 (``|-``) hold it as written, comments included; JSON is YAML, so a generated spec works too.
@@ -31,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from registry.errors import DatasetError, one_line
 from registry.evaluation.rubrics import JUDGE_ROUTE
-from registry.evaluation.scorers import SCORER_NAMES, ScorerConfig, check_json_schema
+from registry.evaluation.scorers import SCORER_NAMES, PythonScorer, ScorerConfig, check_json_schema, known_criteria
 from registry.spec import NAME_PATTERN, known_capabilities
 
 FieldKind = Literal[
@@ -112,29 +115,79 @@ class GenerationSpec(_Strict):
         return check_json_schema(value)
 
 
+def _known_names(value: Any) -> Any:
+    """Name an unknown scorer with the list, rather than pydantic's tag-union message."""
+    for index, entry in enumerate(value if isinstance(value, list | tuple) else ()):
+        if isinstance(entry, dict) and entry.get("scorer") not in SCORER_NAMES:
+            raise ValueError(
+                f"scorer {index + 1}: {entry.get('scorer')!r} is not a scorer; use one of {', '.join(SCORER_NAMES)}"
+            )
+    return value
+
+
+def _distinct_labels(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Each scorer's score is kept under its label, so two of one kind need their own ``name``."""
+    labels = [scorer.label for scorer in value]
+    if len(set(labels)) != len(labels):
+        raise ValueError("two scorers share a label; give them distinct `name:` keys")
+    return value
+
+
 class ScoringSpec(_Strict):
     combine: Literal["mean", "max"] = Field(default="mean", description="weighted mean of the scorers, or the best one")
     scorers: tuple[ScorerConfig, ...] = Field(min_length=1)
 
-    @field_validator("scorers", mode="before")
-    @classmethod
-    def _known_names(cls, value: Any) -> Any:
-        """Name an unknown scorer with the list, rather than pydantic's tag-union message."""
-        for index, entry in enumerate(value if isinstance(value, list | tuple) else ()):
-            if isinstance(entry, dict) and entry.get("scorer") not in SCORER_NAMES:
-                raise ValueError(
-                    f"scorer {index + 1}: {entry.get('scorer')!r} is not a scorer; use one of {', '.join(SCORER_NAMES)}"
-                )
-        return value
+    _names = field_validator("scorers", mode="before")(_known_names)
+    _labels = field_validator("scorers")(_distinct_labels)
 
-    @field_validator("scorers")
-    @classmethod
-    def _distinct_labels(cls, value: tuple[Any, ...]) -> tuple[Any, ...]:
-        """Each scorer's score is kept under its label, so two of one kind need their own ``name``."""
-        labels = [scorer.label for scorer in value]
-        if len(set(labels)) != len(labels):
-            raise ValueError("two scorers share a label; give them distinct `name:` keys")
-        return value
+
+LIVE_FIELDS: tuple[str, ...] = ("prompt", "system")
+"""All a live scorer's ``item`` holds. A live call is a client's own messages, not a validation item:
+``prompt`` is the last user message (or a completion's prompt), ``system`` the system message or ``""``."""
+
+
+class LiveSpec(_Strict):
+    """How the route's live answers are scored, off the request path (registry/quality/live_scoring.py).
+
+    Only scorers that need no reference answer, since a live call has none, and that read nothing
+    of an item but ``prompt`` and ``system``: checked here, so a spec that could never score a live
+    call is refused at ``tasks add`` rather than failing on every call later. ``judge`` names the
+    criteria the ``judgment`` route's judge scores live answers on (a separate signal: whether that
+    judge may gate a rollout depends on its calibration, read when a decision is made).
+    """
+
+    combine: Literal["mean", "max"] = Field(default="mean", description="weighted mean of the scorers, or the best one")
+    scorers: tuple[ScorerConfig, ...] = ()
+    judge: tuple[str, ...] = Field(default=(), description="criteria the judgment route's judge scores live answers on")
+
+    _names = field_validator("scorers", mode="before")(_known_names)
+    _labels = field_validator("scorers")(_distinct_labels)
+    _criteria = field_validator("judge")(known_criteria)
+
+    @model_validator(mode="after")
+    def _scorable_live(self) -> LiveSpec:
+        if not self.scorers and not self.judge:
+            raise ValueError("name at least one scorer or judge criterion, or leave live out")
+        for index, scorer in enumerate(self.scorers, start=1):
+            name = f"scorer {index} ({scorer.label})"
+            if scorer.scorer == "judge":
+                raise ValueError(f"{name}: the judge is not a live scorer; name its criteria in live.judge instead")
+            if not scorer.reference_free:
+                raise ValueError(
+                    f"{name} needs a reference answer, which a live call has not; use a reference-free scorer "
+                    "(json without fields, label without reference, regex, python with needs_reference: false)"
+                )
+            outside = [f for f in scorer.reads() if not isinstance(scorer, PythonScorer) or f not in LIVE_FIELDS]
+            if outside:
+                fix = "give it labels: rather than labels_field" if scorer.scorer == "label" else "read only those"
+                raise ValueError(f"{name} reads item fields {outside}; a live call has only "
+                                 f"{' and '.join(LIVE_FIELDS)}: {fix}")
+        return self
+
+    @property
+    def scoring(self) -> ScoringSpec | None:
+        """The live scorers as a task's scoring (one scoring engine for benchmarks and live calls)."""
+        return ScoringSpec(combine=self.combine, scorers=self.scorers) if self.scorers else None
 
 
 class TaskSpec(_Strict):
@@ -145,6 +198,7 @@ class TaskSpec(_Strict):
     prompt: PromptSpec
     generation: GenerationSpec = GenerationSpec()
     scoring: ScoringSpec
+    live: LiveSpec | None = None
 
     @field_validator("name")
     @classmethod
