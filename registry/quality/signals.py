@@ -70,13 +70,13 @@ def evidence(store: ResultsStore, route: str, *, since: float) -> dict[str, Evid
         """
         with latest as (
             select call_id, model || '/' || version as ref, signal, source,
-                   arg_max(score, ts) as score
+                   arg_max_null(score, ts) as score, min(ts) as first_ts
             from feedback where route = $1 and ts >= $2
             group by call_id, model, version, signal, source
         )
         select ref, call_id, signal, avg(score) as score, count(*) filter (where score is null) as failed
         from latest group by ref, call_id, signal
-        order by signal, call_id
+        order by signal, min(first_ts), call_id  -- arrival order: the sequential test's bets depend on it
         """,
         [route, moment],
     )

@@ -2,9 +2,10 @@
 
 Pure logic over evidence, no MLflow and no clock, so every rule is tested in microseconds.
 
-A check compares the challenger's live evidence *in the current step* with the champion's in the
-same step — same time, same load on the machine — or, when the step gives the champion too few
-calls (at 100 % it gets none), over the whole rollout and one step length before it. Signals
+A check compares the challenger's live evidence *since the rollout began* with the champion's over
+the same time — same hours, same load on the machine — so each step adds to one test rather than
+starting a new one (a rollout that began at 100 % reads the champion from one step length before
+it). Signals
 (registry/quality/signals.py), each judged by an anytime-valid sequential test
 (registry/quality/sequential.py) that may be looked at after every call:
 
@@ -19,7 +20,8 @@ calls (at 100 % it gets none), over the whole rollout and one step length before
   versions answered the same requests, so quality is compared pair by pair.
 
 The chance of rolling back a challenger that is in truth within the margins is at most
-``false_rollback_rate`` (5 %), split evenly over the gating signals. A regression rolls back as
+``false_rollback_rate`` (5 %) over the whole rollout, split evenly over the gating signals
+(Bonferroni) and, with a shadow step, over its paired test and the ramp's unpaired one. A regression rolls back as
 soon as its test says so (never before ``min_samples`` calls on each side); a step advances early
 when every gating signal shows the challenger within its margin, or when it has lasted
 ``step_seconds`` with no regression found — unless a gating signal the champion has stays
@@ -78,6 +80,12 @@ class RolloutPolicy(BaseModel):
             raise ValueError("the last step must be 100, where the candidate serves all traffic before it is promoted")
         return ramp
 
+    @property
+    def tests_per_signal(self) -> int:
+        """One sequential test per signal over the whole rollout, plus the shadow step's paired one:
+        each gets an equal share of the false-rollback rate."""
+        return 1 + int(self.shadow)
+
     @classmethod
     def parse(cls, *, ramp: str | None = None, **fields: Any) -> RolloutPolicy:
         """Build from CLI values; any problem is a ``PromotionError`` naming the fix."""
@@ -132,28 +140,31 @@ class Check:
         return {"action": self.action, "reasons": self.reasons, "figures": self.figures}
 
 
-SPEED_CAP = 2.0  # a call's speed counts up to twice the champion's median: one fast outlier cannot hide slow ones
+SPEED_CAP = 1.25  # a call's speed counts up to 1.25 × the champion's: a narrow range narrows the interval fast,
+# and one fast outlier cannot hide slow ones
 
 
 def judge(
     policy: RolloutPolicy, champion: Evidence | None, challenger: Evidence | None, step_elapsed_s: float, *,
     gating: tuple[str, ...] = (), diagnostic: tuple[str, ...] = (), paired: bool = False,
-    summary: dict[str, Any] | None = None,
+    summary: dict[str, Any] | None = None, speed_reference: float | None = None,
 ) -> Check:
     """Advance, hold or roll back one step (rules in the module docstring). ``gating``: the quality
     signals that may decide; ``diagnostic``: those shown but not deciding (a judge under its floor);
     ``paired``: a shadow step, where quality is compared on the same requests; ``summary``: figures
-    shown beside the verdict (each side's call counts, latency)."""
+    shown beside the verdict (each side's call counts, latency); ``speed_reference`` the champion's
+    benchmarked tokens/s, the scale speed is measured on (fixed before the step's data, as the test
+    needs; without one, the champion's median in the step)."""
     champion = champion or Evidence()
     challenger = challenger or Evidence()
     signals = ("success", "speed", *(f"quality:{q}" for q in gating))
-    alpha = split_alpha(policy.false_rollback_rate, len(signals))
-    tests = _tests(policy, champion, challenger, alpha, gating, diagnostic, paired)
+    alpha = split_alpha(policy.false_rollback_rate, policy.tests_per_signal * len(signals))
+    tests = _tests(policy, champion, challenger, alpha, gating, diagnostic, paired, speed_reference)
     figures = {**(summary or {}), "step_elapsed_s": round(step_elapsed_s, 1), "paired": paired,
                "false_rollback_rate": policy.false_rollback_rate, "signals": tests}
     if challenger.n < policy.min_samples:
         return Check("hold", [f"waiting for samples: challenger has {challenger.n} of {policy.min_samples} calls "
-                              "in this step"], figures)
+                              "in this rollout"], figures)
     if champion.n < policy.min_samples:
         # Without a baseline a dead challenger is still caught: it has no success at all.
         if not any(challenger.success):
@@ -183,14 +194,14 @@ def deciding_names(tests: dict[str, dict[str, Any]]) -> list[str]:
 
 def _tests(
     policy: RolloutPolicy, champion: Evidence, challenger: Evidence, alpha: float, gating: tuple[str, ...],
-    diagnostic: tuple[str, ...], paired: bool,
+    diagnostic: tuple[str, ...], paired: bool, speed_reference: float | None,
 ) -> dict[str, dict[str, Any]]:
     """Each signal's test, as JSON: its decision (``regression``, ``non_inferior``, ``undecided``;
     ``waiting`` under ``min_samples`` a side; ``absent`` when neither side has it; ``unmeasured``
     when the champion has it and the challenger's scorings failed), the figures and whether it gates."""
     tests = {
         "success": _unpaired(policy, "success", champion.success, challenger.success, policy.min_ratio, alpha),
-        "speed": _speed(policy, champion, challenger, alpha),
+        "speed": _speed(policy, champion, challenger, alpha, speed_reference),
     }
     for signal in (*gating, *diagnostic):
         tests[f"quality:{signal}"] = _quality(policy, signal, champion, challenger, alpha, paired)
@@ -199,14 +210,15 @@ def _tests(
     return tests
 
 
-def _speed(policy: RolloutPolicy, champion: Evidence, challenger: Evidence, alpha: float) -> dict[str, Any]:
+def _speed(policy: RolloutPolicy, champion: Evidence, challenger: Evidence, alpha: float,
+           reference: float | None) -> dict[str, Any]:
     if not champion.speed:
         return _unpaired(policy, "speed", [], challenger.speed, policy.speed_ratio, alpha)
-    reference = statistics.median(champion.speed)
+    reference = reference if reference and reference > 0 else statistics.median(champion.speed)
     share = [min(value / reference, SPEED_CAP) for value in champion.speed]
     theirs = [min(value / reference, SPEED_CAP) for value in challenger.speed]
     test = _unpaired(policy, "speed", share, theirs, policy.speed_ratio, alpha, high=SPEED_CAP)
-    test["champion_median_tokens_per_s"] = round(reference, 2)
+    test["reference_tokens_per_s"] = round(reference, 2)
     return test
 
 
@@ -233,7 +245,7 @@ def _short(ours: int, theirs: int, failed: dict[str, int], floor: int) -> str:
     """Why a quality test cannot decide yet: nothing on either side, or the challenger's scorings fail."""
     if ours == 0 and theirs == 0:
         return "absent"
-    if ours >= floor and theirs < floor and failed["failed_challenger"] > 0:
+    if ours >= floor and theirs < floor:  # scorings failed or dropped: hold, never pass it unmeasured
         return "unmeasured"
     return "waiting"
 

@@ -325,19 +325,25 @@ class Rollout:
         if failures:  # it takes no share while it cannot load: waiting for samples would wait forever
             reasons = [f"the gateway could not load {state.candidate}: {failures[-1]}"]
             return self._enter(state, "rolled_back", outcome={"reasons": reasons})
-        in_step = evidence(self.store, state.route, since=state.step_started_at)
+        # One test over the whole rollout: every step adds to the evidence, so a regression too small
+        # to show in one step still shows by the last, and a step's end is never a fresh coin toss.
+        so_far = evidence(self.store, state.route, since=state.started_at)
         figures = live_figures(self.store, state.route, since=state.step_started_at)
-        champion, champion_figures = in_step.get(state.champion), figures.get(state.champion)
-        if champion is None or champion.n < policy.min_samples:  # at 100 % it gets no calls in the step
+        champion, champion_figures = so_far.get(state.champion), figures.get(state.champion)
+        if champion is None or champion.n < policy.min_samples:  # a rollout that began at 100 %: none since
             since = state.started_at - policy.step_seconds
             champion = evidence(self.store, state.route, since=since).get(state.champion)
-            champion_figures = live_figures(self.store, state.route, since=since).get(state.champion)
+        if champion_figures is None or champion_figures.n < policy.min_samples:  # at 100 % it gets no calls in the step
+            champion_figures = live_figures(self.store, state.route, since=state.started_at).get(state.champion)
         gating, diagnostic, judge = self._quality_signals(state.route)
         challenger_figures = figures.get(state.candidate)
         summary = {"champion": champion_figures.as_json() if champion_figures else None,
                    "challenger": challenger_figures.as_json() if challenger_figures else None, "judge": judge}
-        check = judge_step(policy, champion, in_step.get(state.candidate), now - state.step_started_at,
-                           gating=gating, diagnostic=diagnostic, paired=state.phase == "shadow", summary=summary)
+        champion_record = self.catalog.get_ref(state.champion)
+        benchmark = self.store.latest_run(state.route, champion_record.name, champion_record.version, self._hardware_id)
+        check = judge_step(policy, champion, so_far.get(state.candidate), now - state.step_started_at,
+                           gating=gating, diagnostic=diagnostic, paired=state.phase == "shadow", summary=summary,
+                           speed_reference=benchmark.get("tokens_per_s") if benchmark else None)
         state = self._save(replace(state, last_check={"at": iso_utc(now), "step": state.step, "phase": state.phase,
                                                       **check.as_json()}))
         self._record_check(state, check.action, now)
@@ -373,7 +379,7 @@ class Rollout:
         return tuple(gating), ("judge",), standing.as_json()
 
     def _record_check(self, state: RolloutState, action: str, now: float) -> None:
-        """A check's verdict as a ``rollout.check`` event — the evidence over time that
+        """A check's verdict as a ``check.rollout`` event (``rollout.*`` are the phases) — the evidence over time that
         notebooks/rollout.ipynb plots: each decision, and a hold at most every ``CHECK_EVENT_EVERY_S``
         (a rollout of hours checked every 5 s would otherwise write thousands of rows)."""
         key = (state.id, state.phase, state.step)
@@ -383,7 +389,7 @@ class Rollout:
         model, _, version = state.candidate.partition("/")
         detail = {"rollout": state.id, "phase": state.phase, "step": state.step, "share": state.share,
                   **(state.last_check or {})}
-        self.store.append("events", [event_row("rollout.check", route=state.route, model=model, version=int(version),
+        self.store.append("events", [event_row("check.rollout", route=state.route, model=model, version=int(version),
                                                detail=detail)])
 
     def _enter(self, state: RolloutState, phase: str, **changes: Any) -> RolloutState:

@@ -106,9 +106,6 @@ def test_a_shadow_copy_without_its_user_call_counts_but_pairs_with_nothing(tmp_p
     assert (found.n, found.shadow_calls, found.mirrors) == (1, 1, {})
 
 
-@pytest.mark.xfail(strict=True, reason="signals.evidence takes arg_max(score, ts), which skips NULL scores, so a later "
-                   "failed scoring of the same (call, source) leaves the earlier score standing; arg_max_null keeps "
-                   "'the latest row per (call, source) wins' (patch in the policy-tests helper's report)")
 def test_a_later_failed_scoring_of_the_same_call_and_source_replaces_its_score(tmp_path: Path) -> None:
     rows = Route(ResultsStore(tmp_path))
     call = rows.call(500, 1)

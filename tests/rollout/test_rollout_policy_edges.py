@@ -78,12 +78,14 @@ def test_a_signal_nobody_measured_is_absent_and_does_not_block() -> None:
         "quality:scorer": "absent", "quality:feedback": "absent", "quality:judge": "absent"}
 
 
-def test_a_challenger_whose_scorings_failed_only_partly_waits_rather_than_being_unmeasured() -> None:
-    """Few scores but none failed: the test waits (the step's time still advances it); failures with
-    enough scores: the scores are compared, the failures shown beside them."""
+def test_a_challenger_with_too_few_scores_is_unmeasured_and_holds_past_the_step() -> None:
+    """Few scores, failed or dropped alike: the signal is unmeasured on the challenger and the step
+    holds even after its time (never a silent pass); failures with enough scores: the scores are
+    compared, the failures shown beside them."""
     champion = calls(30, scorer=[0.8] * 30)
     few = calls(30, prefix="d", scorer=[0.8] * 5)
-    assert judge(POLICY, champion, few, 10, gating=("scorer",)).figures["signals"]["quality:scorer"]["decision"] == "waiting"
+    verdict = judge(POLICY, champion, few, 10_000, gating=("scorer",))
+    assert verdict.figures["signals"]["quality:scorer"]["decision"] == "unmeasured" and verdict.action == "hold"
     enough = calls(30, prefix="d", scorer=[0.8] * 20)
     enough.failed = {"scorer": 10}
     test = judge(POLICY, champion, enough, 10, gating=("scorer",)).figures["signals"]["quality:scorer"]
