@@ -11,6 +11,7 @@ import os
 import re
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,6 +84,11 @@ class Settings(BaseSettings):
         default=None, ge=1,
         description="Keep this many days of calls rows (unset: keep everything); runs, events, learnings and "
                     "calibrations are never dropped (docs/results.md).",
+    )
+    live_judge: Literal["off", "rollout", "always"] = Field(
+        default="rollout",
+        description="When the judge scores live answers of a task that asks for it: never, while the route has a "
+                    "challenger (rollout or shadow), or always. Each judgement is a generation on the judge's instance.",
     )
     feedback_per_s: float = Field(default=50.0, gt=0, description="Feedback posts a second the gateway accepts (429 past it).")
     feedback_burst: int = Field(default=200, ge=1, description="Feedback posts accepted at once before the rate applies.")

@@ -89,6 +89,11 @@ def _print_details(task: TaskVersion) -> None:
     scorers = ", ".join(f"{s['label']}×{s['weight']:g}{' (no reference needed)' if s['reference_free'] else ''}"
                         for s in summary["scorers"])
     click.echo(f"  scoring ({summary['combine']}): {scorers}")
+    live = summary["live"]
+    if live is not None:
+        parts = [f"{s['label']}×{s['weight']:g}" for s in live["scorers"]]
+        parts += [f"judge on {', '.join(live['judge'])}"] if live["judge"] else []
+        click.echo(f"  live scoring ({live['combine']}): {', '.join(parts)}")
     click.echo(f"  max tokens: {summary['max_tokens']}")
 
 

@@ -48,6 +48,8 @@ async def health(request: Request) -> JSONResponse:
         "alias_refreshes": gateway.router.refreshes,
         "last_refresh_error": gateway.router.last_refresh_error,
         "calls_written": gateway.recorder.written,
+        "shadow": gateway.shadow.counters(),  # copies offered, dropped, preempted, answered … (docs/rollout.md)
+        "live_scoring": gateway.live_scorer.counters(),
     }
     return JSONResponse(body, status_code=200 if gateway.ready else 503)
 

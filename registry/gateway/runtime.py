@@ -18,8 +18,13 @@ from registry.catalog.routes import Routes
 from registry.catalog.tracking import delete_webhook, replace_webhook
 from registry.catalog.versions import Catalog
 from registry.errors import ConfigError
+from registry.evaluation.judge import ModelBasedJudge
+from registry.evaluation.rubrics import JUDGE_ROUTE
+from registry.evaluation.tasks import TaskCatalog
 from registry.gateway.metrics import GatewayMetrics
 from registry.gateway.rate import TokenBucket
+from registry.quality.judge_gate import JudgeGate
+from registry.quality.live_scoring import LiveCall, LiveScorer
 from registry.results.events import event_row
 from registry.results.feedback import CallRef, FeedbackBook, RecentCalls
 from registry.results.maintenance import Maintainer, Maintenance
@@ -29,6 +34,7 @@ from registry.rollout.autoswap import AutoSwapper, AutoSwapPolicy
 from registry.serving.dispatcher import AnsweredCall, Dispatcher
 from registry.serving.pool import WarmPool
 from registry.serving.router import Router
+from registry.serving.shadow import ShadowAnswer, ShadowMirror
 from registry.settings import Settings
 from registry.spec import VersionRecord
 
@@ -74,7 +80,13 @@ class Gateway:
         self.feedback = FeedbackBook(self.store, recent=self.recent_calls,
                                      write=lambda row: self.recorder.add("feedback", row))
         self.feedback_bucket = TokenBucket(settings.feedback_per_s, settings.feedback_burst)
-        self.dispatcher = Dispatcher(self.pool, self.recorder, watchers=(self._answered,))
+        self.live_scorer = LiveScorer(
+            TaskCatalog(settings), lambda row: self.recorder.add("feedback", row), judge=lambda: self._judge,
+            gate=JudgeGate.from_settings(settings, self.store))
+        # The judgment route's judge, on the instances this gateway holds (resolved from memory).
+        self._judge = ModelBasedJudge(self.catalog, self.pool, resolve=lambda: self.router.resolve(JUDGE_ROUTE).record)
+        self.shadow = ShadowMirror(self.pool, self.recorder, self.router.entries, on_answer=self._shadow_answered)
+        self.dispatcher = Dispatcher(self.pool, self.recorder, watchers=(self._answered, self.shadow))
         self.metrics = GatewayMetrics(self.pool.snapshot)
         self.autoswapper = AutoSwapper(self.catalog, AutoSwapPolicy(
             cooldown_s=settings.auto_swap_cooldown_s, min_samples=settings.auto_swap_min_samples,
@@ -94,6 +106,8 @@ class Gateway:
         self.recorder.start()
         self.maintainer.start()
         self.router.start(follow=follow)
+        self.live_scorer.start()
+        self.shadow.start()
         self.pool.start_maintenance()
         if self.autoswapper is not None:
             self.autoswapper.start(lambda: list(self.router.entries()), every_s=self.settings.auto_swap_check_s,
@@ -136,6 +150,8 @@ class Gateway:
         if self.autoswapper is not None:
             self.autoswapper.stop()
         self.router.stop()
+        self.shadow.stop()
+        self.live_scorer.stop()
         if self.webhook_id is not None:
             try:
                 delete_webhook(self.catalog, self.webhook_id)
@@ -158,9 +174,28 @@ class Gateway:
     # --- events -------------------------------------------------------------------------------
 
     def _answered(self, answered: AnsweredCall) -> None:
-        """Each answer: known at once to feedback (before its row is flushed)."""
-        record = answered.record
-        self.recent_calls.add(CallRef(answered.call_id, answered.resolution.route, record.name, record.version))
+        """Each answer: known at once to feedback (before its row is flushed), and scored off the
+        request path by the route's live scorers."""
+        record, route = answered.record, answered.resolution.route
+        self.recent_calls.add(CallRef(answered.call_id, route, record.name, record.version))
+        if route is not None:
+            self.live_scorer.offer(LiveCall.of(answered.call_id, route, record.name, record.version, answered.request,
+                                               answered.generation.text, judged=self._judging(route)))
+
+    def _shadow_answered(self, shadow: ShadowAnswer) -> None:
+        """A challenger's answer to a copy: scored like a user's, so the two sides compare pair by pair."""
+        record = shadow.record
+        self.live_scorer.offer(LiveCall.of(shadow.call_id, shadow.route, record.name, record.version, shadow.request,
+                                           shadow.generation.text, judged=self._judging(shadow.route)))
+
+    def _judging(self, route: str) -> bool:
+        """Whether the judge scores this route's answer now: a judgement is a generation on the judge's
+        instance, so by default only while a rollout wants the evidence (ARBITER_LIVE_JUDGE)."""
+        mode = self.settings.live_judge
+        if mode != "rollout":
+            return mode == "always"
+        entry = self.router.entries().get(route)
+        return entry is not None and entry.contender is not None
 
     def _pool_event(self, kind: str, record: VersionRecord, detail: dict[str, Any]) -> None:
         self._event(kind, None, record, detail)

@@ -71,16 +71,17 @@ class LiveCall:
     prompt: str  # the last user message, or a completion's prompt
     system: str  # the system message(s), or ""
     answer: str
+    judged: bool = True  # False: the task's live scorers only (the gateway judges only while evidence is wanted)
 
     @classmethod
     def of(cls, call_id: str, route: str, model: str, version: int, request: GenerationRequest,
-           answer: str) -> LiveCall:
+           answer: str, *, judged: bool = True) -> LiveCall:
         """From the request as the gateway received it (chat messages or a completion prompt)."""
         if request.prompt is not None:
-            return cls(call_id, route, model, version, request.prompt, "", answer)
+            return cls(call_id, route, model, version, request.prompt, "", answer, judged)
         users = [_text(m.get("content")) for m in request.messages if m.get("role") == "user"]
         system = "\n\n".join(_text(m.get("content")) for m in request.messages if m.get("role") == "system")
-        return cls(call_id, route, model, version, users[-1] if users else "", system, answer)
+        return cls(call_id, route, model, version, users[-1] if users else "", system, answer, judged)
 
 
 def _text(content: Any) -> str:
@@ -197,7 +198,7 @@ class LiveScorer:
             return
         if task.live is not None:
             self._scorers(call, task)
-        if task.spec.live is not None and task.spec.live.judge:
+        if call.judged and task.spec.live is not None and task.spec.live.judge:
             self._judge_call(call, task.spec.live.judge)
 
     def _task(self, route: str) -> TaskVersion | None:
