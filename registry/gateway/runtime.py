@@ -9,8 +9,10 @@ maintenance pass so it is in its Delta table.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import secrets
+import threading
 import time
 from typing import Any
 
@@ -39,6 +41,7 @@ from registry.settings import Settings
 from registry.spec import VersionRecord
 
 WEBHOOK_PATH = "/hooks/mlflow"
+_log = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
@@ -204,3 +207,14 @@ class Gateway:
         self.metrics.events.labels(kind=kind).inc()
         self.recorder.add("events", event_row(kind, route=route, model=record.name if record else None,
                                               version=record.version if record else None, detail=detail))
+        if kind == "swap.start" and route is not None:  # a champion moved: by arbiter, or by hand in the UI
+            threading.Thread(target=self._take_up_move, args=(route,), name=f"arbiter-move-{route}", daemon=True).start()
+
+    def _take_up_move(self, route: str) -> None:
+        """Read the route as ``routes show`` does: a move made by hand in the MLflow UI is taken up now
+        (the old champion becomes ``previous``, an ``alias.external`` event with the figures), not at
+        the next CLI call. A move arbiter made itself is already recorded: this changes nothing."""
+        try:
+            self.routes.show(route)
+        except Exception as exc:  # noqa: BLE001 — MLflow busy: the next `routes show` takes it up instead
+            _log.warning("could not take up the champion move on %s: %s", route, exc)
