@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test test-fast coverage mutation bench bench-gateway bench-swap bench-rollout bench-judge bench-selection bench-costs bench-store clean llama-wheel workers
+.PHONY: install demo test test-fast coverage mutation bench bench-gateway bench-swap bench-rollout bench-judge bench-selection bench-costs bench-store bench-quality-gate clean llama-wheel workers
 
 install: $(STAMP)
 
@@ -150,6 +150,12 @@ bench-costs: install
 # the same rows fully compacted, and 5,000 files of the old layout; 11 min on 2 quiet cores (15 busy), ~8 GB in /tmp.
 bench-store: install
 	$(BIN)/python benchmarks/store_month.py
+
+# Quality-gated swaps (issue 16) through one real gateway: a planted quality regression (SmolLM2 Q4_0 on extract,
+# feedback from the reference scorer) rolled back, an identical twin promoted (--twin-runs, default 10), the
+# champion's latency with a shadow challenger on vs off, and an uncalibrated judge shown but not gating.
+bench-quality-gate: install
+	$(BIN)/python benchmarks/quality_gate.py
 
 # A real Prefect server on 127.0.0.1:4200 and a process worker on this machine's pool (arbiter-cpu,
 # -cuda or -apple); state in ./.prefect, results in ARBITER_HOME (default: here). Ctrl-C stops all.
