@@ -107,8 +107,9 @@ def _output(process: subprocess.Popen) -> str:
 
 
 @contextmanager
-def steady_load(url: str, route: str, *, num_predict: int = 12) -> Iterator[threading.Event]:
-    """One client sending the same short request to ``route`` back to back until the block ends."""
+def steady_load(url: str, route: str, *, num_predict: int = 12, gap_s: float = 0.0) -> Iterator[threading.Event]:
+    """One client sending the same short request to ``route`` until the block ends: back to back, or
+    with ``gap_s`` of think time after each answer (a shadow copy runs only in such gaps)."""
     stop = threading.Event()
 
     def send() -> None:
@@ -116,6 +117,7 @@ def steady_load(url: str, route: str, *, num_predict: int = 12) -> Iterator[thre
             while not stop.is_set():
                 client.post("/api/generate", json={"model": route, "prompt": "Name one colour.", "stream": False,
                                                    "options": {"num_predict": num_predict, "temperature": 0}})
+                stop.wait(gap_s)
 
     thread = threading.Thread(target=send, name=f"load-{route}", daemon=True)
     thread.start()

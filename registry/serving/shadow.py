@@ -10,12 +10,16 @@ The copies must cost the users nothing (the goal: the champion's p50/p95 with sh
 runs only while nobody waits:
 
 - the dispatcher's thread only *offers* a copy: into a bounded queue, dropped (counted) when full;
-- one worker runs copies one at a time, each only once no user request is in flight or queued on
-  the route's champion or challenger (:meth:`WarmPool.user_load`); a copy that finds no such
-  moment within ``max_wait_s`` of its offer is ``stale`` (the traffic it mirrored has moved on);
+- one worker runs copies one at a time, each *starting* only once no user request is in flight or
+  queued on the route's champion or challenger (:meth:`WarmPool.user_load`); a copy that finds no
+  such moment within ``max_wait_s`` of its offer is ``stale`` (the traffic it mirrored has moved on);
 - its lease is a background one: it takes a free slot or none, never a place in a user's queue;
-- between fragments, a user arriving on either instance closes the copy (``preempted``: no row,
-  since it is not the challenger's failure).
+- between fragments, a user arriving on the *challenger* closes the copy (``preempted``: no row,
+  since it is not the challenger's failure). A user of the champion does not: the copy then shares
+  the machine's cores with that request, each llama.cpp instance on its own threads, rather than be
+  thrown away — under steady traffic whose gaps are shorter than one answer, a copy preempted by
+  every champion request would never finish, and the shadow step would never have evidence. What
+  that sharing costs the champion is measured by ``make bench-quality-gate`` (docs/rollout.md).
 What a copy cannot give back at once is the step it is in: llama.cpp evaluates the prompt before
 the first fragment, so a user arriving then waits for the end of that evaluation (milliseconds for
 the prompts of a small model, and it shares cores rather than a slot when it is the champion's).
@@ -200,11 +204,11 @@ class ShadowMirror:
             except ArbiterError as exc:  # an open breaker, a load that failed: the challenger's failure
                 self._finish(copy, challenger, None, Cost(), str(exc))
                 return True
-            self._run(copy, instance, champion)
+            self._run(copy, instance)
             return True
 
-    def _run(self, copy: _Copy, instance: Instance, champion: VersionRecord) -> None:
-        """Stream the copy, looking between fragments for a user who arrived meanwhile."""
+    def _run(self, copy: _Copy, instance: Instance) -> None:
+        """Stream the copy, looking between fragments for a user who arrived on the challenger."""
         challenger = instance.record
         generation: Generation | None = None
         error: str | None = None
@@ -218,7 +222,7 @@ class ShadowMirror:
                     except StopIteration as done:
                         generation = done.value
                         break
-                    if self._stop.is_set() or not self._idle(champion, challenger):
+                    if self._stop.is_set() or self._pool.user_load(challenger) > 0:
                         self._count("preempted")
                         return
             except ArbiterError as exc:

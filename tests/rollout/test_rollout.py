@@ -90,11 +90,14 @@ def test_a_twin_of_the_champion_ramps_to_100_and_is_promoted(served: Served, loa
 
 
 def test_a_slower_candidate_is_rolled_back_by_itself(served: Served, load: threading.Event) -> None:
-    policy = RolloutPolicy(**{**FAST, "step_seconds": 30.0, "force": True})  # force: past its low quality
+    # force: past its low quality. One step at 100 % and a speed margin of 1.0 (as fast as the champion):
+    # the sequential test needs tens of calls a side to tell a slower model from the noise of a shared
+    # machine (docs/rollout.md), so gemma takes all traffic and the margin is as wide as it goes.
+    policy = RolloutPolicy(**{**FAST, "ramp": (100,), "step_seconds": 600.0, "speed_ratio": 1.0, "force": True})
 
     state = served.rollout.promote("qa", "gemma3-270m/1", policy)
 
-    assert state.phase == "rolled_back", state
+    assert state.phase == "rolled_back", (state.phase, state.last_check)
     assert any(reason.startswith("speed: ") for reason in state.outcome["reasons"]), state.outcome
     status = served.rollout.status("qa")
     assert status["champion"]["model"] == "smollm2-135m" and status["challenger"] is None and status["share"] == 0

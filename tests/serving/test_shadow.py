@@ -171,12 +171,31 @@ def test_a_copy_waits_while_a_user_request_is_in_flight(
     assert [r["shadow_of"] for r in shadow_rows(recorder, store)] == [answer.call_id]
 
 
-@pytest.mark.parametrize("arrives_on", ["champion", "challenger"])
+def test_a_user_of_the_champion_arriving_mid_copy_shares_the_machine_and_both_finish(
+    pool: WarmPool, pair, recorder: Recorder, store: ResultsStore, make_mirror
+) -> None:
+    """A copy that has started is not thrown away for a champion request (under steady traffic no copy
+    would ever finish): the user is served on the champion's own instance meanwhile."""
+    champion, challenger = pair
+    mirror = make_mirror(pool, shadowed(champion, challenger))
+    answer = answered_by(pool, champion, LONG_REQUEST)
+    copy_instance = pool.instances_of(challenger)[0]
+    mirror(answer)
+    wait_until(lambda: copy_instance.background == 1 and copy_instance.in_flight == 1
+               or mirror.counters()["answered"] == 1, "the copy started", tick_s=0.001)
+    user = answered_by(pool, champion, LONG_REQUEST)  # while the copy runs, on the champion
+    wait_until(lambda: mirror.counters()["answered"] == 1, "the copy finished")
+    counters = mirror.counters()
+    assert counters["preempted"] == 0 and user.generation.text
+    assert [r["shadow_of"] for r in shadow_rows(recorder, store)] == [answer.call_id]
+
+
+@pytest.mark.parametrize("arrives_on", ["challenger"])
 def test_a_user_arriving_mid_copy_preempts_it_and_leaves_no_row(
     arrives_on: str, pool: WarmPool, pair, recorder: Recorder, store: ResultsStore, make_mirror
 ) -> None:
-    """The user is let in as soon as the copy holds the challenger; a copy that finished before the
-    user got there (a slow scheduler) is simply tried again."""
+    """A user of the challenger (a pinned request, ``qa@challenger``) is let in as soon as the copy
+    holds it; a copy that finished before the user got there (a slow scheduler) is tried again."""
     champion, challenger = pair
     mirror = make_mirror(pool, shadowed(champion, challenger))
     answer = answered_by(pool, champion, LONG_REQUEST)
