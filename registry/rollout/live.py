@@ -14,8 +14,9 @@ from registry.rollout.policy import LiveFigures
 
 def live_figures(store: ResultsStore, route: str, *, since: float) -> dict[str, LiveFigures]:
     """Per version (``NAME/VERSION``), the calls that served ``route`` since ``since`` (epoch
-    seconds) — through the gateway or the Python facade; benchmark runs are not live traffic. A
-    client that hung up is not the model's failure and is left out."""
+    seconds) — through the gateway or the Python facade, and a shadow challenger's copies (real
+    requests, unseen answers); benchmark runs are not live traffic. A client that hung up is not the
+    model's failure and is left out."""
     moment = datetime.fromtimestamp(since, UTC)
     rows = store.query(
         """
@@ -24,7 +25,7 @@ def live_figures(store: ResultsStore, route: str, *, since: float) -> dict[str, 
                median(tokens_per_s) filter (where ok and tokens_per_s > 0) as tokens_per_s,
                avg(quality) as quality, count(quality) as quality_n
         from calls
-        where source in ('gateway', 'manager') and route = $1 and ts >= $2
+        where source in ('gateway', 'manager', 'shadow') and route = $1 and ts >= $2
           and coalesce(error, '') <> 'client disconnected'
         group by model, version
         """,
