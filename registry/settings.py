@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     calls_flush_s: float = Field(default=1.0, gt=0, description="Calls rows are written at least this often.")
     results_retain_days: int | None = Field(
         default=None, ge=1,
-        description="Keep this many days of calls rows (unset: keep everything); runs, events, learnings and "
+        description="Keep this many days of calls and feedback rows (unset: keep everything); runs, events, learnings and "
                     "calibrations are never dropped (docs/results.md).",
     )
     live_judge: Literal["off", "rollout", "always"] = Field(

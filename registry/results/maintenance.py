@@ -9,8 +9,9 @@ One pass, under one lock shared by every process on the home (``results/_staging
    files the table already holds, a minute after they were written so a reader that listed them
    before the commit can still open them;
 2. **compact** (when asked) each day with enough small files into files of ``target_bytes``;
-3. **retain**: with ``ARBITER_RESULTS_RETAIN_DAYS``, drop ``calls`` days older than that (never
-   another table: runs, events, learnings and calibrations are the history decisions were made on);
+3. **retain**: with ``ARBITER_RESULTS_RETAIN_DAYS``, drop ``calls`` and ``feedback`` days older than
+   that — the two that grow with traffic (a live-scored call writes one of each) — never another
+   table: runs, events, learnings and calibrations are the history decisions were made on;
 4. **tidy** the log: a checkpoint every 100 commits, expired log entries and compacted-away files
    out after an hour.
 
@@ -69,7 +70,7 @@ STALE_TEMPORARY_S = 3600.0  # a writer's temporary file this old was left by a w
 # Staged files read by one DuckDB query while committing. Its union of the files' schemas costs more than
 # linearly: 20,000 legacy files read at once took 115 s and 3 GB of memory.
 READ_CHUNK = 500
-RETAINED_TABLE = "calls"  # the only table retention ever shortens
+RETAINED_TABLES = ("calls", "feedback")  # the only tables retention ever shortens: they grow with traffic
 
 
 @dataclass
@@ -215,11 +216,11 @@ class Maintenance:
                 pass
 
     def _retain(self, report: PassReport) -> None:
-        delta = self.store.delta(RETAINED_TABLE)
-        if not delta.exists():
-            return
         cutoff = (now_utc() - timedelta(days=self.retain_days or 0)).date()
-        report.dropped_rows += delta.drop_days_before(cutoff)
+        for table in RETAINED_TABLES:
+            delta = self.store.delta(table)
+            if delta.exists():
+                report.dropped_rows += delta.drop_days_before(cutoff)
 
     def _compact(self, table: str, report: PassReport) -> None:
         delta = self.store.delta(table)

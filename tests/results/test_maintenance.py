@@ -207,7 +207,7 @@ def test_compaction_leaves_fewer_files_and_the_same_rows(tmp_path: Path) -> None
     assert Maintenance(store).run(compact=True).compacted == {}  # nothing small left to merge
 
 
-def test_retention_drops_old_calls_days_and_nothing_else(tmp_path: Path) -> None:
+def test_retention_drops_old_calls_and_feedback_days_and_nothing_else(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path)
     now = now_utc()
     old, recent = now - timedelta(days=10), now - timedelta(days=2)
@@ -216,10 +216,13 @@ def test_retention_drops_old_calls_days_and_nothing_else(tmp_path: Path) -> None
     store.append("events", [{"event_id": "e", "ts": old, "kind": "register"}], may_commit=False)
     store.append("learnings", [{"ts": old, "task": "qa", "key": "k", "value": "v"}], may_commit=False)
     store.append("judge_calibration", [{"calibration_id": "j", "ts": old, "model": "m"}], may_commit=False)
+    store.append("feedback", [{"feedback_id": f, "ts": ts, "call_id": f, "signal": "scorer", "source": "arbiter:scorer",
+                               "score": 1.0} for f, ts in (("f-old", old), ("f-now", now))], may_commit=False)
     assert Maintenance(store).run().dropped_rows == 0  # no retention unless asked for
 
     report = Maintenance(store, retain_days=7).run()
-    assert report.dropped_rows == 1
+    assert report.dropped_rows == 2
+    assert [r["call_id"] for r in store.query("select call_id from feedback")] == ["f-now"]
     assert sorted(r["call_id"] for r in store.query("select call_id from calls")) == ["now", "recent"]
     for table in ("runs", "events", "learnings", "judge_calibration"):
         assert store.query(f"select count(*) as n from {table}") == [{"n": 1}], table
