@@ -14,7 +14,7 @@ library (MLflow, DuckDB, llama.cpp) is imported until a name that needs it is fi
 The code lives in wings, each a subsystem whose imports point only down the layers
 (ARCHITECTURE.md; checked by import-linter in ``make test``)::
 
-    cli → gateway → rollout → manager → evaluation → serving → catalog → selection, providers
+    cli → gateway → rollout → manager → quality → evaluation → serving → catalog → selection, providers
         → machine → results → spec, settings → errors
 
 Modules that moved into the wings keep their old import paths (``registry.store``,
@@ -38,6 +38,7 @@ _EXPORTS = {
     "ArbiterModelManager": "registry.manager",
     "Catalog": "registry.catalog.versions",
     "Criteria": "registry.selection.criteria",
+    "FeedbackBook": "registry.results.feedback",
     "LocalModelSelector": "registry.selection.selector",
     "ModelBasedJudge": "registry.evaluation.judge",
     "ModelSpec": "registry.spec",
@@ -94,6 +95,7 @@ __all__ = [
     "ArbiterModelManager",
     "Catalog",
     "Criteria",
+    "FeedbackBook",
     "LocalModelSelector",
     "ModelBasedJudge",
     "ModelSpec",

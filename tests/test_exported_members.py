@@ -17,6 +17,7 @@ DOCUMENTED = {
     "ArbiterModelManager",
     "Catalog",
     "Criteria",
+    "FeedbackBook",
     "LocalModelSelector",
     "ModelBasedJudge",
     "ModelSpec",
@@ -77,6 +78,8 @@ def test_an_old_flat_path_is_the_moved_module_itself(old: str, new: str) -> None
     ("registry.serving", "Dispatcher"),
     ("registry.rollout", "Rollout"),
     ("registry.selection", "Criteria"),
+    ("registry.quality", "LiveScorer"),
+    ("registry.serving", "ShadowMirror"),
 ])
 def test_a_module_that_became_a_wing_still_exports_its_main_name(package: str, name: str) -> None:
     assert hasattr(importlib.import_module(package), name)

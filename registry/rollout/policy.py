@@ -11,7 +11,8 @@ it). Signals
 
 - **success** (1 per answered call, 0 per failed one): the challenger's rate must not be under
   ``min_ratio`` (0.95) × the champion's;
-- **speed** (decode tokens/s, as a share of the champion's median, capped at 2×): not under
+- **speed** (decode tokens/s, as a share of the champion's benchmarked tokens/s — its median over the
+  rollout when it has no run — each call capped at ``SPEED_CAP``, 1.25×): not under
   ``speed_ratio`` (0.8) × the champion's. Speed gets its own, looser margin: two versions
   sharing a 2-core machine under load differ by several per cent from run to run;
 - **quality**, one test per signal the route has: ``scorer`` (the task's reference-free live
