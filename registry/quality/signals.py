@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
+
 from registry.results.store import ResultsStore
 
 QUALITY_SIGNALS = ("scorer", "feedback", "judge")
@@ -42,50 +44,66 @@ class Evidence:
 
 def evidence(store: ResultsStore, route: str, *, since: float) -> dict[str, Evidence]:
     """Per version (``NAME/VERSION``), its calls on ``route`` since ``since`` (epoch seconds) and
-    their scores. Two queries over the window's days only (``calls_since``)."""
+    their scores. Two queries over the window's days only (``calls_since``), read as column arrays:
+    a rollout of hours at 10 requests a second holds hundreds of thousands of calls, read every few
+    seconds."""
     moment = datetime.fromtimestamp(since, UTC)
     found: dict[str, Evidence] = {}
-    in_window: set[str] = set()
-    calls = store.query(
-        """
-        select model || '/' || version as ref, call_id, ok, tokens_per_s, source, shadow_of
-        from calls
-        where source in ('gateway', 'manager', 'shadow') and route = $1 and ts >= $2
-          and coalesce(error, '') <> 'client disconnected'
+    calls = store.arrays(
+        f"""
+        select model || '/' || version as ref, call_id, coalesce(ok, false) as ok,
+               coalesce(tokens_per_s, 0) as tokens_per_s, source = 'shadow' as shadow, shadow_of
+        from calls where {_LIVE_CALLS}
         order by ts
         """,
         [route, moment], calls_since=moment,
     )
-    for row in calls:
-        seen = found.setdefault(row["ref"], Evidence())
-        in_window.add(row["call_id"])
-        seen.success.append(1.0 if row["ok"] else 0.0)
-        if row["ok"] and row["tokens_per_s"] and row["tokens_per_s"] > 0:
-            seen.speed.append(float(row["tokens_per_s"]))
-        if row["source"] == "shadow":
-            seen.shadow_calls += 1
-            if row["shadow_of"]:
-                seen.mirrors[row["call_id"]] = row["shadow_of"]
-    scores = store.query(
-        """
+    refs, ok, speed, shadow = calls["ref"], _plain(calls["ok"]), _plain(calls["tokens_per_s"]), _plain(calls["shadow"])
+    for ref in dict.fromkeys(refs.tolist()):
+        mine = refs == ref
+        seen = found[ref] = Evidence()
+        seen.success = ok[mine].astype(float).tolist()
+        seen.speed = speed[mine & ok & (speed > 0)].astype(float).tolist()
+        copies = mine & shadow
+        seen.shadow_calls = int(copies.sum())
+        seen.mirrors = {c: u for c, u in zip(calls["call_id"][copies].tolist(), calls["shadow_of"][copies].tolist(),
+                                             strict=True) if u}
+    scores = store.arrays(
+        f"""
         with latest as (
             select call_id, model || '/' || version as ref, signal, source,
                    arg_max_null(score, ts) as score, min(ts) as first_ts
-            from feedback where route = $1 and ts >= $2
+            from feedback
+            where route = $1 and ts >= $2
+              and call_id in (select call_id from calls where {_LIVE_CALLS})  -- not late feedback on older calls
             group by call_id, model, version, signal, source
         )
         select ref, call_id, signal, avg(score) as score, count(*) filter (where score is null) as failed
         from latest group by ref, call_id, signal
         order by signal, min(first_ts), call_id  -- arrival order: the sequential test's bets depend on it
         """,
-        [route, moment],
+        [route, moment], calls_since=moment,
     )
-    for row in scores:
-        if row["call_id"] not in in_window:  # late feedback on a call from before the window
-            continue
-        seen = found[row["ref"]]
-        if row["failed"]:
-            seen.failed[row["signal"]] = seen.failed.get(row["signal"], 0) + int(row["failed"])
-        if row["score"] is not None:
-            seen.quality.setdefault(row["signal"], {})[row["call_id"]] = float(row["score"])
+    values = scores["score"]
+    scored = ~np.ma.getmaskarray(values)
+    failed = _plain(scores["failed"])
+    for ref in dict.fromkeys(scores["ref"].tolist()):
+        seen = found.setdefault(ref, Evidence())
+        for signal in dict.fromkeys(scores["signal"][scores["ref"] == ref].tolist()):
+            mine = (scores["ref"] == ref) & (scores["signal"] == signal)
+            if failed[mine].sum():
+                seen.failed[signal] = int(failed[mine].sum())
+            kept = mine & scored
+            if kept.any():
+                seen.quality[signal] = dict(zip(scores["call_id"][kept].tolist(),
+                                                np.ma.getdata(values)[kept].astype(float).tolist(), strict=True))
     return found
+
+
+_LIVE_CALLS = ("source in ('gateway', 'manager', 'shadow') and route = $1 and ts >= $2 "
+               "and coalesce(error, '') <> 'client disconnected'")
+
+
+def _plain(column: np.ndarray) -> np.ndarray:
+    """A column without DuckDB's mask (every column read here is filled in SQL)."""
+    return np.ma.getdata(column)
