@@ -140,13 +140,17 @@ def _needs_run(catalog: Catalog, record: VersionRecord, tasks: list[TaskVersion]
 
 def _ask_through_the_gateway(settings: Settings) -> None:
     """Start the gateway on a free loopback port, ask route ``qa`` with the real ``ollama`` client
-    (what any application would do), print the answer and its figures, stop the gateway."""
+    (what any application would do), print the answer and its figures, post feedback on it as an
+    application would (its ``x-arbiter-call-id``), stop the gateway."""
+    import httpx
     import ollama
 
     from registry.gateway.background import free_loopback_port, gateway_in_background
 
+    call_ids: list[str] = []
+    seen = {"response": [lambda response: call_ids.append(response.headers.get("x-arbiter-call-id", ""))]}
     with gateway_in_background(settings.model_copy(update={"port": free_loopback_port()})) as (url, gateway):
-        answer = ollama.Client(host=url).chat(
+        answer = ollama.Client(host=url, event_hooks=seen).chat(
             model="qa", messages=[{"role": "user", "content": DEMO_PROMPT}], options={"num_predict": 48, "temperature": 0}
         )
         champion = gateway.router.resolve("qa").record.ref
@@ -155,6 +159,10 @@ def _ask_through_the_gateway(settings: Settings) -> None:
         rate = f"{answer.eval_count / decode_s:.1f} tok/s" if decode_s else "n/a"
         click.echo(f"    {answer.prompt_eval_count} prompt + {answer.eval_count} generated tokens, "
                    f"{(answer.total_duration or 0) / 1e6:.0f} ms, decode {rate}; the call is a row in results/calls")
+        stored = httpx.post(f"{url}/arbiter/feedback", json={"call_id": call_ids[-1], "thumbs": "up", "source": "demo"})
+        stored.raise_for_status()
+        click.echo(f"    feedback on it (POST /arbiter/feedback, call {call_ids[-1][:12]}…): thumbs up from 'demo', "
+                   "a row in results/feedback that rollouts of route qa count")
     # The gateway has written its rows on the way out: the call's measured cost, as `arbiter costs profile` reads it.
     [row] = ResultsStore(settings.results_dir).query(
         "select cpu_ms, peak_rss_mb, energy_mwh, energy_model from calls where source = 'gateway' and route = 'qa' "

@@ -11,8 +11,9 @@ it). Signals
 
 - **success** (1 per answered call, 0 per failed one): the challenger's rate must not be under
   ``min_ratio`` (0.95) × the champion's;
-- **speed** (decode tokens/s, as a share of the champion's benchmarked tokens/s — its median over the
-  rollout when it has no run — each call capped at ``SPEED_CAP``, 1.25×): not under
+- **speed** (decode tokens/s, as a share of a reference fixed before the rollout's data — the
+  champion's median on the route's live traffic just before the rollout, else its benchmark, else its
+  median over the rollout — each call capped at ``SPEED_CAP``, 1.25×): not under
   ``speed_ratio`` (0.8) × the champion's. Speed gets its own, looser margin: two versions
   sharing a 2-core machine under load differ by several per cent from run to run;
 - **quality**, one test per signal the route has: ``scorer`` (the task's reference-free live
@@ -154,8 +155,8 @@ def judge(
     signals that may decide; ``diagnostic``: those shown but not deciding (a judge under its floor);
     ``paired``: a shadow step, where quality is compared on the same requests; ``summary``: figures
     shown beside the verdict (each side's call counts, latency); ``speed_reference`` the champion's
-    benchmarked tokens/s, the scale speed is measured on (fixed before the step's data, as the test
-    needs; without one, the champion's median in the step)."""
+    tokens/s the scale speed is measured on (fixed before the rollout's data, as the test needs;
+    without one, the champion's median over the rollout)."""
     champion = champion or Evidence()
     challenger = challenger or Evidence()
     signals = ("success", "speed", *(f"quality:{q}" for q in gating))
@@ -186,6 +187,10 @@ def judge(
     if unmeasured:
         return Check("hold", ["the step is over but a gating signal is not measured on the challenger", *unmeasured],
                      figures)
+    undecided = [name for name, test in deciding.items() if test["decision"] in ("undecided", "waiting")]
+    if undecided:  # said plainly: an advance on time is an absence of evidence against, not evidence for
+        return Check("advance", [f"no regression over the whole step; still undecided: {', '.join(undecided)} "
+                                 "(a longer step would gather more evidence)"], figures)
     return Check("advance", ["no regression over the whole step"], figures)
 
 

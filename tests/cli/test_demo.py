@@ -32,6 +32,7 @@ def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
         assert f"route {task}: champion" in out
     assert "tok/s" in out and "→ route qa → " in out  # answered through the gateway by the ollama client
     assert "its cost: CPU " in out and " mWh (" in out  # the gateway call's measured cost, energy with its source
+    assert "feedback on it (POST /arbiter/feedback, call " in out  # the answer's call id, as an application uses it
     assert "arbiter serve" in out
     assert "mlflow ui --backend-store-uri" in out and "arbiter results sql" in out
     assert "Traceback" not in first.stderr

@@ -64,6 +64,13 @@ def served(shipped) -> Iterator[Served]:
         yield Served(url, catalog, Rollout(catalog))
 
 
+def wait_for_calls(served: Served, model: str, n: int) -> None:
+    deadline = time.monotonic() + 120
+    while served.served_by(model) < n:
+        assert time.monotonic() < deadline, f"fewer than {n} calls of {model}"
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def load(served: Served) -> Iterator[threading.Event]:
     """Steady traffic on route qa until the test ends."""
@@ -90,11 +97,12 @@ def test_a_twin_of_the_champion_ramps_to_100_and_is_promoted(served: Served, loa
 
 
 def test_a_slower_candidate_is_rolled_back_by_itself(served: Served, load: threading.Event) -> None:
-    # force: past its low quality. One step at 100 % and a speed margin of 1.0 (as fast as the champion):
-    # the sequential test needs tens of calls a side to tell a slower model from the noise of a shared
-    # machine (docs/rollout.md), so gemma takes all traffic and the margin is as wide as it goes.
-    policy = RolloutPolicy(**{**FAST, "ramp": (100,), "step_seconds": 600.0, "speed_ratio": 1.0, "force": True})
+    # force: past its low quality. Gemma decodes at about half SmolLM2's rate; the sequential test needs
+    # tens of calls a side to tell that from a shared machine's noise (docs/rollout.md), so the first step
+    # is half the traffic, both models under the same load, and long enough never to end before it.
+    policy = RolloutPolicy(**{**FAST, "ramp": (50, 100), "step_seconds": 600.0, "force": True})
 
+    wait_for_calls(served, "smollm2-135m", 10)  # the live speed the rollout measures against, before it begins
     state = served.rollout.promote("qa", "gemma3-270m/1", policy)
 
     assert state.phase == "rolled_back", (state.phase, state.last_check)

@@ -163,8 +163,10 @@ def test_an_undecided_step_holds_until_its_time_is_up_then_advances() -> None:
     during = judge(POLICY, champion, challenger, step_elapsed_s=20, gating=QUALITY)
     assert during.action == "hold" and during.reasons == ["no regression so far; the step ends in 40 s"]
     after = judge(POLICY, champion, challenger, step_elapsed_s=60, gating=QUALITY)
-    assert after.action == "advance" and after.reasons == ["no regression over the whole step"]
     assert set(decisions(after).values()) == {"undecided", "absent"}
+    undecided = ", ".join(name for name, decision in decisions(after).items() if decision == "undecided")
+    assert after.action == "advance" and after.reasons == [
+        f"no regression over the whole step; still undecided: {undecided} (a longer step would gather more evidence)"]
 
 
 def test_a_gating_signal_unmeasured_on_the_challenger_holds_even_after_the_step_ends() -> None:
