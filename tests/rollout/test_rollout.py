@@ -91,7 +91,8 @@ def test_a_twin_of_the_champion_ramps_to_100_and_is_promoted(served: Served, loa
     assert kinds == ["rollout.start", "rollout.benchmarked"] + ["rollout.step"] * 4 + ["rollout.promoting", "rollout.done"]
     shares = [json.loads(e["detail"])["share"] for e in served.events("rollout.step")]
     assert shares == [10, 25, 50, 100]
-    assert served.served_by("smollm2-twin") >= 4 * FAST["min_samples"]  # it really took traffic at each step
+    # It really took traffic: the evidence (and its min-samples floor) runs over the whole rollout, not per step.
+    assert served.served_by("smollm2-twin") >= FAST["min_samples"]
     promotions = served.catalog.store.query("select model from events where kind = 'promote' order by ts")
     assert [p["model"] for p in promotions] == ["smollm2-135m", "smollm2-twin"]  # the fixture's, then the rollout's
 
