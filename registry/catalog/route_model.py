@@ -197,6 +197,8 @@ class RouteModel:
         the UI's lineage), as ``copy_model_version`` would make it, but links to a run of its own
         (``tracking.candidate_run``) so the UI's Compare can show its figures; made in one call with
         its tags, so no kill leaves an untagged copy."""
+        from mlflow.exceptions import MlflowException
+
         source = f"models:/{record.name}/{record.version}"
         for mv in self.versions():  # the source matches even for a copy made outside this method
             if mv.source == source:
@@ -206,9 +208,20 @@ class RouteModel:
                                registration_run=original.run_id)
         tags = {**original.tags, TAG_CATALOG_MODEL: record.name, TAG_CATALOG_VERSION: str(record.version),
                 TAG_CANDIDATE_RUN: run_id}
-        copied = self._mlflow(lambda client: client.create_model_version(
-            self.name, source, run_id=run_id, tags=tags, description=original.description, model_id=original.model_id,
-        ))
+        try:
+            copied = self._mlflow(lambda client: client.create_model_version(
+                self.name, source, run_id=run_id, tags=tags, description=original.description,
+                model_id=original.model_id,
+            ))
+        except MlflowException as exc:
+            if exc.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            # An MLflow *server* insists that a ``models:/`` copy keep its source's run: the copy links
+            # to the registration run, and its figures live in its tags, description and candidate run.
+            copied = self._mlflow(lambda client: client.create_model_version(
+                self.name, source, run_id=original.run_id, tags=tags, description=original.description,
+                model_id=original.model_id,
+            ))
         return int(copied.version)
 
     def versions(self) -> list[Any]:
