@@ -11,9 +11,10 @@ it). Signals
 
 - **success** (1 per answered call, 0 per failed one): the challenger's rate must not be under
   ``min_ratio`` (0.95) × the champion's;
-- **speed** (decode tokens/s, as a share of a reference fixed before the rollout's data — the
-  champion's median on the route's live traffic just before the rollout, else its benchmark, else its
-  median over the rollout — each call capped at ``SPEED_CAP``, 1.25×): not under
+- **speed** (decode tokens/s, as a share of the champion's median over the same window — one scale
+  both sides share, so a machine busier or quieter than at any earlier moment moves both alike; a
+  fixed reference taken under other load capped both sides at once and hid a model half as fast —
+  each call capped at ``SPEED_CAP``, 1.25×): not under
   ``speed_ratio`` (0.8) × the champion's. Speed gets its own, looser margin: two versions
   sharing a 2-core machine under load differ by several per cent from run to run;
 - **quality**, one test per signal the route has: ``scorer`` (the task's reference-free live
@@ -149,19 +150,17 @@ SPEED_CAP = 1.25  # a call's speed counts up to 1.25 × the champion's: a narrow
 def judge(
     policy: RolloutPolicy, champion: Evidence | None, challenger: Evidence | None, step_elapsed_s: float, *,
     gating: tuple[str, ...] = (), diagnostic: tuple[str, ...] = (), paired: bool = False,
-    summary: dict[str, Any] | None = None, speed_reference: float | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> Check:
     """Advance, hold or roll back one step (rules in the module docstring). ``gating``: the quality
     signals that may decide; ``diagnostic``: those shown but not deciding (a judge under its floor);
     ``paired``: a shadow step, where quality is compared on the same requests; ``summary``: figures
-    shown beside the verdict (each side's call counts, latency); ``speed_reference`` the champion's
-    tokens/s the scale speed is measured on (fixed before the rollout's data, as the test needs;
-    without one, the champion's median over the rollout)."""
+    shown beside the verdict (each side's call counts, latency)."""
     champion = champion or Evidence()
     challenger = challenger or Evidence()
     signals = ("success", "speed", *(f"quality:{q}" for q in gating))
     alpha = split_alpha(policy.false_rollback_rate, policy.tests_per_signal * len(signals))
-    tests = _tests(policy, champion, challenger, alpha, gating, diagnostic, paired, speed_reference)
+    tests = _tests(policy, champion, challenger, alpha, gating, diagnostic, paired)
     figures = {**(summary or {}), "step_elapsed_s": round(step_elapsed_s, 1), "paired": paired,
                "false_rollback_rate": policy.false_rollback_rate, "signals": tests}
     if challenger.n < policy.min_samples:
@@ -200,14 +199,14 @@ def deciding_names(tests: dict[str, dict[str, Any]]) -> list[str]:
 
 def _tests(
     policy: RolloutPolicy, champion: Evidence, challenger: Evidence, alpha: float, gating: tuple[str, ...],
-    diagnostic: tuple[str, ...], paired: bool, speed_reference: float | None,
+    diagnostic: tuple[str, ...], paired: bool,
 ) -> dict[str, dict[str, Any]]:
     """Each signal's test, as JSON: its decision (``regression``, ``non_inferior``, ``undecided``;
     ``waiting`` under ``min_samples`` a side; ``absent`` when neither side has it; ``unmeasured``
     when the champion has it and the challenger's scorings failed), the figures and whether it gates."""
     tests = {
         "success": _unpaired(policy, "success", champion.success, challenger.success, policy.min_ratio, alpha),
-        "speed": _speed(policy, champion, challenger, alpha, speed_reference),
+        "speed": _speed(policy, champion, challenger, alpha),
     }
     for signal in (*gating, *diagnostic):
         tests[f"quality:{signal}"] = _quality(policy, signal, champion, challenger, alpha, paired)
@@ -216,11 +215,10 @@ def _tests(
     return tests
 
 
-def _speed(policy: RolloutPolicy, champion: Evidence, challenger: Evidence, alpha: float,
-           reference: float | None) -> dict[str, Any]:
+def _speed(policy: RolloutPolicy, champion: Evidence, challenger: Evidence, alpha: float) -> dict[str, Any]:
     if not champion.speed:
         return _unpaired(policy, "speed", [], challenger.speed, policy.speed_ratio, alpha)
-    reference = reference if reference and reference > 0 else statistics.median(champion.speed)
+    reference = statistics.median(champion.speed)
     share = [min(value / reference, SPEED_CAP) for value in champion.speed]
     theirs = [min(value / reference, SPEED_CAP) for value in challenger.speed]
     test = _unpaired(policy, "speed", share, theirs, policy.speed_ratio, alpha, high=SPEED_CAP)

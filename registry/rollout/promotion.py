@@ -341,8 +341,7 @@ class Rollout:
         summary = {"champion": champion_figures.as_json() if champion_figures else None,
                    "challenger": challenger_figures.as_json() if challenger_figures else None, "judge": judge}
         check = judge_step(policy, champion, so_far.get(state.candidate), now - state.step_started_at,
-                           gating=gating, diagnostic=diagnostic, paired=state.phase == "shadow", summary=summary,
-                           speed_reference=self._speed_reference(state, policy))
+                           gating=gating, diagnostic=diagnostic, paired=state.phase == "shadow", summary=summary)
         state = self._save(replace(state, last_check={"at": iso_utc(now), "step": state.step, "phase": state.phase,
                                                       **check.as_json()}))
         self._record_check(state, check.action, now)
@@ -358,23 +357,6 @@ class Rollout:
         # take at most a third of a core, however long it runs.
         self._sleep(max(policy.check_every_s, 2 * (time.perf_counter() - reading)))
         return state
-
-    def _speed_reference(self, state: RolloutState, policy: RolloutPolicy) -> float | None:
-        """The scale speed is measured on, fixed before the rollout's own data (as the test needs):
-        the champion's median decode rate on the route's live traffic in the step length before the
-        rollout began — the machine's real load, not a benchmark's quiet one — else its benchmark."""
-        before = datetime.fromtimestamp(state.started_at, UTC)
-        rows = self.store.query(
-            "select count(*) as n, median(tokens_per_s) as tps from calls where route = $1 and model || '/' || version = $2 "
-            "and source in ('gateway', 'manager') and ok and tokens_per_s > 0 and ts >= $3 and ts < $4",
-            [state.route, state.champion, datetime.fromtimestamp(state.started_at - policy.step_seconds, UTC), before],
-            calls_since=datetime.fromtimestamp(state.started_at - policy.step_seconds, UTC),
-        )
-        if rows and rows[0]["n"] >= policy.min_samples:
-            return float(rows[0]["tps"])
-        champion = self.catalog.get_ref(state.champion)
-        benchmark = self.store.latest_run(state.route, champion.name, champion.version, self._hardware_id)
-        return benchmark.get("tokens_per_s") if benchmark else None
 
     def _quality_signals(self, route: str) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, Any] | None]:
         """The quality signals that gate this route, those only shown, and the judge's standing:
