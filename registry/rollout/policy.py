@@ -169,7 +169,7 @@ def judge(
     if champion.n < policy.min_samples:
         # Without a baseline a dead challenger is still caught: it has no success at all.
         if not any(challenger.success):
-            return Check("rollback", [f"challenger failed all {challenger.n} calls in this step"], figures)
+            return Check("rollback", [f"challenger failed all {challenger.n} calls in this rollout"], figures)
         return Check("hold", [f"waiting for samples: champion has {champion.n} of {policy.min_samples} calls"], figures)
     deciding = {name: test for name, test in tests.items() if test["gating"]}
     regressions = [f"{name}: {test['reason']}" for name, test in deciding.items() if test["decision"] == "regression"]
@@ -178,8 +178,8 @@ def judge(
     unmeasured = [f"{name}: {test['reason']}" for name, test in deciding.items() if test["decision"] == "unmeasured"]
     measured = [test for test in deciding.values() if test["decision"] not in ("absent",)]
     if measured and all(test["decision"] == "non_inferior" for test in measured):
-        return Check("advance", ["every gating signal shows the challenger within its margin: "
-                                 + ", ".join(deciding_names(deciding))], figures)
+        names = ", ".join(name for name, test in deciding.items() if test["decision"] == "non_inferior")
+        return Check("advance", [f"every gating signal shows the challenger within its margin: {names}"], figures)
     if step_elapsed_s < policy.step_seconds:
         left = policy.step_seconds - step_elapsed_s
         return Check("hold", [f"no regression so far; the step ends in {left:.0f} s", *unmeasured], figures)
@@ -191,10 +191,6 @@ def judge(
         return Check("advance", [f"no regression over the whole step; still undecided: {', '.join(undecided)} "
                                  "(a longer step would gather more evidence)"], figures)
     return Check("advance", ["no regression over the whole step"], figures)
-
-
-def deciding_names(tests: dict[str, dict[str, Any]]) -> list[str]:
-    return [name for name, test in tests.items() if test["decision"] == "non_inferior"]
 
 
 def _tests(

@@ -45,7 +45,7 @@ def test_too_few_champion_calls_hold_and_say_how_many() -> None:
 def test_a_dead_challenger_rolls_back_without_a_champion_baseline() -> None:
     for champion in (None, calls(3)):
         check = judge(POLICY, champion, calls(10, ok=0.0), step_elapsed_s=1)
-        assert check.action == "rollback" and check.reasons == ["challenger failed all 10 calls in this step"]
+        assert check.action == "rollback" and check.reasons == ["challenger failed all 10 calls in this rollout"]
     assert judge(POLICY, None, calls(10), step_elapsed_s=600).action == "hold"  # alive: wait for a baseline
 
 
