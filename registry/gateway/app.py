@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 
 from registry.errors import ArbiterError
 from registry.gateway import admin_api, feedback_api, judge_api, ollama_api, openai_api
+from registry.gateway.ollama_api import models_api
+from registry.gateway.openai_api import embeddings, responses_api
 from registry.gateway.http import GatewayMiddleware, count_request, describe_validation, error_response, status_of
 from registry.gateway.runtime import Gateway
 
@@ -25,6 +27,9 @@ def build_app(gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     app.include_router(ollama_api.router)
     app.include_router(openai_api.router)
+    app.include_router(embeddings.router)
+    app.include_router(responses_api.router)
+    app.include_router(models_api.router)
     app.include_router(admin_api.router)
     app.include_router(judge_api.router)
     app.include_router(feedback_api.router)
