@@ -10,13 +10,15 @@ import importlib
 from typing import TYPE_CHECKING
 
 from registry.errors import UserError
-from registry.providers.base import Generation, GenerationRequest, Health, Provider
+from registry.providers.base import Generation, GenerationRequest, Health, Provider, Tool, ToolCall
 from registry.spec import ModelSpec
 
 if TYPE_CHECKING:
     from registry.providers.remote import RemoteModel
 
-__all__ = ["Generation", "GenerationRequest", "Health", "Provider", "describe_remote", "provider_for"]
+__all__ = [
+    "Generation", "GenerationRequest", "Health", "Provider", "Tool", "ToolCall", "describe_remote", "provider_for",
+]
 
 # kind → (module, provider class) for models served by another process over HTTP
 _REMOTE = {

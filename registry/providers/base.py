@@ -6,10 +6,11 @@ circuit breakers wrap providers from the outside, once, so a new backend only ha
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from registry.spec import ModelSpec
 
@@ -26,23 +27,81 @@ def run_to_end(stream: Generator[str, None, T]) -> T:
             return done.value
 
 
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for a function name
+TOOL_CHOICES = ("auto", "none", "required")  # else the name of one declared tool
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: OpenAI's ``tools[].function`` / Ollama's ``tools[].function``.
+
+    ``parameters`` is JSON Schema *text* (``json.dumps(sort_keys=True)``), not a dict, so a tool is
+    hashable and the grammar built from a set of tools can be cached by them.
+    """
+
+    name: str
+    description: str = ""
+    parameters: str = '{"properties": {}, "type": "object"}'  # an object schema
+
+    def __post_init__(self) -> None:
+        if not TOOL_NAME.match(self.name):
+            raise ValueError(f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call the model made. ``arguments`` is the JSON text of the arguments object, as OpenAI
+    sends it; ``id`` is ``call_`` + 24 hex characters when the provider makes it, or the remote
+    server's own id (a later ``role: tool`` turn names it)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Either ``messages`` (chat) or ``prompt`` (plain completion), never both."""
+    """Either ``messages`` (chat) or ``prompt`` (plain completion), never both.
 
-    messages: tuple[dict[str, str], ...] = ()
+    ``messages`` are OpenAI-shaped turns: an assistant turn may carry ``tool_calls`` (``[{"id",
+    "type": "function", "function": {"name", "arguments"}}]``, ``arguments`` JSON text) with content
+    ``""``, and a tool result is ``{"role": "tool", "tool_call_id", "content", "name"?}``.
+    ``tool_choice`` is ``auto`` (text or a call), ``none`` (text; the tools are not shown),
+    ``required`` (a call) or the name of one declared tool (a call to it).
+    """
+
+    messages: tuple[dict[str, Any], ...] = ()
     prompt: str | None = None
     max_tokens: int = 64
     temperature: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
     json_schema: str | None = None  # JSON Schema text: the answer must be JSON that fits it (constrained decoding)
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str = "auto"
 
     def __post_init__(self) -> None:
         if bool(self.messages) == (self.prompt is not None):
             raise ValueError("a GenerationRequest needs exactly one of messages= or prompt=")
         if self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
+        names = [tool.name for tool in self.tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tool names must be unique; declared: {', '.join(names)}")
+        if self.tools and self.prompt is not None:
+            raise ValueError("tools need messages= (a chat); a plain completion cannot call them")
+        if self.tool_choice in ("auto", "none"):
+            return
+        if not self.tools:
+            raise ValueError(f"tool_choice {self.tool_choice!r} needs tools; none were declared")
+        if self.tool_choice != "required" and self.tool_choice not in names:
+            raise ValueError(f"tool_choice names {self.tool_choice!r}, which is not a declared tool; "
+                             f"declared: {', '.join(names)}")
+
+    @property
+    def uses_tools(self) -> bool:
+        """Whether the tools take part in this answer (``tool_choice: none`` shows the model none)."""
+        return bool(self.tools) and self.tool_choice != "none"
 
 
 @dataclass(frozen=True)
@@ -59,6 +118,8 @@ class Generation:
     # The cost profile needs them: CPU utilisation means little without the threads it had.
     n_threads: int | None = None
     n_gpu_layers: int | None = None
+    # The calls the model made; when there are any, finish_reason is "tool_calls" and text is "".
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def decode_steps(self) -> int:
@@ -114,11 +175,17 @@ class StreamTimer:
             self._first_at = time.perf_counter()
         self._parts.append(text)
 
+    def mark_first(self) -> None:
+        """The first token arrived, though it is not streamed as text (a buffered tool call)."""
+        if self._first_at is None:
+            self._first_at = time.perf_counter()
+
     def generation(self, *, prompt_tokens: int, completion_tokens: int, finish_reason: str | None,
-                   n_threads: int | None = None, n_gpu_layers: int | None = None) -> Generation:
+                   n_threads: int | None = None, n_gpu_layers: int | None = None,
+                   tool_calls: tuple[ToolCall, ...] = ()) -> Generation:
         ended = time.perf_counter()
         return Generation(
-            text="".join(self._parts),
+            text="" if tool_calls else "".join(self._parts),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             time_to_first_token_ms=None if self._first_at is None else (self._first_at - self._started) * 1000,
@@ -126,6 +193,7 @@ class StreamTimer:
             finish_reason=finish_reason,
             n_threads=n_threads,
             n_gpu_layers=n_gpu_layers,
+            tool_calls=tool_calls,
         )
 
 
@@ -138,7 +206,13 @@ class Health:
 
 @runtime_checkable
 class Provider(Protocol):
-    """A backend serving one model version."""
+    """A backend serving one model version.
+
+    Tools: a provider yields text fragments only for a text answer. A tool call is never streamed
+    as text: it arrives in the finished ``Generation.tool_calls`` (with ``finish_reason
+    "tool_calls"`` and ``text ""``), and the wire turns it into ``tool_calls`` deltas (OpenAI) or
+    ``message.tool_calls`` (Ollama). So a client never sees half a call or the call format.
+    """
 
     spec: ModelSpec
     load_ms: float | None
