@@ -67,7 +67,8 @@ class GenerationRequest:
     "type": "function", "function": {"name", "arguments"}}]``, ``arguments`` JSON text) with content
     ``""``, and a tool result is ``{"role": "tool", "tool_call_id", "content", "name"?}``.
     ``tool_choice`` is ``auto`` (text or a call), ``none`` (text; the tools are not shown),
-    ``required`` (a call) or the name of one declared tool (a call to it).
+    ``required`` (a call) or the name of one declared tool (exactly one call to it).
+    ``parallel_tool_calls`` (OpenAI's flag) lets one answer hold several calls; False: at most one.
     """
 
     messages: tuple[dict[str, Any], ...] = ()
@@ -79,12 +80,14 @@ class GenerationRequest:
     json_schema: str | None = None  # JSON Schema text: the answer must be JSON that fits it (constrained decoding)
     tools: tuple[Tool, ...] = ()
     tool_choice: str = "auto"
+    parallel_tool_calls: bool = True
 
     def __post_init__(self) -> None:
         if bool(self.messages) == (self.prompt is not None):
             raise ValueError("a GenerationRequest needs exactly one of messages= or prompt=")
         if self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
+        _check_tool_results(self.messages)
         names = [tool.name for tool in self.tools]
         if len(set(names)) != len(names):
             raise ValueError(f"tool names must be unique; declared: {', '.join(names)}")
@@ -104,6 +107,21 @@ class GenerationRequest:
         return bool(self.tools) and self.tool_choice != "none"
 
 
+def _check_tool_results(messages: tuple[dict[str, Any], ...]) -> None:
+    """A tool result must answer a call an earlier assistant turn made: a result for an unknown id
+    is a client's bookkeeping error, and a model shown it would answer about a call it never made.
+    (Ollama's tool turns carry no id; they are taken as they are.)"""
+    made: set[str] = set()
+    for turn in messages:
+        for call in turn.get("tool_calls") or ():
+            if isinstance(call, dict) and call.get("id"):
+                made.add(str(call["id"]))
+        if turn.get("role") == "tool" and turn.get("tool_call_id") and turn["tool_call_id"] not in made:
+            known = ", ".join(sorted(made)) or "none"
+            raise ValueError(f"a tool result answers call id {turn['tool_call_id']!r}, which no earlier assistant "
+                             f"turn made (calls made: {known})")
+
+
 @dataclass(frozen=True)
 class Generation:
     """What came back, with the timings only the provider can see."""
@@ -118,7 +136,8 @@ class Generation:
     # The cost profile needs them: CPU utilisation means little without the threads it had.
     n_threads: int | None = None
     n_gpu_layers: int | None = None
-    # The calls the model made; when there are any, finish_reason is "tool_calls" and text is "".
+    # The calls the model made; when there are any, finish_reason is "tool_calls" and ``text`` is only
+    # what was streamed beside them: "" from a GGUF model, whatever text a remote server sent with them.
     tool_calls: tuple[ToolCall, ...] = ()
 
     @property
@@ -185,7 +204,7 @@ class StreamTimer:
                    tool_calls: tuple[ToolCall, ...] = ()) -> Generation:
         ended = time.perf_counter()
         return Generation(
-            text="" if tool_calls else "".join(self._parts),
+            text="".join(self._parts),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             time_to_first_token_ms=None if self._first_at is None else (self._first_at - self._started) * 1000,
@@ -210,8 +229,10 @@ class Provider(Protocol):
 
     Tools: a provider yields text fragments only for a text answer. A tool call is never streamed
     as text: it arrives in the finished ``Generation.tool_calls`` (with ``finish_reason
-    "tool_calls"`` and ``text ""``), and the wire turns it into ``tool_calls`` deltas (OpenAI) or
+    "tool_calls"``), and the wire turns it into ``tool_calls`` deltas (OpenAI) or
     ``message.tool_calls`` (Ollama). So a client never sees half a call or the call format.
+    ``Generation.text`` stays exactly what was streamed (a resumed stream is checked against it):
+    "" for a GGUF model's calls, the text a remote server sent beside its calls, if any.
     """
 
     spec: ModelSpec
