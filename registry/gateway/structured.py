@@ -23,7 +23,7 @@ def schema_from_ollama_format(format_: str | dict[str, Any] | None) -> str | Non
     if format_ == "json":
         return ANY_JSON_OBJECT
     if isinstance(format_, dict):
-        return _schema_text(format_, "format")
+        return schema_text(format_, "format")
     raise ValueError(f"'format' must be \"json\" or a JSON Schema object; got {format_!r}")
 
 
@@ -40,11 +40,12 @@ def schema_from_response_format(response_format: dict[str, Any] | None) -> str |
         if not isinstance(schema, dict):
             raise ValueError("response_format.json_schema.schema must be a JSON Schema object, "
                              'e.g. {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}')
-        return _schema_text(schema, "response_format.json_schema.schema")
+        return schema_text(schema, "response_format.json_schema.schema")
     raise ValueError(f"response_format.type must be 'text', 'json_object' or 'json_schema'; got {kind!r}")
 
 
-def _schema_text(schema: dict[str, Any], field: str) -> str:
+def schema_text(schema: dict[str, Any], field: str) -> str:
+    """A schema as the one text providers take (a tool's parameters too), refused past the size limit."""
     text = json.dumps(schema, sort_keys=True)  # one text per schema: the provider caches its grammar by it
     if len(text) > _MAX_SCHEMA_CHARS:
         raise ValueError(f"{field} is {len(text)} characters of JSON Schema; the limit is {_MAX_SCHEMA_CHARS}")
