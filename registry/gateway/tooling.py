@@ -120,7 +120,7 @@ def call_arguments(arguments: Any, where: str) -> str:
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except json.JSONDecodeError:
-            raise ValueError(f"{where} is not JSON text: send the arguments object as JSON, e.g. '{{\"city\": \"Paris\"}}'")
+            raise ValueError(f"{where} is not JSON text: send the arguments object as JSON, e.g. '{{\"city\": \"Paris\"}}'") from None
     if not isinstance(arguments, dict):
         raise ValueError(f"{where} must be a JSON object of the function's arguments")
     return json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
