@@ -21,8 +21,9 @@ from typing import Any
 
 from registry.errors import ContextOverflowError, ProviderError, UserError
 from registry.machine.gpu import gpu_names
-from registry.machine.hardware import accelerators_available
-from registry.providers.base import Generation, GenerationRequest, Health, StreamTimer, run_to_end
+from registry.machine.hardware import accelerators_available, cpu_flags
+from registry.providers import tools
+from registry.providers.base import Generation, GenerationRequest, Health, StreamTimer, Tool, ToolCall, run_to_end
 from registry.providers.gguf_file import verify_file
 from registry.settings import get_settings
 from registry.spec import ModelSpec
@@ -66,6 +67,7 @@ class LlamaCppProvider:
             from llama_cpp._utils import suppress_stdout_stderr
 
             offload = offload_here(self._n_gpu_layers)
+            skip_amx_repack()
             started = time.perf_counter()
             try:
                 # llama.cpp prints some context notes straight to stderr, past verbose=False.
@@ -90,22 +92,50 @@ class LlamaCppProvider:
         return run_to_end(self.stream(request))
 
     def stream(self, request: GenerationRequest) -> Generator[str, None, Generation]:
+        """With tools, text is streamed once it is known to be text; a call is held and parsed whole
+        (``registry.providers.tools``), so a client never sees the call format."""
         timer = StreamTimer()
         finish_reason: str | None = None
+        grammar = self._grammar_for(request)  # before the lock and any decoding: a bad schema is the caller's
+        sorter = tools.CallSorter() if request.uses_tools else None
         with self._lock:
             llm = self._require_loaded()
             _reset_perf(llm)
-            for fragment, finish in self._fragments(llm, request):
+            for fragment, finish in self._fragments(llm, request, grammar):
                 if finish is not None:
                     finish_reason = finish
                     continue
+                if sorter is not None:
+                    timer.mark_first()
+                    fragment = sorter.feed(fragment)
+                    if not fragment:
+                        continue
                 timer.add(fragment)  # an empty first fragment still marks the first token
                 if fragment:
                     yield fragment
             prompt_tokens, completion_tokens = _tokens_evaluated(llm, finish_reason)
+        calls: tuple[ToolCall, ...] = ()
+        if sorter is not None:
+            calls, unfinished = sorter.finish()
+            if unfinished:  # a call cut short by max_tokens: shown as the text it is, finish_reason "length"
+                timer.add(unfinished)
+                yield unfinished
+            if calls:
+                finish_reason = "tool_calls"
         return timer.generation(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                 finish_reason=finish_reason, n_threads=self._n_threads,
-                                n_gpu_layers=self.offload.n_gpu_layers if self.offload else None)
+                                n_gpu_layers=self.offload.n_gpu_layers if self.offload else None, tool_calls=calls)
+
+    def _grammar_for(self, request: GenerationRequest) -> Any:
+        """The grammar the answer is decoded under: the JSON schema's, the tools', or none."""
+        if request.uses_tools:
+            if request.json_schema is not None:
+                raise UserError(f"{self.spec.name}: a structured-output format and tools cannot be used together "
+                                "(llama.cpp decodes under one grammar at a time); drop one of them")
+            return _tools_grammar(request.tools, request.tool_choice, request.parallel_tool_calls)
+        if request.json_schema is not None:
+            return _grammar(request.json_schema)
+        return None
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """One mean-pooled vector per text (versions registered with the ``embedding`` capability)."""
@@ -145,7 +175,7 @@ class LlamaCppProvider:
             raise ProviderError(f"{self.spec.name}: generate called before load()")
         return self._llm
 
-    def _fragments(self, llm: Any, request: GenerationRequest) -> Iterator[tuple[str, str | None]]:
+    def _fragments(self, llm: Any, request: GenerationRequest, grammar: Any) -> Iterator[tuple[str, str | None]]:
         """Yield ``(text, None)`` per generated token, then ``("", finish_reason)``.
 
         ``reset()`` first: llama.cpp's prompt cache would otherwise make a repeated prompt faster
@@ -159,11 +189,11 @@ class LlamaCppProvider:
             "stop": list(request.stop) or None,
             "stream": True,
         }
-        if request.json_schema is not None:  # decoding constrained by a grammar made from the schema
-            params["grammar"] = _grammar(request.json_schema)
+        if grammar is not None:  # decoding constrained by a grammar (a JSON schema's or the tools')
+            params["grammar"] = grammar
         try:
             if request.messages:
-                for chunk in llm.create_chat_completion(messages=list(request.messages), **params):
+                for chunk in llm.create_chat_completion(messages=tools.chat_messages(request), **params):
                     choice = chunk["choices"][0]
                     if choice.get("finish_reason") is not None:
                         yield "", choice["finish_reason"]
@@ -184,6 +214,31 @@ class LlamaCppProvider:
             raise ProviderError(f"{self.spec.name}: {exc}") from exc
         except RuntimeError as exc:
             raise ProviderError(f"{self.spec.name}: {exc}") from exc
+
+
+@functools.cache
+def skip_amx_repack() -> bool:
+    """Load every model without llama.cpp's extra CPU buffer types where the CPU advertises AMX.
+
+    On an AMX machine ggml repacks Q4/Q8 weights into AMX tiles; in the VMs we run on (Xeon with
+    ``amx_int8`` in its flags) the first batched decode then dies with SIGSEGV, every prompt longer
+    than a couple of tokens (seen 5/5; ``n_batch=1`` or no extra buffer types both avoid it). A crash
+    takes the whole gateway down, a slower matmul does not, so correctness wins on every AMX CPU.
+    Llama() builds its model parameters itself, so the default it starts from is what we change
+    (process-wide, once: the decision is the machine's)."""
+    if not {"amx_tile", "amx_int8"} & cpu_flags():
+        return False
+    import llama_cpp.llama_cpp as native
+
+    defaults = native.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    native.llama_model_default_params = without_extra_buffers
+    return True
 
 
 def _reset_perf(llm: Any) -> None:
@@ -216,6 +271,14 @@ def _grammar(json_schema: str) -> Any:
     except (ValueError, KeyError, TypeError, AssertionError, RecursionError) as exc:  # llama.cpp asserts on some
         raise UserError(f"the JSON schema cannot be turned into a grammar: {exc}; "
                         "use a JSON Schema of objects, arrays, strings, numbers, booleans and enums") from None
+
+
+@functools.lru_cache(maxsize=32)
+def _tools_grammar(declared: tuple[Tool, ...], choice: str, parallel: bool) -> Any:
+    """llama.cpp's grammar for a set of tools and a choice (``tools.grammar_text``), built once."""
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string(tools.grammar_text(declared, choice, parallel), verbose=False)
 
 
 @dataclass(frozen=True)
