@@ -104,11 +104,20 @@ def drain(stream) -> tuple[list[str], Generation]:
 # --- the OpenAI-compatible server ---------------------------------------------------------
 
 
+# llama-cpp-python's server, started as `python -m llama_cpp.server` would be, after the AMX guard our own
+# provider applies on load (registry.providers.llamacpp.skip_amx_repack: AMX repacking segfaults in these VMs).
+LLAMA_CPP_SERVER = [
+    sys.executable, "-c",
+    "import runpy, sys; from registry.providers.llamacpp import skip_amx_repack; skip_amx_repack(); "
+    "sys.argv[0] = 'llama_cpp.server'; runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)",
+]
+
+
 @contextlib.contextmanager
 def llama_cpp_server(log_dir: Path) -> Iterator[Server]:
     port = _free_port()
     command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path()), "--model_alias", SERVED_NAME,
+        *LLAMA_CPP_SERVER, "--model", str(smollm2_path()), "--model_alias", SERVED_NAME,
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(SERVER_CONTEXT),
         "--n_threads", "1", "--n_threads_batch", "1",
         "--interrupt_requests", "False",  # else a second request cuts a stream in progress (shared/STACK.md)
