@@ -7,18 +7,22 @@ so a clone is self-contained: ``mlruns/`` holds the MLflow store, ``results/`` t
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from registry.errors import ConfigError, one_line
 
 _REGISTRY_URI = re.compile(r"^(https?|sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|mssql(\+\w+)?)://\S+$")
+# What a browser sends in ``Origin``: scheme://host[:port], nothing after; ``*`` stands for any characters.
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$")
+_HOST_NAME = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
 
 
 def default_threads() -> int:
@@ -70,6 +74,19 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Bind address; anything but loopback needs admin_token.")
     port: int = Field(default=11434, ge=1, le=65535, description="Ollama's port, so unchanged clients find us.")
     admin_token: str | None = Field(default=None, description="Bearer token for admin endpoints (and all, off loopback).")
+    # NoDecode: these two are comma-separated in the environment (as OLLAMA_ORIGINS is), not JSON.
+    origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Browser origins whose pages may call the gateway (CORS), comma-separated: scheme://host[:port], "
+                    "`*` in one matching any characters (http://localhost:*), `*` alone any origin. Unset: no page "
+                    "on another origin, not even another local port.",
+    )
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Host names a gateway on loopback answers besides localhost, *.localhost and loopback addresses, "
+                    "comma-separated (`*.example.lan` for every subdomain, `*` for any). Off loopback, with its token, "
+                    "it answers any Host.",
+    )
     replicas: int = Field(default=1, ge=1, le=16, description="Instances per version; a route's tag can override.")
     queue_depth: int = Field(default=8, ge=0, description="Requests that may wait per instance; more get 429.")
     remote_concurrency: int = Field(default=4, ge=1, description="Requests at once per instance of a remote model.")
@@ -121,6 +138,26 @@ class Settings(BaseSettings):
                              "(postgresql://user@host/db, mysql://…, sqlite:////abs/path/mlflow.db)")
         return value
 
+    @field_validator("origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> tuple[str, ...]:
+        origins = _comma_list(value)
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port] with no path or trailing "
+                                 "slash, as a browser sends it (http://localhost:3000), or *")
+        return origins
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _allowed_hosts(cls, value: Any) -> tuple[str, ...]:
+        hosts = tuple(host.removeprefix("[").removesuffix("]") for host in _comma_list(value))
+        for host in hosts:
+            if host != "*" and not _HOST_NAME.match(host.removeprefix("*.")) and not _is_ip(host):
+                raise ValueError(f"{host!r} is not a host name: write a name or address without scheme or port "
+                                 "(gateway.lan, *.lan, 192.168.1.5), or *")
+        return hosts
+
     @cached_property
     def mlruns_dir(self) -> Path:
         return self.home / "mlruns"
@@ -152,6 +189,21 @@ class Settings(BaseSettings):
         """True for the default sqlite store under ``home``: artifacts then live beside it, in
         ``mlruns/artifacts``; a shared registry keeps them where its server says."""
         return self.mlflow_tracking_uri is None
+
+
+def _comma_list(value: Any) -> tuple[str, ...]:
+    """``"a, b,"`` from the environment or a sequence from code: trimmed, lower-cased (browsers send
+    origins and host names in lower case), empty items dropped."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(item.strip().lower() for item in items if item.strip())
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def get_settings(**overrides: object) -> Settings:
