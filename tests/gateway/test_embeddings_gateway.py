@@ -141,13 +141,17 @@ def test_dimensions_is_refused_through_the_openai_client(client: openai.OpenAI) 
 
 def test_a_text_longer_than_the_model_embeds_is_a_400_not_a_backend_failure(url: str, gateway: Gateway) -> None:
     """llama.cpp refuses it (the provider's ``ContextOverflowError``): the caller's mistake, so no breaker
-    moves and no failed row is written; Ollama's legacy endpoint says the same in its own shape."""
+    moves and no failed row is written. Ollama's legacy endpoint says the same in its own shape, and so
+    does ``/api/embed`` told not to ``truncate`` (its default cuts the text, as Ollama's does: not run
+    here, embedding 512 tokens takes ~20 s on this machine)."""
     too_long = "word " * 700  # over the 512 tokens one input may hold
     before = calls_of(gateway, "openai"), calls_of(gateway, "ollama")
     answer = httpx.post(f"{url}/v1/embeddings", json={"model": "vectors", "input": ["a cat", too_long]}, timeout=120)
-    assert answer.status_code == 400 and "shorten the input" in answer.json()["error"]["message"], answer.text
+    assert answer.status_code == 400 and "exceed batch size of 512" in answer.json()["error"]["message"], answer.text
     legacy = httpx.post(f"{url}/api/embeddings", json={"model": "vectors", "prompt": too_long}, timeout=120)
     assert legacy.status_code == 400 and "shorten the input" in legacy.json()["error"], legacy.text
+    kept = httpx.post(f"{url}/api/embed", json={"model": "vectors", "input": too_long, "truncate": False}, timeout=120)
+    assert kept.status_code == 400 and "shorten the input" in kept.json()["error"], kept.text
     assert (calls_of(gateway, "openai"), calls_of(gateway, "ollama")) == before
     assert _breakers(gateway) == {BreakerState.CLOSED}
 

@@ -100,7 +100,8 @@ def _ndjson(lines: list[dict[str, Any]]) -> Iterator[bytes]:
 @router.post("/api/embeddings")
 async def embeddings(request: Request) -> Response:
     """Ollama's legacy endpoint: one ``prompt``, one raw (not normalized) vector, as Ollama answers it.
-    An empty prompt is Ollama's "load the model" call: the model is warmed and the vector is empty."""
+    An empty prompt is Ollama's "load the model" call: the model is warmed and the vector is empty.
+    It has no ``truncate``: a prompt longer than one input may hold is refused (400), not cut."""
     body = await parse_body(request, LegacyEmbeddingsBody)
     gateway = gateway_of(request)
     resolution = gateway.router.resolve(body.model)

@@ -12,8 +12,9 @@ What OpenAI's API promises and this endpoint keeps:
 - ``encoding_format`` ``base64`` is each vector's little-endian float32 bytes, which is what the
   ``openai`` client asks for by default and decodes. The vectors are rounded to float32 once, so
   ``float`` and ``base64`` answer exactly the same numbers.
-- At most 2,048 inputs, none empty, as OpenAI's own bound; a text longer than the context is a 400
-  from the provider (``ContextOverflowError``), never a breaker failure.
+- At most 2,048 inputs, none empty, as OpenAI's own bound. A text longer than one input may hold
+  (llama.cpp: 512 tokens) is refused, never cut short: the provider's ``ContextOverflowError``, a 400
+  that moves no breaker and writes no row.
 
 Not supported, each a 400 that says so: token arrays as ``input`` (the providers embed text), and
 ``dimensions`` (no registered version is trained to be cut short, so shortening its vectors would
