@@ -21,6 +21,7 @@ from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.gateway import Gateway
 from registry.gateway.background import gateway_in_background
+from registry.gateway.openai_api.responses_wire import ResponsesWire
 from registry.settings import get_settings
 
 pytestmark = pytest.mark.e2e
@@ -233,3 +234,25 @@ def _assert_weather_arguments(arguments: dict[str, Any]) -> None:
     """What the grammar guarantees: the declared keys, the required one present, each of its type."""
     assert set(arguments) <= {"city", "unit"} and isinstance(arguments["city"], str)
     assert arguments.get("unit", "C") in ("C", "F")
+
+
+def test_a_stream_that_fails_after_its_status_ends_with_response_failed() -> None:
+    """A fault mid-stream (after the 200 went out) cannot be caused on one healthy gateway, so the
+    transport here is a fake that replays exactly the bytes ``ResponsesWire`` writes for a stream
+    that fails after its first fragment; the real ``openai`` client reads them."""
+    wire = ResponsesWire("0" * 32, 1_700_000_000, "qa", {"tools": [], "tool_choice": "auto",
+                                                        "parallel_tool_calls": True})
+    body = b"".join([*wire.opening(), wire.fragment("Par"), wire.error("qa's instance failed mid-stream")])
+
+    def replay(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    fake = openai.OpenAI(base_url="http://fake/v1", api_key="unused", max_retries=0,
+                         http_client=httpx.Client(transport=httpx.MockTransport(replay)))
+    events = list(fake.responses.create(model="qa", input="Hi", stream=True))
+    assert [event.type for event in events] == [
+        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+        "response.output_text.delta", "response.failed"]
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error.message == "qa's instance failed mid-stream"
+    assert failed.error.code == "server_error" and failed.id == events[0].response.id
