@@ -36,8 +36,8 @@ class ResponsesWire:
     echo: dict[str, Any]  # what the Response repeats of its request: instructions, tools, tool_choice…
     api: str = API
     stream_media_type: str = "text/event-stream"
-    _sequence: int = 0
-    _streamed: list[str] | None = field(default=None)  # None until the message item opened
+    _sequence: int = field(default=0, init=False)  # each event's sequence_number
+    _streamed: list[str] | None = field(default=None, init=False)  # None until the message item opened
 
     @property
     def response_id(self) -> str:
