@@ -2,10 +2,10 @@
 ``calls`` row, kept in the ``feedback`` table beside the live scorers' and the judge's scores.
 
 A call is named by its ``call_id`` (the gateway's ``x-arbiter-call-id`` header; an OpenAI id
-``chatcmpl-<call_id>`` is accepted as it is). Feedback is idempotent per (call, source): its
-``feedback_id`` is derived from both, and the latest row of an id wins, so a client that retries
-or changes its mind never counts twice. Only live answers take feedback — a benchmark's or a
-shadow copy's answer was never seen by a user.
+``chatcmpl-<call_id>``, or the Responses API's ``resp_<call_id>``, is accepted as it is). Feedback
+is idempotent per (call, source): its ``feedback_id`` is derived from both, and the latest row of
+an id wins, so a client that retries or changes its mind never counts twice. Only live answers take
+feedback — a benchmark's or a shadow copy's answer was never seen by a user.
 
 The call is looked up first in :class:`RecentCalls` (the gateway fills it as it answers, so
 feedback sent a millisecond after the answer is accepted before the row is flushed), then in the
@@ -36,7 +36,7 @@ MAX_SOURCE_CHARS = 64
 RESERVED_SOURCE = "arbiter:"  # arbiter's own signals (scorer, judge): an application may not pose as them
 THUMBS = {"up": 1.0, "down": 0.0}
 LIVE_SOURCES = ("gateway", "manager", "tracker")  # calls a user saw the answer of
-_CALL_ID = re.compile(r"^(?:chatcmpl-|cmpl-)?([0-9a-f]{32})$")
+_CALL_ID = re.compile(r"^(?:chatcmpl-|cmpl-|resp_)?([0-9a-f]{32})$")
 _SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]*$")
 
 
@@ -51,7 +51,7 @@ def parse_call_id(text: Any) -> str:
     if found is None:
         shown = repr(text)[:80]
         raise UserError(f"call_id {shown} is not a call id: send the x-arbiter-call-id header of the answer "
-                        f"(32 hex characters) or its OpenAI id (chatcmpl-…)")
+                        f"(32 hex characters) or its OpenAI id (chatcmpl-…, resp_…)")
     return found.group(1)
 
 

@@ -66,6 +66,7 @@ def test_bad_values_are_one_line_and_write_nothing(tmp_path: Path, kwargs: dict,
 def test_call_ids_are_read_from_a_header_or_an_openai_id() -> None:
     bare = new_id()
     assert parse_call_id(bare) == parse_call_id(f"chatcmpl-{bare}") == parse_call_id(f" cmpl-{bare} ") == bare
+    assert parse_call_id(f"resp_{bare}") == bare  # a Responses API id
     for bad in ("", "chatcmpl-xyz", bare.upper(), bare + "0", 42, None):
         with pytest.raises(UserError, match="is not a call id"):
             parse_call_id(bad)
