@@ -194,10 +194,11 @@ class StreamTimer:
             self._first_at = time.perf_counter()
         self._parts.append(text)
 
-    def mark_first(self) -> None:
-        """The first token arrived, though it is not streamed as text (a buffered tool call)."""
+    def mark_first(self, at: float | None = None) -> None:
+        """The first token arrived (at ``at``, a ``time.perf_counter()`` reading, else now), though it
+        is not streamed as text: a tool call, held back until it is whole."""
         if self._first_at is None:
-            self._first_at = time.perf_counter()
+            self._first_at = time.perf_counter() if at is None else at
 
     def generation(self, *, prompt_tokens: int, completion_tokens: int, finish_reason: str | None,
                    n_threads: int | None = None, n_gpu_layers: int | None = None,

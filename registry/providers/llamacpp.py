@@ -15,7 +15,7 @@ import functools
 import threading
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from typing import Any
 
@@ -92,39 +92,51 @@ class LlamaCppProvider:
         return run_to_end(self.stream(request))
 
     def stream(self, request: GenerationRequest) -> Generator[str, None, Generation]:
-        """With tools, text is streamed once it is known to be text; a call is held and parsed whole
-        (``registry.providers.tools``), so a client never sees the call format."""
+        """With tools, the answer is first decoded in the call format and held back, so a client never
+        sees the format; under ``auto`` an empty list of calls means no function is needed, and the
+        text answer is then decoded without tools and streamed. Both passes count in the tokens."""
         timer = StreamTimer()
-        finish_reason: str | None = None
         grammar = self._grammar_for(request)  # before the lock and any decoding: a bad schema is the caller's
-        sorter = tools.CallSorter() if request.uses_tools else None
+        calls: tuple[ToolCall, ...] = ()
+        finish_reason: str | None = None
         with self._lock:
             llm = self._require_loaded()
             _reset_perf(llm)
-            for fragment, finish in self._fragments(llm, request, grammar):
-                if finish is not None:
-                    finish_reason = finish
-                    continue
-                if sorter is not None:
-                    timer.mark_first()
-                    fragment = sorter.feed(fragment)
-                    if not fragment:
+            if request.uses_tools:
+                calls, finish_reason = self._calls(llm, request, grammar, timer)
+                if not calls and finish_reason == "stop":  # "[]" under auto: answer in text, tools aside
+                    request, grammar, finish_reason = replace(request, tool_choice="none"), None, None
+            if finish_reason is None:
+                for fragment, finish in self._fragments(llm, request, grammar):
+                    if finish is not None:
+                        finish_reason = finish
                         continue
-                timer.add(fragment)  # an empty first fragment still marks the first token
-                if fragment:
-                    yield fragment
+                    timer.add(fragment)  # an empty first fragment still marks the first token
+                    if fragment:
+                        yield fragment
             prompt_tokens, completion_tokens = _tokens_evaluated(llm, finish_reason)
-        calls: tuple[ToolCall, ...] = ()
-        if sorter is not None:
-            calls, unfinished = sorter.finish()
-            if unfinished:  # a call cut short by max_tokens: shown as the text it is, finish_reason "length"
-                timer.add(unfinished)
-                yield unfinished
-            if calls:
-                finish_reason = "tool_calls"
         return timer.generation(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                finish_reason=finish_reason, n_threads=self._n_threads,
+                                finish_reason="tool_calls" if calls else finish_reason, n_threads=self._n_threads,
                                 n_gpu_layers=self.offload.n_gpu_layers if self.offload else None, tool_calls=calls)
+
+    def _calls(
+        self, llm: Any, request: GenerationRequest, grammar: Any, timer: StreamTimer
+    ) -> tuple[tuple[ToolCall, ...], str | None]:
+        """The answer decoded in the call format and held: its calls (those it completed, when
+        ``max_tokens`` cut it) and llama.cpp's finish reason."""
+        held: list[str] = []
+        first_at: float | None = None
+        finish_reason: str | None = None
+        for fragment, finish in self._fragments(llm, request, grammar):
+            if finish is not None:
+                finish_reason = finish
+                continue
+            first_at = first_at or time.perf_counter()
+            held.append(fragment)
+        calls, _ = tools.parse_calls("".join(held))
+        if calls:
+            timer.mark_first(at=first_at)
+        return calls, finish_reason
 
     def _grammar_for(self, request: GenerationRequest) -> Any:
         """The grammar the answer is decoded under: the JSON schema's, the tools', or none."""
