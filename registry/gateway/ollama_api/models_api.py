@@ -14,7 +14,7 @@ answers 403 in Ollama's shape naming the command to use, rather than pretend to 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -115,7 +115,7 @@ async def embeddings(request: Request) -> Response:
     return JSONResponse({"embedding": embedding.vectors[0]}, headers=answer_headers(embedding.outcome))
 
 
-def _refusal(what: str, instead: str) -> Any:
+def _refusal(what: str, instead: str) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def refuse(request: Request) -> JSONResponse:
         count_request(request, _REFUSED)
         return error_response(request.url.path, _REFUSED, f"this gateway does not {what} models: {instead}")
