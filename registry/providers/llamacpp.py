@@ -28,6 +28,10 @@ from registry.providers.gguf_file import verify_file
 from registry.settings import get_settings
 from registry.spec import ModelSpec
 
+# llama-cpp-python chat formats that drop a system message without a word (its "gemma" keeps user and
+# model turns only): there the system text opens the first user turn instead.
+_NO_SYSTEM_ROLE = frozenset({"gemma"})
+
 
 class LlamaCppProvider:
     """Serve one registered GGUF version through llama.cpp.
@@ -101,6 +105,7 @@ class LlamaCppProvider:
         finish_reason: str | None = None
         with self._lock:
             llm = self._require_loaded()
+            _check_parses(llm, grammar)
             _reset_perf(llm)
             if request.uses_tools:
                 calls, finish_reason = self._calls(llm, request, grammar, timer)
@@ -205,7 +210,8 @@ class LlamaCppProvider:
             params["grammar"] = grammar
         try:
             if request.messages:
-                for chunk in llm.create_chat_completion(messages=tools.chat_messages(request), **params):
+                messages = tools.chat_messages(request, system_role=self.spec.chat_format not in _NO_SYSTEM_ROLE)
+                for chunk in llm.create_chat_completion(messages=messages, **params):
                     choice = chunk["choices"][0]
                     if choice.get("finish_reason") is not None:
                         yield "", choice["finish_reason"]
@@ -283,6 +289,26 @@ def _grammar(json_schema: str) -> Any:
     except (ValueError, KeyError, TypeError, AssertionError, RecursionError) as exc:  # llama.cpp asserts on some
         raise UserError(f"the JSON schema cannot be turned into a grammar: {exc}; "
                         "use a JSON Schema of objects, arrays, strings, numbers, booleans and enums") from None
+
+
+_PARSED: set[str] = set()  # grammars llama.cpp has parsed once (parsing depends on the text alone)
+
+
+def _check_parses(llm: Any, grammar: Any) -> None:
+    """``UserError`` when llama.cpp cannot parse ``grammar``. Its sampler for a grammar it cannot
+    parse is NULL, which llama-cpp-python adds to the chain as it is: the first token then segfaults
+    the whole process. The converter's output should always parse; a schema with an odd regex
+    ``pattern`` is where it might not, so it is checked once per grammar, before any decoding."""
+    if grammar is None or grammar._grammar in _PARSED:
+        return
+    import llama_cpp
+
+    sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, grammar._grammar.encode(), grammar._root.encode())
+    if not sampler:
+        raise UserError("llama.cpp cannot parse the grammar made from the schema (a regex pattern it cannot "
+                         "express?); simplify the schema's patterns")
+    llama_cpp.llama_sampler_free(sampler)
+    _PARSED.add(grammar._grammar)
 
 
 @functools.lru_cache(maxsize=32)

@@ -65,17 +65,28 @@ def tools_prompt(tools: tuple[Tool, ...], choice: str) -> str:
     )
 
 
-def chat_messages(request: GenerationRequest) -> list[dict[str, str]]:
+def chat_messages(request: GenerationRequest, *, system_role: bool = True) -> list[dict[str, str]]:
     """``request.messages`` as plain ``{"role", "content"}`` turns any chat template renders: the
     tools' block merged into the system message (one system message; some templates allow no
-    second), past calls as their call text, results as ``<tool_response>`` user turns."""
+    second), past calls as their call text, results as ``<tool_response>`` user turns.
+
+    ``system_role`` False: the chat format drops system messages (llama-cpp-python's ``gemma``
+    does, silently), so the system text, the tools' block with it, opens the first user turn, as
+    Gemma's own template places it."""
     turns = render_history(request.messages)
-    if not request.uses_tools:
+    system = [turns.pop(0)["content"]] if turns and turns[0]["role"] == "system" else []
+    if request.uses_tools:
+        system.append(tools_prompt(request.tools, request.tool_choice))
+    if not system:
         return turns
-    block = tools_prompt(request.tools, request.tool_choice)
-    if turns and turns[0]["role"] == "system":
-        return [{"role": "system", "content": f"{turns[0]['content']}\n\n{block}"}, *turns[1:]]
-    return [{"role": "system", "content": block}, *turns]
+    text = "\n\n".join(system)
+    if system_role:
+        return [{"role": "system", "content": text}, *turns]
+    first_user = next((i for i, turn in enumerate(turns) if turn["role"] == "user"), None)
+    if first_user is None:
+        return [{"role": "user", "content": text}, *turns]
+    turns[first_user] = {"role": "user", "content": f"{text}\n\n{turns[first_user]['content']}"}
+    return turns
 
 
 def render_history(messages: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
