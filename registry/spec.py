@@ -54,7 +54,7 @@ class Status(StrEnum):
 
 
 KNOWN_CAPABILITIES = frozenset(
-    {"text-generation", "chat", "json", "embedding", "scoring", "code", "classification"}
+    {"text-generation", "chat", "json", "embedding", "scoring", "code", "classification", "tools"}
 )
 
 
@@ -260,6 +260,18 @@ class ModelSpec(BaseModel):
     @classmethod
     def _capabilities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return known_capabilities(value)
+
+    @property
+    def can_call_tools(self) -> bool:
+        """Whether this version can answer a request with tools: the one place that decides it.
+
+        A GGUF chat version always can, tagged or not: the tool calls are decoded under our grammar
+        and told in our prompt (registry/providers/tools.py), nothing the file must provide — and
+        versions registered before the ``tools`` capability existed are immutable, so their tags
+        cannot say it. A served model (Ollama, OpenAI-compatible) can only when registered with
+        ``tools``: whether its server handles them is the server's business, declared by whoever
+        registers it."""
+        return "tools" in self.capabilities or (self.kind == ModelKind.GGUF and "chat" in self.capabilities)
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,8 @@ class Catalog:
             source=str(path),
             sha256=sha,
             size_bytes=size,
-            capabilities=tuple(capabilities or ("text-generation", "chat")),
+            # tools: a chat version calls them under our grammar (ModelSpec.can_call_tools says why)
+            capabilities=tuple(capabilities or ("text-generation", "chat", "tools")),
             context_window=info.context_window,
             architecture=info.architecture,
             quantization=info.quantization,
