@@ -77,7 +77,7 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 _NOT_NEGATIVE: dict[str, tuple[str, ...]] = {
     "calls": ("wall_ms", "ttft_ms", "cpu_ms", "queue_ms", "overhead_ms", "energy_mwh", "prompt_tokens",
-              "completion_tokens"),
+              "completion_tokens", "tool_calls"),
     "runs": ("n", "n_ok", "n_unscored", "p50_ms", "p95_ms", "ttft_p50_ms", "cpu_ms_per_token", "load_ms", "warmup_ms",
              "energy_mwh", "energy_mwh_per_1k_tokens"),
     "events": (),

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 6  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
+SCHEMA_VERSION = 7  # 2: calls gained api, requested, queue_ms, overhead_ms (the gateway's)
 # 3: calls gained features and metadata (JSON text: what an application reports through the tracker);
 #    runs gained quality_source ("reference" or "judge:NAME/VERSION") and n_unscored
 # 4: every table with the machine's fingerprint gained hardware_class (cpu, cuda, apple: the work pool);
@@ -22,6 +22,7 @@ SCHEMA_VERSION = 6  # 2: calls gained api, requested, queue_ms, overhead_ms (the
 #    a custom scorer that raised, a judge with no valid judgement), kept for benchmark calls only
 # 6: calls gained shadow_of (a shadow copy's user call, docs/rollout.md); the feedback table (every live
 #    quality observation of a call: an application's feedback, a reference-free scorer, the judge)
+# 7: calls gained tool_calls (how many tool calls the answer made; null for a row with no generation)
 
 _HARDWARE = [
     ("hardware_id", pa.string()),
@@ -77,6 +78,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("scores", pa.string()),
             ("score_problems", pa.string()),
             ("shadow_of", pa.string()),  # source 'shadow': the call_id of the user call this copy mirrors
+            ("tool_calls", pa.int32()),  # tool calls in the answer (0: a text answer); null without a generation
             *_HARDWARE,
             ("schema_version", pa.int32()),
         ]

@@ -93,6 +93,7 @@ def call_row(
         "energy_model": cost.energy.model if cost.energy else None,
         "n_threads": generation.n_threads if generation else None,
         "n_gpu_layers": generation.n_gpu_layers if generation else None,
+        "tool_calls": len(generation.tool_calls) if generation else None,
         "ok": error is None,
         "error": error,
         "quality": None,

@@ -133,3 +133,25 @@ def test_reads_refuse_a_mistyped_staged_file_naming_it(tmp_path: Path) -> None:
                    stray)
     with pytest.raises(StoreError, match=rf"^{stray} is not a calls file .*results/_quarantine$"):
         store.query("select count(*) as n from calls")
+
+
+def test_a_table_written_before_a_column_existed_takes_rows_that_have_it(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Schema 7 added calls.tool_calls: a Delta table committed under schema 6 takes the new rows (the
+    commit merges the schema), and its old rows read the column as NULL."""
+    from registry.results.maintenance import Maintenance
+    from registry.results.schemas import SCHEMAS
+
+    older = SCHEMAS["calls"].remove(SCHEMAS["calls"].get_field_index("tool_calls"))
+    with monkeypatch.context() as before:
+        before.setitem(SCHEMAS, "calls", older)
+        ResultsStore(tmp_path).append("calls", [_call("v6", now_utc())])
+        Maintenance(ResultsStore(tmp_path)).run()
+    from deltalake import DeltaTable
+
+    assert "tool_calls" not in DeltaTable(str(tmp_path / "calls")).schema().to_arrow().names
+    store = ResultsStore(tmp_path)
+    store.append("calls", [{**_call("v7", now_utc()), "tool_calls": 2}])
+    Maintenance(store, staged_grace_s=0).run(compact=True)
+    rows = store.query("select call_id, tool_calls from calls order by call_id")
+    assert rows == [{"call_id": "v6", "tool_calls": None}, {"call_id": "v7", "tool_calls": 2}]
