@@ -1,6 +1,6 @@
 """What a request may ask of the version it resolved to, checked before any model runs: tokens
-within its context window and a capability it was registered with. A request past them is a 400
-that names the bound, not a backend failure that would trip a breaker."""
+within its context window, a capability it was registered with, tools it can call. A request past
+them is a 400 that names the bound, not a backend failure that would trip a breaker."""
 
 from __future__ import annotations
 
@@ -45,4 +45,14 @@ def require_capability(record: VersionRecord, capability: str, requested: str) -
     if capability not in record.spec.capabilities:
         raise UserError(
             f"{requested} ({record.ref}) cannot do {capability!r}; its capabilities: {', '.join(record.spec.capabilities)}"
+        )
+
+
+def require_tools(record: VersionRecord, requested: str) -> None:
+    """A request with tools needs a version that can call them: answering it with free text would
+    leave an agent waiting for a call that never comes. The fix is the route's, not the request's."""
+    if not record.spec.can_call_tools:
+        raise UserError(
+            f"{requested} is served by {record.ref}, which cannot call tools; promote a version that can, "
+            "or register this model with the 'tools' capability (arbiter models register … --capability tools)"
         )

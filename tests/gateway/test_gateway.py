@@ -154,7 +154,7 @@ def test_unknown_names_are_404_with_the_names_that_exist_never_a_default(url: st
         ("/v1/chat/completions", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], '
          b'"response_format": {"type": "json_schema", "json_schema": {"name": "a"}}}', 400, "json_schema.schema"),
         ("/v1/chat/completions", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], '
-         b'"tools": [{"type": "function", "function": {"name": "f"}}]}', 400, "tools"),
+         b'"tools": [{"type": "web_search"}]}', 400, "tools[0].type is 'web_search'"),  # more: test_tools_gateway.py
         ("/v1/chat/completions", b'{"model": "qa", "messages": [{"role": "user", "content": '
          b'[{"type": "image_url", "image_url": {"url": "x"}}]}]}', 400, "messages"),
         ("/api/chat", b'{"model": "qa", "messages": [{"role": "user", "content": "x"}], "format": "yaml"}', 400,

@@ -4,7 +4,9 @@ work unchanged.
 Semantics follow Ollama's: ``stream`` defaults to true, ``/api/generate`` applies the model's chat
 template unless ``raw`` (so an instruct model answers the prompt), ``options.num_predict`` -1
 means "until the context is full", temperature defaults to 0.8. A fixed seed (``ARBITER_SEED``)
-is used when the request gives none, so answers are reproducible. Each handler reads its body,
+is used when the request gives none, so answers are reproducible. ``/api/chat`` takes ``tools``
+(a version that can call tools answers with ``message.tool_calls``), and ``/api/show`` lists the
+``tools`` capability for such versions, as clients check it first. Each handler reads its body,
 resolves the name, checks the request against the version and hands it to the dispatcher through
 the shared response skeleton (``responses.py``); the wire types are in ``wire.py``.
 """
@@ -21,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 
 from registry.errors import ArbiterError, UserError
 from registry.gateway.http import arrived, gateway_of, parse_body
-from registry.gateway.limits import bounded_max_tokens, check_num_ctx, require_capability
+from registry.gateway.limits import bounded_max_tokens, check_num_ctx, require_capability, require_tools
 from registry.gateway.ollama_api.wire import (
     API,
     ChatBody,
@@ -85,10 +87,11 @@ async def chat(request: Request) -> Response:
     if not body.messages:  # Ollama's "load the model" call
         await _warm(gateway, resolution)
         return JSONResponse(final(body.model, "load", None) | {"message": {"role": "assistant", "content": ""}})
+    if body.involves_tools:  # first: "cannot call tools" says more than "cannot chat" when both are true
+        require_tools(resolution.record, body.model)
     require_capability(resolution.record, "chat", body.model)
-    messages = [{"role": m.role, "content": m.content} for m in body.messages]
-    generation_request = _request(gateway, resolution.record, body.options, messages=messages,
-                                  json_schema=schema_from_ollama_format(body.format))
+    generation_request = _request(gateway, resolution.record, body.options, messages=body.turns,
+                                  json_schema=schema_from_ollama_format(body.format), tools=body.declared_tools)
     return await respond(request, gateway, resolution, generation_request, stream=body.stream,
                          wire=OllamaWire(body.model, "chat"))
 
@@ -147,7 +150,8 @@ async def show(request: Request) -> dict[str, Any]:
     record = gateway_of(request).router.resolve(name).record
     spec = record.spec
     architecture = spec.architecture or "unknown"
-    capabilities = ["completion"] + (["embedding"] if "embedding" in spec.capabilities else [])
+    capabilities = (["completion"] + (["tools"] if spec.can_call_tools else [])  # clients check it before sending tools
+                    + (["embedding"] if "embedding" in spec.capabilities else []))
     return {
         "modelfile": f"# arbiter {record.ref}\nFROM {spec.source}\n",
         "parameters": "",

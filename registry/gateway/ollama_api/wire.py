@@ -3,6 +3,13 @@
 Durations are nanoseconds. A stream is strict NDJSON: ``done: false`` fragments, then one
 ``done: true`` object with the figures, or an ``{"error": ...}`` line if the backend failed after
 the stream began.
+
+Tools: ``/api/chat`` takes ``tools`` as OpenAI's chat does, but a call's ``arguments`` are an
+object and calls have no ids, so a ``role: tool`` result is linked to the call it answers by its
+``tool_call_id`` when a client sends one (LangChain does), else by ``tool_name``, else by order
+(``tooling.link_tool_results``). An answer's calls are ``message.tool_calls``
+(``{"id", "function": {"index", "name", "arguments"}}``) with ``done_reason: "stop"``, as Ollama
+answers; a stream sends them in one message chunk before the ``done: true`` line.
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from registry.gateway.http import json_line
 from registry.gateway.structured import schema_from_ollama_format
-from registry.providers import Generation
+from registry.gateway.tooling import arguments_object, history_call, link_tool_results, parse_tools
+from registry.providers import Generation, Tool
 from registry.results.store import iso_utc, new_id
 from registry.serving.dispatcher import Answer
 from registry.spec import VersionRecord
@@ -33,11 +41,40 @@ class Options(BaseModel):
     num_ctx: int | None = None
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")  # index: accepted, the order is the list's
+
+    name: str
+    arguments: dict[str, Any] | str = Field(default_factory=dict)  # an object, as Ollama sends it
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = Field(default=None, max_length=200)  # newer Ollama and LangChain send one
+    function: FunctionCall
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "tool"]
-    content: str = Field(default="", max_length=1_000_000)  # an assistant tool-call turn has none
+    content: str | None = Field(default="", max_length=1_000_000)  # an assistant tool-call turn has none
+    tool_calls: list[ToolCall] | None = None  # an assistant turn's calls
+    tool_name: str | None = None  # the function a tool result comes from (Ollama's link to its call)
+    tool_call_id: str | None = None  # the call a tool result answers, when the client knows it
+
+    def turn(self, where: str) -> dict[str, Any]:
+        """This message as providers take it (``GenerationRequest.messages``), OpenAI-shaped."""
+        turn: dict[str, Any] = {"role": self.role, "content": self.content or ""}
+        if self.tool_calls:
+            if self.role != "assistant":
+                raise ValueError(f"{where}: only an assistant turn carries tool_calls (this one is {self.role!r})")
+            turn["tool_calls"] = [history_call(call.id, call.function.name, call.function.arguments,
+                                               f"{where}.tool_calls[{j}]") for j, call in enumerate(self.tool_calls)]
+        if self.role == "tool":  # some clients (LiteLLM) name the function "name", as OpenAI's old form did
+            turn |= {"tool_call_id": self.tool_call_id, "tool_name": self.tool_name or (self.model_extra or {}).get("name")}
+        return turn
 
 
 class GenerateBody(BaseModel):
@@ -68,14 +105,34 @@ class ChatBody(BaseModel):
     keep_alive: str | int | float | None = None
     format: str | dict[str, Any] | None = None
     tools: list[Any] | None = None
+    _tools: tuple[Tool, ...] = PrivateAttr(default=())
+    _turns: tuple[dict[str, Any], ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
     def _supported(self) -> ChatBody:
-        """Saying no beats answering free text to a client that asked for a tool call."""
-        if self.tools:
-            raise ValueError("'tools' (tool calling) is not supported by this gateway yet; send the request without tools")
-        schema_from_ollama_format(self.format)  # a bad format is a 400 before any model runs
+        """Everything is checked here, before any model runs: a bad request is a 400 naming the field."""
+        json_schema = schema_from_ollama_format(self.format)
+        self._tools = parse_tools(self.tools)
+        if json_schema is not None and self._tools:
+            raise ValueError("'tools' and 'format' cannot be combined: an answer is decoded under one grammar, "
+                             "a call's or the format's; send one of them")
+        self._turns = link_tool_results((m.turn(f"messages[{i}]") for i, m in enumerate(self.messages)),
+                                        strict_ids=False)
         return self
+
+    @property
+    def declared_tools(self) -> tuple[Tool, ...]:
+        return self._tools
+
+    @property
+    def turns(self) -> tuple[dict[str, Any], ...]:
+        """The messages as providers take them, each tool result linked to its call."""
+        return self._turns
+
+    @property
+    def involves_tools(self) -> bool:
+        """Whether answering needs a version that can call tools: tools declared, or calls in the history."""
+        return bool(self._tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
 
 
 class ModelBody(BaseModel):
@@ -107,8 +164,9 @@ class OllamaWire:
     stream_media_type: str = "application/x-ndjson"
 
     def whole(self, answer: Answer) -> bytes:
-        return json_line(final(self.name, answer.generation.finish_reason, answer)
-                         | content(self.endpoint, answer.generation.text))
+        generation = answer.generation
+        return json_line(final(self.name, generation.finish_reason, answer)
+                         | content(self.endpoint, generation.text, generation))
 
     def opening(self) -> list[bytes]:
         return []
@@ -118,20 +176,33 @@ class OllamaWire:
                           "done": False})
 
     def closing(self, answer: Answer) -> list[bytes]:
-        return [json_line(final(self.name, answer.generation.finish_reason, answer) | content(self.endpoint, ""))]
+        generation = answer.generation
+        calls = [json_line({"model": self.name, "created_at": iso(datetime.now(UTC)),
+                            **content(self.endpoint, "", generation), "done": False})] if generation.tool_calls else []
+        return [*calls, json_line(final(self.name, generation.finish_reason, answer) | content(self.endpoint, ""))]
 
     def error(self, message: str) -> bytes:
         return json_line({"error": message})
 
 
-def content(endpoint: Endpoint, text: str) -> dict[str, Any]:
-    return {"message": {"role": "assistant", "content": text}} if endpoint == "chat" else {"response": text}
+def content(endpoint: Endpoint, text: str, generation: Generation | None = None) -> dict[str, Any]:
+    """The answer's part of a line: its text, and the calls ``generation`` made, if any."""
+    if endpoint != "chat":
+        return {"response": text}
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if generation is not None and generation.tool_calls:
+        message["tool_calls"] = [
+            {"id": call.id, "function": {"index": index, "name": call.name, "arguments": arguments_object(call)}}
+            for index, call in enumerate(generation.tool_calls)
+        ]
+    return {"message": message}
 
 
 def final(name: str, reason: str | None, answer: Answer | None) -> dict[str, Any]:
-    """The ``done: true`` object; without an answer (a "load the model" call) it has no figures."""
+    """The ``done: true`` object; without an answer (a "load the model" call) it has no figures.
+    A tool call ends with ``stop``, as Ollama says it (it has no ``tool_calls`` reason)."""
     payload: dict[str, Any] = {"model": name, "created_at": iso(datetime.now(UTC)), "done": True,
-                               "done_reason": reason or "stop"}
+                               "done_reason": "stop" if reason in (None, "tool_calls") else reason}
     if answer is not None:
         generation = answer.generation
         ttft_ms = generation.time_to_first_token_ms or 0.0

@@ -1,8 +1,10 @@
 """The OpenAI API's endpoints (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``) for the
 ``openai`` client, LangChain, DSPy and anything else that speaks it.
 
-``n`` must be 1 (one local model answers once). Temperature defaults to 1.0 as OpenAI's does, with
-a fixed seed when none is given. Each handler reads its body, resolves the name, checks the
+``n`` must be 1 (one local model answers once). Temperature defaults to 1.0 as OpenAI's does,
+with a fixed seed when none is given. Tools (``tools``, ``tool_choice``, calls and their results
+in the history) need a version that can call tools; a call comes back as ``message.tool_calls``
+with ``finish_reason: "tool_calls"``. Each handler reads its body, resolves the name, checks the
 request against the version and hands it to the dispatcher through the shared response skeleton
 (``responses.py``); the wire types are in ``wire.py``.
 """
@@ -17,7 +19,7 @@ from fastapi.responses import Response
 
 from registry.errors import UserError
 from registry.gateway.http import gateway_of, parse_body
-from registry.gateway.limits import DEFAULT_MAX_TOKENS, bounded_max_tokens, require_capability
+from registry.gateway.limits import DEFAULT_MAX_TOKENS, bounded_max_tokens, require_capability, require_tools
 from registry.gateway.openai_api.wire import ChatBody, CommonBody, CompletionBody, Endpoint, OpenAIWire
 from registry.gateway.responses import respond
 from registry.gateway.runtime import Gateway
@@ -44,15 +46,17 @@ async def chat_completions(request: Request) -> Response:
     body = await parse_body(request, ChatBody)
     gateway = gateway_of(request)
     resolution = gateway.router.resolve(body.model, turn=True)
+    if body.involves_tools:  # first: "cannot call tools" says more than "cannot chat" when both are true
+        require_tools(resolution.record, body.model)
     require_capability(resolution.record, "chat", body.model)
-    messages = tuple({"role": "system" if m.role == "developer" else m.role, "content": m.text}
-                     for m in body.messages)
     wanted = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
-    generation_request = _request(gateway, resolution, body, wanted, field, messages=messages,
-                                  json_schema=schema_from_response_format(body.response_format))
+    generation_request = _request(gateway, resolution, body, wanted, field, messages=body.turns,
+                                  json_schema=schema_from_response_format(body.response_format),
+                                  tools=body.declared_tools, tool_choice=body.choice,
+                                  parallel_tool_calls=body.parallel_tool_calls)
     return await respond(request, gateway, resolution, generation_request, stream=body.stream,
-                         wire=_wire(body, "chat.completions"))
+                         wire=_wire(body, "chat.completions", tools=bool(body.declared_tools)))
 
 
 @router.post("/v1/completions")
@@ -82,7 +86,7 @@ def _request(gateway: Gateway, resolution: Resolution, body: CommonBody, wanted:
     )
 
 
-def _wire(body: CommonBody, endpoint: Endpoint) -> OpenAIWire:
+def _wire(body: CommonBody, endpoint: Endpoint, *, tools: bool = False) -> OpenAIWire:
     prefix = "chatcmpl-" if endpoint == "chat.completions" else "cmpl-"
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return OpenAIWire(new_id(), prefix, int(time.time()), body.model, endpoint, include_usage)
+    return OpenAIWire(new_id(), prefix, int(time.time()), body.model, endpoint, include_usage, tools=tools)

@@ -2,6 +2,12 @@
 
 Streaming is server-sent events: ``data: {chunk}`` lines and a final ``data: [DONE]``; with
 ``stream_options.include_usage`` a last chunk carries the token usage.
+
+Tools: ``tools``, ``tool_choice`` and a history of ``tool_calls`` and ``role: tool`` results are
+checked by ``tooling.py`` before any model runs. A call is never streamed as text: the provider
+hands it over with the finished answer, and a stream then sends it as OpenAI does — per call, a
+delta with its ``index``, ``id``, ``type`` and ``function.name`` (arguments ``""``), then one with
+its whole ``arguments`` — before the ``finish_reason: "tool_calls"`` chunk.
 """
 
 from __future__ import annotations
@@ -10,9 +16,11 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from registry.gateway.structured import schema_from_response_format
+from registry.gateway.tooling import history_call, link_tool_results, openai_tool_calls, parse_tool_choice, parse_tools
+from registry.providers import Generation, Tool
 from registry.serving.dispatcher import Answer
 
 API = "openai"
@@ -26,17 +34,54 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    arguments: str | dict[str, Any] = ""  # JSON text, as OpenAI sends it (an object is accepted too)
+
+
+class HistoryToolCall(BaseModel):
+    """A call an earlier assistant turn made, sent back with the history."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1, max_length=200)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None  # parts (LangChain, agent SDKs) or none (an assistant tool call)
+    tool_calls: list[HistoryToolCall] | None = None  # an assistant turn's calls
+    tool_call_id: str | None = Field(default=None, min_length=1, max_length=200)  # the call a tool result answers
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessage:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"only an assistant turn carries tool_calls (this one is {self.role!r})")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a tool result needs 'tool_call_id': the id of the call it answers")
+        return self
 
     @property
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
+
+    def turn(self, where: str) -> dict[str, Any]:
+        """This message as providers take it (``GenerationRequest.messages``)."""
+        turn: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.text}
+        if self.tool_calls:
+            turn["tool_calls"] = [history_call(call.id, call.function.name, call.function.arguments,
+                                               f"{where}.tool_calls[{j}]") for j, call in enumerate(self.tool_calls)]
+        if self.role == "tool":
+            turn["tool_call_id"] = self.tool_call_id
+        return turn
 
 
 class StreamOptions(BaseModel):
@@ -63,16 +108,49 @@ class ChatBody(CommonBody):
     max_completion_tokens: int | None = None
     response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True  # False: at most one call per answer (passed on to the provider)
+    _tools: tuple[Tool, ...] = PrivateAttr(default=())
+    _tool_choice: str = PrivateAttr(default="auto")
+    _turns: tuple[dict[str, Any], ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
     def _supported(self) -> ChatBody:
-        """Saying no beats answering free text to a client that asked for a tool call."""
-        schema_from_response_format(self.response_format)  # a bad response_format is a 400 before any model runs
-        if self.tools:
-            raise ValueError("tools (function calling) are not supported by this gateway yet; send no tools")
+        """Everything is checked here, before any model runs: a bad request is a 400 naming the field."""
+        json_schema = schema_from_response_format(self.response_format)
+        legacy = sorted({"functions", "function_call"} & set(self.model_extra or {}))
+        if legacy:
+            raise ValueError(f"{' and '.join(legacy)} is OpenAI's deprecated form of tool calling; "
+                             "send 'tools' and 'tool_choice' instead")
+        self._tools = parse_tools(self.tools)
+        self._tool_choice = parse_tool_choice(self.tool_choice, self._tools)
+        if json_schema is not None and self._tools and self._tool_choice != "none":
+            raise ValueError("tools and a JSON response_format cannot be combined: an answer is decoded under one "
+                             "grammar, a call's or the format's; send one of them (or tool_choice 'none')")
         if sum(len(m.text) for m in self.messages) > _MAX_TEXT:
             raise ValueError(f"messages hold more than {_MAX_TEXT} characters of text")
+        self._turns = link_tool_results((m.turn(f"messages[{i}]") for i, m in enumerate(self.messages)),
+                                        strict_ids=True)
         return self
+
+    @property
+    def declared_tools(self) -> tuple[Tool, ...]:
+        return self._tools
+
+    @property
+    def choice(self) -> str:
+        """``tool_choice`` as providers take it: auto, none, required or one function's name."""
+        return self._tool_choice
+
+    @property
+    def turns(self) -> tuple[dict[str, Any], ...]:
+        """The messages as providers take them, each tool result linked to its call."""
+        return self._turns
+
+    @property
+    def involves_tools(self) -> bool:
+        """Whether answering needs a version that can call tools: tools declared, or calls in the history."""
+        return bool(self._tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
 
 
 class CompletionBody(CommonBody):
@@ -92,15 +170,20 @@ class OpenAIWire:
     model: str  # as the client asked for it
     endpoint: Endpoint
     include_usage: bool
+    tools: bool = False  # the request declared tools: the answer may be a call rather than text
     api: str = API
     stream_media_type: str = "text/event-stream"
 
     def whole(self, answer: Answer) -> bytes:
         generation = answer.generation
-        reason = generation.finish_reason or "stop"
+        reason = _finish_reason(generation)
         if self.endpoint == "chat.completions":
-            choice = {"index": 0, "message": {"role": "assistant", "content": generation.text},
-                      "finish_reason": reason, "logprobs": None}
+            message: dict[str, Any] = {"role": "assistant", "content": generation.text}
+            if generation.tool_calls:
+                # content: None, as OpenAI sends it, unless a remote server sent text beside its calls
+                message = {"role": "assistant", "content": generation.text or None,
+                           "tool_calls": openai_tool_calls(generation.tool_calls)}
+            choice = {"index": 0, "message": message, "finish_reason": reason, "logprobs": None}
         else:
             choice = {"index": 0, "text": generation.text, "finish_reason": reason, "logprobs": None}
         payload = {"id": self.prefix + self.call_id, "object": self._object(chunk=False), "created": self.created,
@@ -111,13 +194,18 @@ class OpenAIWire:
     def opening(self) -> list[bytes]:
         if self.endpoint != "chat.completions":
             return []
-        return [self._event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
+        # With tools the answer may be a call, whose message has no content: accumulators then end
+        # with content None, as the whole answer has it, rather than "".
+        delta = {"role": "assistant"} if self.tools else {"role": "assistant", "content": ""}
+        return [self._event([{"index": 0, "delta": delta, "finish_reason": None}])]
 
     def fragment(self, text: str) -> bytes:
         return self._event([self._delta(text)])
 
     def closing(self, answer: Answer) -> list[bytes]:
-        lines = [self._event([self._delta("", answer.generation.finish_reason or "stop")])]
+        calls = [self._event([{"index": 0, "delta": {"tool_calls": [delta]}, "finish_reason": None}])
+                 for delta in _tool_call_deltas(answer.generation)]
+        lines = [*calls, self._event([self._delta("", _finish_reason(answer.generation))])]
         if self.include_usage:
             lines.append(self._event([], usage=_usage(answer)))
         return [*lines, b"data: [DONE]\n\n"]
@@ -141,6 +229,22 @@ class OpenAIWire:
             delta = {"content": text} if text else {}
             return {"index": 0, "delta": delta, "finish_reason": finish_reason}
         return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _tool_call_deltas(generation: Generation) -> list[dict[str, Any]]:
+    """An answer's calls as OpenAI streams them: per call, its name with arguments ``""``, then its
+    arguments. The ``openai`` client's stream helpers and LangChain merge deltas by ``index`` and
+    concatenate strings, so ``id`` and ``name`` are sent once and the arguments whole."""
+    deltas: list[dict[str, Any]] = []
+    for index, call in enumerate(generation.tool_calls):
+        deltas.append({"index": index, "id": call.id, "type": "function",
+                       "function": {"name": call.name, "arguments": ""}})
+        deltas.append({"index": index, "function": {"arguments": call.arguments}})
+    return deltas
+
+
+def _finish_reason(generation: Generation) -> str:
+    return "tool_calls" if generation.tool_calls else generation.finish_reason or "stop"
 
 
 def _usage(answer: Answer) -> dict[str, int]:
