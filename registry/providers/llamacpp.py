@@ -108,9 +108,13 @@ class LlamaCppProvider:
             _check_parses(llm, grammar)
             _reset_perf(llm)
             if request.uses_tools:
-                calls, finish_reason = self._calls(llm, request, grammar, timer)
-                if not calls and finish_reason == "stop":  # "[]" under auto: answer in text, tools aside
-                    request, grammar, finish_reason = replace(request, tool_choice="none"), None, None
+                calls, finish_reason, first_at = self._calls(llm, request, grammar)
+                if request.tool_choice == "auto" and (
+                    (not calls and finish_reason == "stop") or tools.repeats_history(calls, request.messages)
+                ):  # "[]", or only calls already answered: no function is needed, so answer in text
+                    calls, request, grammar, finish_reason = (), replace(request, tool_choice="none"), None, None
+                elif calls:
+                    timer.mark_first(at=first_at)
             if finish_reason is None:
                 for fragment, finish in self._fragments(llm, request, grammar):
                     if finish is not None:
@@ -125,10 +129,10 @@ class LlamaCppProvider:
                                 n_gpu_layers=self.offload.n_gpu_layers if self.offload else None, tool_calls=calls)
 
     def _calls(
-        self, llm: Any, request: GenerationRequest, grammar: Any, timer: StreamTimer
-    ) -> tuple[tuple[ToolCall, ...], str | None]:
+        self, llm: Any, request: GenerationRequest, grammar: Any
+    ) -> tuple[tuple[ToolCall, ...], str | None, float | None]:
         """The answer decoded in the call format and held: its calls (those it completed, when
-        ``max_tokens`` cut it) and llama.cpp's finish reason."""
+        ``max_tokens`` cut it), llama.cpp's finish reason, and when its first token came."""
         held: list[str] = []
         first_at: float | None = None
         finish_reason: str | None = None
@@ -139,9 +143,7 @@ class LlamaCppProvider:
             first_at = first_at or time.perf_counter()
             held.append(fragment)
         calls, _ = tools.parse_calls("".join(held))
-        if calls:
-            timer.mark_first(at=first_at)
-        return calls, finish_reason
+        return calls, finish_reason, first_at
 
     def _grammar_for(self, request: GenerationRequest) -> Any:
         """The grammar the answer is decoded under: the JSON schema's, the tools', or none."""

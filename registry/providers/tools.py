@@ -66,14 +66,14 @@ def tools_prompt(tools: tuple[Tool, ...], choice: str) -> str:
 
 
 def chat_messages(request: GenerationRequest, *, system_role: bool = True) -> list[dict[str, str]]:
-    """``request.messages`` as plain ``{"role", "content"}`` turns any chat template renders: the
-    tools' block merged into the system message (one system message; some templates allow no
-    second), past calls as their call text, results as ``<tool_response>`` user turns.
+    """``request.messages`` as plain ``{"role", "content"}`` turns any chat template renders (see
+    :func:`render_history`), the tools' block merged into the system message when the model is to
+    call (one system message: some templates allow no second).
 
     ``system_role`` False: the chat format drops system messages (llama-cpp-python's ``gemma``
     does, silently), so the system text, the tools' block with it, opens the first user turn, as
     Gemma's own template places it."""
-    turns = render_history(request.messages)
+    turns = render_history(request.messages, as_calls=request.uses_tools)
     system = [turns.pop(0)["content"]] if turns and turns[0]["role"] == "system" else []
     if request.uses_tools:
         system.append(tools_prompt(request.tools, request.tool_choice))
@@ -89,21 +89,32 @@ def chat_messages(request: GenerationRequest, *, system_role: bool = True) -> li
     return turns
 
 
-def render_history(messages: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
-    """Assistant calls become ``<tool_call>[…]</tool_call>`` text and tool results user turns
-    (consecutive results, and a user turn right after them, merged into one: a template that
-    insists on alternating roles, as Gemma's does, would refuse two user turns in a row)."""
+def render_history(messages: Iterable[dict[str, Any]], *, as_calls: bool) -> list[dict[str, str]]:
+    """Past calls and their results as assistant and user turns.
+
+    ``as_calls`` (the model is to call, the tools' block in its prompt): in the trained format,
+    ``<tool_call>[…]</tool_call>`` and ``<tool_response>…</tool_response>``. Otherwise (a text
+    answer) in words: ``Calling get_weather({"city": "Paris"}).`` and ``get_weather returned: …``.
+    Shown the tags without the block that explains them, SmolLM2 answered by repeating the
+    ``<tool_response>``; in words it used the result ("a high of 18 degrees Celsius and sunny").
+    Consecutive results, and a user turn right after them, join one user turn: a template that
+    insists on alternating roles, as Gemma's does, would refuse two user turns in a row."""
     turns: list[dict[str, str]] = []
+    names: dict[str, str] = {}  # call id → function, to say whose result a tool turn is
     merge_next = False  # the last turn is a rendered tool result: a user turn may join it
     for message in messages:
         role = str(message.get("role", ""))
         content = _text(message.get("content"))
         if role == "assistant" and message.get("tool_calls"):
-            calls = call_text(message["tool_calls"])
+            made = _calls_made(message["tool_calls"])
+            names.update((call_id, name) for call_id, name, _ in made if call_id)
+            calls = call_text(made) if as_calls else " ".join(f"Calling {name}({json.dumps(arguments)})."
+                                                              for _, name, arguments in made)
             turns.append({"role": "assistant", "content": f"{content}\n{calls}" if content else calls})
             merge_next = False
         elif role == "tool":
-            result = f"<tool_response>\n{content}\n</tool_response>"
+            name = message.get("name") or names.get(str(message.get("tool_call_id")), "the function")
+            result = f"<tool_response>\n{content}\n</tool_response>" if as_calls else f"{name} returned: {content}"
             if merge_next:
                 turns[-1]["content"] += "\n" + result
             else:
@@ -118,9 +129,16 @@ def render_history(messages: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
     return turns
 
 
-def call_text(tool_calls: Iterable[Any]) -> str:
-    """Calls as the model writes them; ``arguments`` may be JSON text (OpenAI) or an object (Ollama)."""
-    calls = []
+def call_text(made: Iterable[tuple[str | None, str, Any]]) -> str:
+    """Calls as the model writes them."""
+    listed = [{"name": name, "arguments": arguments} for _, name, arguments in made]
+    return f"{CALL_OPEN}{json.dumps(listed, ensure_ascii=False)}{CALL_CLOSE}"
+
+
+def _calls_made(tool_calls: Iterable[Any]) -> list[tuple[str | None, str, Any]]:
+    """``(id, name, arguments)`` of an assistant turn's calls; ``arguments`` may come as JSON text
+    (OpenAI) or an object (Ollama), and are returned as the object where the text parses."""
+    made = []
     for call in tool_calls:
         function = call.get("function", {}) if isinstance(call, dict) else {}
         arguments = function.get("arguments", {})
@@ -129,8 +147,21 @@ def call_text(tool_calls: Iterable[Any]) -> str:
                 arguments = json.loads(arguments) if arguments.strip() else {}
             except json.JSONDecodeError:
                 pass  # shown as the text it is: the model made it, the history keeps it
-        calls.append({"name": function.get("name", ""), "arguments": arguments})
-    return f"{CALL_OPEN}{json.dumps(calls, ensure_ascii=False)}{CALL_CLOSE}"
+        made.append((call.get("id") if isinstance(call, dict) else None, str(function.get("name", "")), arguments))
+    return made
+
+
+def repeats_history(calls: tuple[ToolCall, ...], messages: Iterable[dict[str, Any]]) -> bool:
+    """Whether every call was already made, with the same arguments, earlier in the conversation.
+
+    Under ``auto`` such an answer is taken as "no function is needed": its result is already there,
+    and a model that calls again after seeing it (SmolLM2 did, every time) would keep an agent
+    loop calling forever instead of answering."""
+    before = {(name, json.dumps(arguments, sort_keys=True))
+              for message in messages if message.get("role") == "assistant" and message.get("tool_calls")
+              for _, name, arguments in _calls_made(message["tool_calls"])}
+    return bool(calls) and all((c.name, json.dumps(json.loads(c.arguments), sort_keys=True)) in before
+                               for c in calls)
 
 
 def _text(content: Any) -> str:

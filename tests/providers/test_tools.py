@@ -129,22 +129,41 @@ def test_without_a_system_role_the_system_text_opens_the_first_user_turn() -> No
     assert turns[0]["content"].endswith("\n\nWhat is the weather in Paris?")
 
 
-def test_calls_and_results_render_as_turns_any_template_takes() -> None:
-    history = (
-        *ASK,
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-            {"id": "call_b", "type": "function", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}]},
-        {"role": "tool", "tool_call_id": "call_a", "content": "18 C, sunny"},
-        {"role": "tool", "tool_call_id": "call_b", "content": "3"},
-        {"role": "user", "content": "Thanks. And tomorrow?"},
-    )
-    turns = tooling.render_history(history)
+HISTORY = (
+    *ASK,
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
+        {"id": "call_b", "type": "function", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}]},
+    {"role": "tool", "tool_call_id": "call_a", "content": "18 C, sunny"},
+    {"role": "tool", "tool_call_id": "call_b", "content": "3"},
+    {"role": "user", "content": "Thanks. And tomorrow?"},
+)
+
+
+def test_calls_and_results_render_in_the_trained_format_when_the_model_is_to_call() -> None:
+    turns = tooling.render_history(HISTORY, as_calls=True)
     assert [t["role"] for t in turns] == ["user", "assistant", "user"]  # alternating, as Gemma insists
     assert turns[1]["content"] == ('<tool_call>[{"name": "get_weather", "arguments": {"city": "Paris"}}, '
                                    '{"name": "add", "arguments": {"a": 1, "b": 2}}]</tool_call>')
     assert turns[2]["content"] == ("<tool_response>\n18 C, sunny\n</tool_response>\n"
                                    "<tool_response>\n3\n</tool_response>\n\nThanks. And tomorrow?")
+
+
+def test_calls_and_results_render_in_words_for_a_text_answer() -> None:
+    turns = tooling.chat_messages(GenerationRequest(messages=HISTORY, tools=(WEATHER, ADD), tool_choice="none"))
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert turns[1]["content"] == 'Calling get_weather({"city": "Paris"}). Calling add({"a": 1, "b": 2}).'
+    assert turns[2]["content"] == "get_weather returned: 18 C, sunny\nadd returned: 3\n\nThanks. And tomorrow?"
+    ollama = tooling.render_history((HISTORY[1], {"role": "tool", "content": "3", "name": "add"}), as_calls=False)
+    assert ollama[1]["content"] == "add returned: 3"  # no id: the turn's own name
+
+
+def test_a_call_already_made_with_the_same_arguments_repeats_the_history() -> None:
+    again = tooling.parse_calls('<tool_call>[{"name": "get_weather", "arguments": {"city": "Paris"}}]</tool_call>')[0]
+    other = tooling.parse_calls('<tool_call>[{"name": "get_weather", "arguments": {"city": "Rome"}}]</tool_call>')[0]
+    assert tooling.repeats_history(again, HISTORY)
+    assert not tooling.repeats_history(other, HISTORY) and not tooling.repeats_history(again + other, HISTORY)
+    assert not tooling.repeats_history(again, ASK) and not tooling.repeats_history((), HISTORY)
 
 
 def test_a_call_id_has_openais_shape() -> None:
