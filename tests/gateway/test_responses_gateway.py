@@ -31,6 +31,8 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "The curren
                                                            "unit": {"type": "string", "enum": ["C", "F"]}},
                           "required": ["city"], "additionalProperties": False}}
 
+UNGRAMMATICAL = {"type": "function", "name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "nope"}}}}
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, empty_mlflow_db: Path, shipped) -> Iterator[tuple[str, Gateway]]:
@@ -42,9 +44,11 @@ def served(tmp_path_factory: pytest.TempPathFactory, empty_mlflow_db: Path, ship
     smollm2 = shipped[0]
     catalog.register(smollm2.path, name="smollm2-135m", capabilities=list(smollm2.capabilities))
     catalog.register(smollm2.path, name="smollm2-embed", capabilities=["embedding"])
+    catalog.register(smollm2.path, name="smollm2-text", capabilities=["text-generation"])  # no chat, no tools
     routes = Routes(catalog)
     routes.promote("qa", "smollm2-135m", 1, force=True)
     routes.promote("vectors", "smollm2-embed", 1, force=True)  # a champion that cannot chat
+    routes.promote("plain", "smollm2-text", 1, force=True)  # nor call tools
     with gateway_in_background(settings) as running:
         yield running
 
@@ -196,12 +200,18 @@ BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
     ({"input": "Hi", "tools": [WEATHER], "tool_choice": {"type": "function", "name": "get_time"}},
      "names function 'get_time', which is not declared"),
     ({"input": "Hi", "tool_choice": "required"}, "needs tools, and none were declared"),
+    ({"input": "Hi", "tools": [WEATHER], "tool_choice": "sometimes"}, "tool_choice must be"),
+    ({"input": "Hi", "tools": [{"type": "function", "name": "f"}, {"type": "function", "name": "f"}]},
+     "declared more than once: f"),
+    ({"input": "Hi", "tools": [UNGRAMMATICAL], "tool_choice": "required"},
+     "tool 'f': its parameters cannot be turned into a grammar"),  # the provider's refusal, after resolution
     ({"input": "Hi", "tools": [WEATHER], "text": {"format": {"type": "json_object"}}}, "one answer cannot be both"),
     ({"input": "Hi", "text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema must be"),
     ({"input": "Hi", "max_output_tokens": 10**6}, "max_output_tokens must be between 1 and"),
     ({"input": "Hi", "temperature": 3}, "temperature"),
     ({"input": 42}, "input"),
     ({"model": "vectors", "input": "Hi"}, "cannot do 'chat'"),
+    ({"model": "plain", "input": "Hi", "tools": [WEATHER]}, "plain is served by smollm2-text/1, which cannot call tools"),
 ]
 
 
@@ -221,6 +231,8 @@ def test_refusals_store_nothing_and_trip_no_breaker(url: str, client: openai.Ope
         with pytest.raises(openai.BadRequestError, match="unknown call_id"):
             client.responses.create(model="qa", input=[{"role": "user", "content": "Hi"}, {
                 "type": "function_call_output", "call_id": "call_x", "output": "1"}])
+        with pytest.raises(openai.BadRequestError, match="cannot be turned into a grammar"):  # refused in the provider
+            client.responses.create(model="qa", input="Hi", tools=[UNGRAMMATICAL], tool_choice="required", stream=True)
     missing = httpx.get(f"{url}/v1/responses/resp_0123")
     assert missing.status_code == 404 and "keeps no responses" in missing.json()["error"]["message"]
     with pytest.raises(openai.NotFoundError):

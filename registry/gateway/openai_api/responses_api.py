@@ -20,7 +20,7 @@ from fastapi.responses import Response
 
 from registry.errors import NotFoundError
 from registry.gateway.http import gateway_of, parse_body
-from registry.gateway.limits import bounded_max_tokens, require_capability
+from registry.gateway.limits import bounded_max_tokens, require_capability, require_tools
 from registry.gateway.openai_api.responses_input import ReadRequest, ResponsesBody, read_request
 from registry.gateway.openai_api.responses_wire import ResponsesWire
 from registry.gateway.responses import respond
@@ -38,6 +38,8 @@ async def create_response(request: Request) -> Response:
     read = read_request(body)  # every 400 about the body comes before the name is resolved
     gateway = gateway_of(request)
     resolution = gateway.router.resolve(body.model, turn=True)
+    if read.tools and read.tool_choice != "none":
+        require_tools(resolution.record, body.model)  # first: what the route must change to serve an agent
     require_capability(resolution.record, "chat", body.model)
     temperature = _DEFAULT_TEMPERATURE if body.temperature is None else body.temperature
     generation_request = GenerationRequest(
