@@ -5,11 +5,11 @@ it and sends its output back as a ``function_call_output`` item, and the model a
 
 Tracing is off (``set_tracing_disabled``): the SDK would otherwise upload traces to OpenAI, and the
 machine has no internet. The first turn's ``tool_choice`` is ``required`` (a 135M model asked
-"weather?" does not reliably decide to call a tool by itself; the grammar makes the call valid).
-Left on ``auto`` after the result, the same model calls the tool again and again until ``max_turns``
-(seen 4 of 4 turns), so the tool answers once (the SDK's ``is_enabled``, a tool's own switch): the
-next turn has no tools and the model answers in text. The assertions are on the loop's structure —
-a valid call to the declared tool, the tool run with its arguments, a final text answer — not on the
+"weather?" does not reliably decide to call a tool by itself; the grammar makes the call valid);
+the SDK resets it to ``auto`` once the tool ran (``reset_tool_choice``), and the loop ends because
+under ``auto`` a call the history already made with the same arguments counts as no call (the
+provider's rule: SmolLM2 would otherwise call again after every result). The assertions are on the
+loop's structure — one valid call to the declared tool, the tool run, a text answer — not on the
 model's wisdom.
 """
 
@@ -37,7 +37,7 @@ ROUTE = "qa"  # conftest.py's chat route
 def _agent(url: str, ran: list[str]) -> Agent:
     set_tracing_disabled(True)  # conftest.py's OPENAI_AGENTS_DISABLE_TRACING says it too, before the import
 
-    @function_tool(is_enabled=lambda context, agent: not ran)  # once: see the module's docstring
+    @function_tool
     def get_weather(city: str) -> str:
         """The current weather in a city."""
         ran.append(city)
