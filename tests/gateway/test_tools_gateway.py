@@ -104,15 +104,22 @@ def test_a_named_choice_calls_that_function(client: openai.OpenAI) -> None:
     _valid("get_time", call.function.arguments)
 
 
-def test_auto_answers_text_or_a_valid_call_and_none_answers_text(client: openai.OpenAI) -> None:
-    for question in (ASK, [{"role": "user", "content": "Write one sentence about the sea."}]):
-        choice = client.chat.completions.create(model="qa", messages=question, tools=TOOLS, **SETTINGS).choices[0]
-        if choice.message.tool_calls:
-            assert choice.finish_reason == "tool_calls"
-            for call in choice.message.tool_calls:
-                _valid(call.function.name, call.function.arguments)
-        else:
-            assert choice.message.content and choice.finish_reason in ("stop", "length")
+def test_auto_lets_the_model_choose_a_call_or_text_and_none_answers_text(client: openai.OpenAI) -> None:
+    """At temperature 0 on the shipped weights SmolLM2 calls the weather tool for the weather. Where no
+    tool fits, a 135M model may still call one (it does here; the measured rates over many prompts are
+    benchmarks/tool_calls.py's): either way the answer is text or a valid call, never the call format."""
+    called = client.chat.completions.create(model="qa", messages=ASK, tools=TOOLS, **SETTINGS).choices[0]
+    assert called.finish_reason == "tool_calls" and called.message.content is None
+    assert [call.function.name for call in called.message.tool_calls] == ["get_weather"]
+    _valid("get_weather", called.message.tool_calls[0].function.arguments)
+    sea = [{"role": "user", "content": "Write one sentence about the sea."}]
+    told = client.chat.completions.create(model="qa", messages=sea, tools=TOOLS, **SETTINGS).choices[0]
+    if told.message.tool_calls:
+        assert told.finish_reason == "tool_calls" and told.message.content is None
+        for call in told.message.tool_calls:
+            _valid(call.function.name, call.function.arguments)
+    else:
+        assert told.message.content and "<tool_call>" not in told.message.content
     text = client.chat.completions.create(model="qa", messages=ASK, tools=TOOLS, tool_choice="none", **SETTINGS)
     assert text.choices[0].message.content and not text.choices[0].message.tool_calls
     assert text.choices[0].finish_reason in ("stop", "length") and "<tool_call>" not in text.choices[0].message.content
@@ -180,7 +187,7 @@ def test_the_ollama_client_calls_tools_whole_and_streamed_then_reads_the_result(
 
     history = [*ASK, whole.message, {"role": "tool", "tool_name": "get_weather", "content": "18 degrees, clear sky"}]
     answer = client.chat(model="qa", messages=history, tools=TOOLS, options=options)
-    assert answer.message.content or answer.message.tool_calls  # the result was rendered; the model answered
+    assert answer.message.content and not answer.message.tool_calls  # the result was read: no second call
 
 
 GOOD = {"role": "user", "content": "x"}
