@@ -25,6 +25,7 @@ from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.gateway import Gateway
 from registry.gateway.background import gateway_in_background
+from registry.gateway.tooling import history_call, link_tool_results
 from registry.settings import get_settings
 
 pytestmark = pytest.mark.e2e
@@ -188,6 +189,29 @@ def test_the_ollama_client_calls_tools_whole_and_streamed_then_reads_the_result(
     history = [*ASK, whole.message, {"role": "tool", "tool_name": "get_weather", "content": "18 degrees, clear sky"}]
     answer = client.chat(model="qa", messages=history, tools=TOOLS, options=options)
     assert answer.message.content and not answer.message.tool_calls  # the result was read: no second call
+
+
+def test_ollama_results_are_linked_by_id_then_name_then_order_and_openai_only_by_id() -> None:
+    """Ollama's calls have no ids (the gateway mints them): a result names its call by the id a client
+    kept (LangChain), by ``tool_name``, or by its place; OpenAI's must name a declared id."""
+    weather, clock = history_call(None, "get_weather", {"city": "Oslo"}, "m"), history_call(None, "get_time", "{}", "m")
+    assert weather["id"].startswith("call_") and weather["function"]["arguments"] == '{"city":"Oslo"}'
+    called = {"role": "assistant", "content": "", "tool_calls": [weather, clock]}
+
+    def linked(*results: dict[str, Any], strict_ids: bool = False) -> list[tuple[str, str]]:
+        turns = link_tool_results([{"role": "user", "content": "q"}, called, *results], strict_ids=strict_ids)
+        return [(t["tool_call_id"], t["name"]) for t in turns if t["role"] == "tool"]
+
+    by_name = linked({"role": "tool", "tool_name": "get_time", "content": "9:00"}, {"role": "tool", "content": "rain"})
+    assert by_name == [(clock["id"], "get_time"), (weather["id"], "get_weather")]  # the second: the one left
+    assert linked({"role": "tool", "content": "rain"}, {"role": "tool", "content": "9:00"}) == [
+        (weather["id"], "get_weather"), (clock["id"], "get_time")]  # by order
+    assert linked({"role": "tool", "tool_call_id": clock["id"], "content": "9:00"}, strict_ids=True) == [
+        (clock["id"], "get_time")]
+    with pytest.raises(ValueError, match="no earlier tool call left to answer"):
+        linked(*({"role": "tool", "content": "x"},) * 3)
+    with pytest.raises(ValueError, match="tool result for an unknown call id 'call_x'"):
+        linked({"role": "tool", "tool_call_id": "call_x", "content": "9:00"}, strict_ids=True)
 
 
 GOOD = {"role": "user", "content": "x"}
