@@ -210,6 +210,7 @@ BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
     ({"input": "Hi", "max_output_tokens": 10**6}, "max_output_tokens must be between 1 and"),
     ({"input": "Hi", "temperature": 3}, "temperature"),
     ({"input": 42}, "input"),
+    ({"input": ["Hi"]}, "input[0] must be an object: a message, function_call or function_call_output item"),
     ({"model": "vectors", "input": "Hi"}, "cannot do 'chat'"),
     ({"model": "plain", "input": "Hi", "tools": [WEATHER]}, "plain is served by smollm2-text/1, which cannot call tools"),
 ]

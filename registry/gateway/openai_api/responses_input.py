@@ -12,7 +12,7 @@ model runs, with a 400 that names the item and what to send instead — images, 
 reasoning and hosted-tool items, built-in tools, ``previous_response_id`` and ``conversation``
 (nothing is stored: send the whole conversation), ``background`` — never silently dropped.
 Fields that change nothing here (``store``, ``metadata``, ``user``, ``truncation``, ``top_p``,
-``parallel_tool_calls``…) are accepted, as the chat endpoint accepts its own.
+``reasoning``…) are accepted, as the chat endpoint accepts its own.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class ResponsesBody(BaseModel):
     model_config = ConfigDict(extra="allow")  # service_tier, prompt_cache_key…: accepted, change nothing here
 
     model: str = Field(min_length=1, max_length=200)
-    input: str | list[dict[str, Any]]
+    input: str | list[Any]  # each item is read, and a bad one named, by _Conversation
     instructions: str | None = None
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -134,7 +134,7 @@ class _Conversation:
         self.calls: dict[str, str] = {}  # call id -> function name
         self.characters = 0
 
-    def read(self, raw: str | list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+    def read(self, raw: str | list[Any]) -> tuple[dict[str, Any], ...]:
         items = [{"type": "message", "role": "user", "content": raw}] if isinstance(raw, str) else raw
         if not items:
             raise ValueError("input is empty: send a string or at least one message item")
