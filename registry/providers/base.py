@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -57,6 +58,12 @@ class ToolCall:
     id: str
     name: str
     arguments: str
+
+
+def new_call_id() -> str:
+    """A tool call's id in OpenAI's shape, ``call_`` and 24 hex characters, for a backend that makes
+    none (llama.cpp, Ollama): a later ``role: tool`` turn names its call by it."""
+    return "call_" + uuid.uuid4().hex[:24]
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,16 @@ from typing import Any
 
 import ollama
 
-from registry.errors import ProviderError
-from registry.providers.base import Generation, GenerationRequest, Health, StreamTimer, run_to_end
+from registry.errors import ProviderError, UserError
+from registry.providers.base import (
+    Generation,
+    GenerationRequest,
+    Health,
+    StreamTimer,
+    ToolCall,
+    new_call_id,
+    run_to_end,
+)
 from registry.providers.remote import GENERATION_TIMEOUT, PROBE_TIMEOUT, RemoteModel, transport_errors
 from registry.spec import ModelSpec
 
@@ -87,12 +95,14 @@ class OllamaProvider:
             options["stop"] = list(request.stop)
         timer = StreamTimer()
         final: Any = None
+        calls: list[ToolCall] = []
+        messages = ollama_messages(request.messages)  # before the wire: a bad turn is the caller's, not the server's
         with transport_errors(self._where, *_CLIENT_ERRORS):
             source = self.spec.source
             schema = json.loads(request.json_schema) if request.json_schema is not None else None  # Ollama's format
             if request.messages:
-                chunks = client.chat(model=source, messages=list(request.messages), stream=True, options=options,
-                                     format=schema)
+                chunks = client.chat(model=source, messages=messages, stream=True, options=options, format=schema,
+                                     tools=ollama_tools(request))
             else:  # raw: a plain completion, as llama.cpp's create_completion — no chat template
                 chunks = client.generate(model=source, prompt=request.prompt, raw=True, stream=True, options=options,
                                          format=schema)
@@ -100,6 +110,12 @@ class OllamaProvider:
             with contextlib.closing(chunks):
                 for chunk in chunks:
                     text = chunk.message.content if request.messages else chunk.response
+                    if request.messages and chunk.message.tool_calls:
+                        timer.mark_first()
+                        calls.extend(ToolCall(id=new_call_id(), name=call.function.name,  # Ollama gives no ids
+                                              arguments=json.dumps(dict(call.function.arguments), ensure_ascii=False,
+                                                                   separators=(",", ":")))
+                                     for call in chunk.message.tool_calls)
                     if text:
                         timer.add(text)
                         yield text
@@ -110,7 +126,7 @@ class OllamaProvider:
                 f"{self._where}: the stream ended without its final `done` line; the server closed it early"
             )
         return timer.generation(prompt_tokens=final.prompt_eval_count or 0, completion_tokens=final.eval_count or 0,
-                                finish_reason=final.done_reason)
+                                finish_reason="tool_calls" if calls else final.done_reason, tool_calls=tuple(calls))
 
     def health(self) -> Health:
         """The server answers ``GET /api/tags`` within a few seconds and still lists the model
@@ -138,6 +154,46 @@ class OllamaProvider:
         if self._client is None:
             raise ProviderError(f"{self._where}: generate called before load()")
         return self._client
+
+
+def ollama_tools(request: GenerationRequest) -> list[dict[str, Any]] | None:
+    """The tools in Ollama's shape. Ollama has no ``tool_choice``: ``none`` sends no tools, a named
+    function only that one (the closest Ollama comes to forcing it), ``required`` all of them —
+    whether a call then comes is the server's model's choice."""
+    if not request.uses_tools:
+        return None
+    chosen = [t for t in request.tools if request.tool_choice in ("auto", "required") or t.name == request.tool_choice]
+    return [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                              "parameters": json.loads(t.parameters)}} for t in chosen]
+
+
+def ollama_messages(messages: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    """OpenAI-shaped turns as Ollama reads them: a call's ``arguments`` an object, not JSON text; a
+    result names its function (``tool_name``), found by its ``tool_call_id`` (Ollama has no ids)."""
+    names: dict[str, str] = {}
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        turn = {k: v for k, v in message.items() if k not in ("tool_calls", "tool_call_id", "name")}
+        if message.get("tool_calls"):
+            turn["tool_calls"] = []
+            for call in message["tool_calls"]:
+                function = call.get("function") or {}
+                arguments = function.get("arguments") or {}
+                if call.get("id"):
+                    names[call["id"]] = function.get("name", "")
+                if isinstance(arguments, str):
+                    try:
+                        arguments = json.loads(arguments)
+                    except json.JSONDecodeError:
+                        raise UserError(f"the arguments of an earlier call to {function.get('name')!r} are not "
+                                        f"JSON: {arguments[:100]!r}") from None
+                turn["tool_calls"].append({"function": {"name": function.get("name", ""), "arguments": arguments}})
+        if message.get("role") == "tool":
+            name = message.get("name") or names.get(str(message.get("tool_call_id")))
+            if name:
+                turn["tool_name"] = name
+        turns.append(turn)
+    return turns
 
 
 def describe(source: str, base_url: str | None) -> RemoteModel:

@@ -18,7 +18,16 @@ from typing import Any
 import httpx
 
 from registry.errors import ProviderError
-from registry.providers.base import Generation, GenerationRequest, Health, StreamTimer, run_to_end
+from registry.providers.base import (
+    TOOL_CHOICES,
+    Generation,
+    GenerationRequest,
+    Health,
+    StreamTimer,
+    ToolCall,
+    new_call_id,
+    run_to_end,
+)
 from registry.providers.remote import GENERATION_TIMEOUT, PROBE_TIMEOUT, RemoteModel, transport_errors
 from registry.spec import ModelSpec
 
@@ -65,6 +74,7 @@ class OpenAICompatProvider:
         timer = StreamTimer()
         finish_reason: str | None = None
         usage: dict[str, Any] | None = None
+        calls = _CallDeltas()
         # Leaving this block, normally or because the caller closed the generator, closes the response.
         with transport_errors(self._where), client.stream("POST", path, json=body) as response:
             if response.is_error:
@@ -73,14 +83,19 @@ class OpenAICompatProvider:
             for event in _events(response, self._where):
                 usage = event.get("usage") or usage
                 for choice in event.get("choices") or ():
-                    text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content") if chat else choice.get("text")
                     finish_reason = choice.get("finish_reason") or finish_reason
+                    if delta.get("tool_calls"):
+                        timer.mark_first()
+                        calls.add(delta["tool_calls"], self._where)
                     if text:
                         timer.add(text)
                         yield text
         prompt_tokens, completion_tokens = _token_counts(usage, timer.fragments, finish_reason, request.max_tokens)
+        made = calls.finished()
         return timer.generation(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                finish_reason=finish_reason)
+                                finish_reason="tool_calls" if made else finish_reason, tool_calls=made)
 
     def health(self) -> Health:
         """The server answers ``GET /models`` within a few seconds and still lists the model."""
@@ -153,9 +168,41 @@ def _request_body(source: str, request: GenerationRequest, seed: int) -> tuple[s
     if request.json_schema is not None:  # structured outputs, where the server has them
         body["response_format"] = {"type": "json_schema", "json_schema": {
             "name": "answer", "schema": json.loads(request.json_schema), "strict": True}}
+    if request.tools:  # passed through as the OpenAI API has them; the server decodes the calls
+        body["tools"] = [{"type": "function", "function": {
+            "name": tool.name, "description": tool.description, "parameters": json.loads(tool.parameters)}}
+            for tool in request.tools]
+        body["tool_choice"] = request.tool_choice if request.tool_choice in TOOL_CHOICES else {
+            "type": "function", "function": {"name": request.tool_choice}}
+        if not request.parallel_tool_calls:  # only when off: OpenAI's default is on, and not every server knows it
+            body["parallel_tool_calls"] = False
     if request.messages:
         return "chat/completions", {**body, "messages": list(request.messages)}
     return "completions", {**body, "prompt": request.prompt}
+
+
+class _CallDeltas:
+    """Tool calls as a stream sends them: each ``delta.tool_calls`` item names its call by ``index``;
+    the first carries its id and name, the ``arguments`` text comes in pieces (some servers send a
+    whole call in one piece)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, str]] = {}
+
+    def add(self, pieces: list[dict[str, Any]], where: str) -> None:
+        for position, piece in enumerate(pieces):
+            function = piece.get("function") or {}
+            try:
+                call = self._calls.setdefault(int(piece.get("index", position)), {"id": "", "name": "", "arguments": ""})
+            except (TypeError, ValueError):
+                raise ProviderError(f"{where}: a tool call delta with index {piece.get('index')!r}") from None
+            call["id"] = piece.get("id") or call["id"]
+            call["name"] = function.get("name") or call["name"]
+            call["arguments"] += function.get("arguments") or ""
+
+    def finished(self) -> tuple[ToolCall, ...]:
+        return tuple(ToolCall(id=call["id"] or new_call_id(), name=call["name"], arguments=call["arguments"] or "{}")
+                     for _, call in sorted(self._calls.items()))
 
 
 def _events(response: httpx.Response, where: str) -> Iterator[dict[str, Any]]:

@@ -22,20 +22,14 @@ from __future__ import annotations
 
 import functools
 import json
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
 from registry.errors import UserError
-from registry.providers.base import GenerationRequest, Tool, ToolCall
+from registry.providers.base import GenerationRequest, Tool, ToolCall, new_call_id
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
-
-
-def new_call_id() -> str:
-    """OpenAI's shape: ``call_`` and 24 hex characters."""
-    return "call_" + uuid.uuid4().hex[:24]
 
 
 # --------------------------------------------------------------------------- the prompt

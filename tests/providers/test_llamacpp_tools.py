@@ -50,14 +50,15 @@ ANSWERED = (
 )
 
 
-def assert_valid_calls(generation: Generation, declared: tuple[Tool, ...]) -> None:
-    """Each call names a declared function and its arguments validate against that function's schema."""
+def assert_valid_calls(generation: Generation, declared: tuple[Tool, ...], *, our_ids: bool = True) -> None:
+    """Each call names a declared function and its arguments validate against that function's schema
+    (``our_ids``: made by us, OpenAI's shape; a remote server's own ids are kept as they are)."""
     assert generation.tool_calls and generation.finish_reason == "tool_calls" and generation.text == ""
     schemas = {tool.name: json.loads(tool.parameters) for tool in declared}
     for call in generation.tool_calls:
         assert call.name in schemas
         jsonschema.validate(json.loads(call.arguments), schemas[call.name])
-        assert call.id.startswith("call_") and len(call.id) == 29
+        assert call.id.startswith("call_") and (len(call.id) == 29 or not our_ids)
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ def test_a_tool_result_gets_a_text_answer_that_uses_it(provider: Provider) -> No
 
 
 @pytest.mark.parametrize(("messages", "choice"), [(ask("Add 2 and 3."), "required"),
-                                                  (ANSWERED, "auto")])  # a call; a held "[]", then streamed text
+                                                  (ANSWERED, "auto")])  # a call; a held repeat, then streamed text
 def test_streamed_equals_whole_and_a_call_is_never_streamed(provider: Provider, messages, choice: str) -> None:
     request = GenerationRequest(messages=messages, tools=TOOLS, tool_choice=choice, max_tokens=24)
     whole = provider.generate(request)

@@ -14,6 +14,7 @@ from registry.catalog.shipped import smollm2_path
 from registry.errors import UserError
 from registry.providers import GenerationRequest, Tool
 from registry.providers import tools as tooling
+from registry.providers.base import new_call_id
 
 pytestmark = pytest.mark.unit
 
@@ -167,7 +168,7 @@ def test_a_call_already_made_with_the_same_arguments_repeats_the_history() -> No
 
 
 def test_a_call_id_has_openais_shape() -> None:
-    ids = {tooling.new_call_id() for _ in range(100)}
+    ids = {new_call_id() for _ in range(100)}
     assert len(ids) == 100 and all(re.fullmatch(r"call_[0-9a-f]{24}", i) for i in ids)
 
 
