@@ -68,7 +68,7 @@ def client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
 
-def test_a_string_input_answers_a_response_the_client_reads(client: openai.OpenAI, gateway: Gateway) -> None:
+def test_a_string_input_answers_a_response_the_client_reads(url: str, client: openai.OpenAI, gateway: Gateway) -> None:
     raw = client.responses.with_raw_response.create(model="qa", input=QUESTION, max_output_tokens=24, temperature=0)
     response = raw.parse()
     assert response.object == "response" and response.model == "qa"
@@ -82,6 +82,8 @@ def test_a_string_input_answers_a_response_the_client_reads(client: openai.OpenA
     gateway.recorder.flush()
     row = gateway.store.query(f"select api, route, ok, completion_tokens from calls where call_id = '{call_id}'")
     assert row == [{"api": "openai", "route": "qa", "ok": True, "completion_tokens": response.usage.output_tokens}]
+    feedback = httpx.post(f"{url}/arbiter/feedback", json={"call_id": response.id, "thumbs": "up", "source": "app"})
+    assert feedback.status_code == 200 and feedback.json()["call_id"] == call_id  # the response id names the call
 
 
 def test_instructions_and_message_items_reach_the_prompt(client: openai.OpenAI) -> None:
