@@ -88,7 +88,8 @@ def _valid(name: str, arguments: str | dict[str, Any]) -> dict[str, Any]:
 
 
 def test_required_is_always_a_valid_call_to_a_declared_function(client: openai.OpenAI) -> None:
-    answer = client.chat.completions.create(model="qa", messages=ASK, tools=TOOLS, tool_choice="required", **SETTINGS)
+    answer = client.chat.completions.create(model="qa", messages=ASK, tools=TOOLS, tool_choice="required",
+                                            parallel_tool_calls=False, **SETTINGS)
     choice = answer.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     (call,) = choice.message.tool_calls

@@ -54,7 +54,7 @@ async def chat_completions(request: Request) -> Response:
     generation_request = _request(gateway, resolution, body, wanted, field, messages=body.turns,
                                   json_schema=schema_from_response_format(body.response_format),
                                   tools=body.declared_tools, tool_choice=body.choice,
-                                  parallel_tool_calls=body.parallel_tool_calls)
+                                  parallel_tool_calls=body.parallel_tool_calls is not False)
     return await respond(request, gateway, resolution, generation_request, stream=body.stream,
                          wire=_wire(body, "chat.completions", tools=bool(body.declared_tools)))
 

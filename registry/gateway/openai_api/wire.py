@@ -109,7 +109,7 @@ class ChatBody(CommonBody):
     response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool = True  # False: at most one call per answer (passed on to the provider)
+    parallel_tool_calls: bool | None = None  # False: at most one call per answer; absent or null: several may come
     _tools: tuple[Tool, ...] = PrivateAttr(default=())
     _tool_choice: str = PrivateAttr(default="auto")
     _turns: tuple[dict[str, Any], ...] = PrivateAttr(default=())
