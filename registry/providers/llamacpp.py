@@ -97,8 +97,10 @@ class LlamaCppProvider:
 
     def stream(self, request: GenerationRequest) -> Generator[str, None, Generation]:
         """With tools, the answer is first decoded in the call format and held back, so a client never
-        sees the format; under ``auto`` an empty list of calls means no function is needed, and the
-        text answer is then decoded without tools and streamed. Both passes count in the tokens."""
+        sees the format. Under ``auto`` an answer with no whole call (``[]``: no function is needed; or
+        a call cut by ``max_tokens``) is followed by a text answer decoded without tools, streamed; both
+        passes count in the tokens. Under ``required`` or a name, a call cut before it was whole is
+        an empty answer with ``finish_reason "length"``."""
         timer = StreamTimer()
         grammar = self._grammar_for(request)  # before the lock and any decoding: a bad schema is the caller's
         calls: tuple[ToolCall, ...] = ()
@@ -109,9 +111,8 @@ class LlamaCppProvider:
             _reset_perf(llm)
             if request.uses_tools:
                 calls, finish_reason, first_at = self._calls(llm, request, grammar)
-                if request.tool_choice == "auto" and (
-                    (not calls and finish_reason == "stop") or tools.repeats_history(calls, request.messages)
-                ):  # "[]", or only calls already answered: no function is needed, so answer in text
+                if request.tool_choice == "auto" and (not calls or tools.repeats_history(calls, request.messages)):
+                    # "[]", a call max_tokens cut before it was whole, or only calls already answered: answer in text
                     calls, request, grammar, finish_reason = (), replace(request, tool_choice="none"), None, None
                 elif calls:
                     timer.mark_first(at=first_at)

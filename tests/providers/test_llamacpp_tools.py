@@ -132,10 +132,12 @@ def test_streamed_equals_whole_and_a_call_is_never_streamed(provider: Provider, 
     assert not any("<tool" in f for f in fragments)
 
 
-def test_a_call_cut_by_max_tokens_leaks_nothing(provider: Provider) -> None:
+def test_a_call_cut_by_max_tokens_leaks_nothing_and_auto_answers_in_text(provider: Provider) -> None:
     cut = provider.generate(GenerationRequest(messages=ask("Add 17 and 25."), tools=TOOLS, tool_choice="required",
                                               max_tokens=6))
     assert (cut.text, cut.tool_calls, cut.finish_reason) == ("", (), "length")
+    auto = provider.generate(GenerationRequest(messages=ask("Add 17 and 25."), tools=TOOLS, max_tokens=6))
+    assert auto.text and not auto.tool_calls and "<" not in auto.text  # auto: then a text answer
 
 
 def test_gemma_renders_a_tool_turn_through_its_own_format(catalog: Catalog, shipped, session_pool: WarmPool) -> None:
