@@ -273,6 +273,11 @@ class ModelSpec(BaseModel):
         registers it."""
         return "tools" in self.capabilities or (self.kind == ModelKind.GGUF and "chat" in self.capabilities)
 
+    def has_capability(self, capability: str) -> bool:
+        """Registered with ``capability``, or, for ``tools``, able to call them all the same
+        (:attr:`can_call_tools`): what a filter by capability must ask, not the tags alone."""
+        return capability in self.capabilities or (capability == "tools" and self.can_call_tools)
+
 
 @dataclass(frozen=True)
 class VersionRecord:

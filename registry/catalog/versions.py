@@ -297,7 +297,7 @@ class Catalog:
         names = [name] if name else self._catalog_names()
         records = [r for n in names for r in self._versions_of(n)]
         if capability:
-            records = [r for r in records if capability in r.spec.capabilities]
+            records = [r for r in records if r.spec.has_capability(capability)]
         if status:
             records = [r for r in records if r.status == status]
         return sorted(records, key=lambda r: (r.name, r.version))

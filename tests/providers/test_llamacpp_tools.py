@@ -21,7 +21,7 @@ from registry.serving.dispatcher import Dispatcher
 from registry.serving.pool import WarmPool
 from registry.serving.router import Resolution
 from registry.settings import Settings
-from registry.spec import VersionRecord
+from registry.spec import Hardware, ModelSpec, VersionRecord
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +192,17 @@ def test_bad_tools_are_the_callers_error_and_trip_no_breaker(
     served._recorder.flush()
     rows = store.query("select tool_calls, ok from calls")
     assert rows == [{"tool_calls": len(answer.generation.tool_calls), "ok": True}]  # the bad ones stored nothing
+
+
+def test_every_gguf_chat_version_can_call_tools_tagged_or_not(catalog: Catalog, shipped) -> None:
+    """Versions are immutable: one registered before the capability existed lacks the tag, yet our grammar
+    needs nothing from the file, so it can call tools; a served model can only when registered with it."""
+    untagged = catalog.register(shipped[0].path, name="older", capabilities=["chat", "text-generation"])[0]
+    tagged = catalog.register(shipped[0].path, name="newer")[0]
+    embedder = catalog.register(shipped[0].path, name="vectors", capabilities=["embedding"])[0]
+    served = ModelSpec(name="served", kind="openai", source="m", base_url="http://127.0.0.1:8000/v1",
+                       context_window=2048, capabilities=("chat", "text-generation"), hardware=Hardware(min_memory_mb=0))
+    assert "tools" in tagged.spec.capabilities and "tools" not in untagged.spec.capabilities
+    assert untagged.spec.can_call_tools and tagged.spec.can_call_tools
+    assert not embedder.spec.can_call_tools and not served.can_call_tools
+    assert [r.name for r in catalog.list_versions(capability="tools")] == ["newer", "older"]
