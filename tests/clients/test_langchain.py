@@ -8,20 +8,34 @@ seed, the same request gives the same text, so a stream must assemble to the who
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
 import pytest
+from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.tools import tool
 from langchain_ollama import ChatOllama, OllamaEmbeddings
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
 pytestmark = pytest.mark.e2e
 QUESTION = "What is the capital of France?"
+ran: list[str] = []
 
 
-def chat_models(url: str) -> list[ChatOllama | ChatOpenAI]:
+def chat_models(url: str, tokens: int = 12) -> list[ChatOllama | ChatOpenAI]:
     return [
-        ChatOllama(model="qa", base_url=url, temperature=0, num_predict=12),
-        ChatOpenAI(model="qa", base_url=f"{url}/v1", api_key="unused", temperature=0, max_tokens=12, max_retries=0),
+        ChatOllama(model="qa", base_url=url, temperature=0, num_predict=tokens),
+        ChatOpenAI(model="qa", base_url=f"{url}/v1", api_key="unused", temperature=0, max_tokens=tokens,
+                   max_retries=0),
     ]
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Get the current weather in a city."""
+    ran.append(city)
+    return f"It is 21 degrees and sunny in {city}."
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["ChatOllama", "ChatOpenAI"])
@@ -47,3 +61,27 @@ def test_both_embeddings_classes_get_the_same_direction(url: str) -> None:
     assert raw.shape == unit.shape == (2, 576)
     assert np.allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), unit, atol=1e-5)
     assert not np.allclose(unit[0], unit[1])
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["ChatOllama", "ChatOpenAI"])
+def test_bind_tools_and_an_agent_loop_that_uses_the_result(url: str, which: int) -> None:
+    """The first answer is a call (``tool_choice="required"``: ChatOpenAI sends it; ChatOllama drops it, as
+    Ollama has none, and the model calls by itself); the tool runs; its result goes back as a
+    ``ToolMessage``; the model, without tools now, answers in text. Left with its tools, a 135M model
+    calls the tool again and again (LangChain's ``create_agent`` loop then ends at its recursion
+    limit), so the loop here is the explicit one."""
+    bound = chat_models(url, tokens=48)[which].bind_tools([get_weather], tool_choice="required")
+    messages = [HumanMessage("What is the weather in Paris?")]
+    ran.clear()
+    first = bound.invoke(messages)
+    [call] = first.tool_calls
+    assert call["name"] == "get_weather" and isinstance(call["args"]["city"], str) and call["id"]
+    streamed = functools.reduce(operator.add, bound.stream(messages))
+    assert [(c["name"], c["args"]) for c in streamed.tool_calls] == [(call["name"], call["args"])]
+
+    messages += [first, ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"])]
+    final = chat_models(url, tokens=24)[which].invoke(messages)
+    assert ran == [call["args"]["city"]]
+    assert isinstance(final.content, str) and final.content.strip() and not final.tool_calls
+    bare = chat_models(url, tokens=1)[which].invoke(messages[:1])
+    assert final.usage_metadata["input_tokens"] > bare.usage_metadata["input_tokens"] + 10  # call and result sent

@@ -9,18 +9,40 @@ that fails where LiteLLM's path works.) DSPy's JSON adapter asks for a JSON obje
 (``response_format``), which the gateway decodes under a grammar — the reason a 135M model can
 answer DSPy's format at all.
 
+DSPy's tool calling: a signature with ``tools: list[dspy.Tool]`` in and ``dspy.ToolCalls`` out is sent as
+native tools once LiteLLM is told the model can call functions (``litellm.register_model``; for an
+unknown model it says no), with ``ChatAdapter(use_native_function_calling=True)`` — DSPy's JSON adapter
+would send a JSON format beside the tools, which the gateway refuses. ``dspy.ReAct`` is another matter:
+it asks the model to write its steps in DSPy's own format, and that is beyond a 135M model (below).
+
 The offline settings (``LITELLM_LOCAL_MODEL_COST_MAP``) are in this folder's conftest.py.
 """
 
 from __future__ import annotations
 
+import json
+import re
+
 import dspy
+import jsonschema
 import litellm
 import numpy as np
 import pytest
+from dspy.utils.exceptions import AdapterParseError
 
 pytestmark = pytest.mark.e2e
 COLOUR = [{"role": "user", "content": "Name a colour."}]
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "The current weather in a city.",
+                                           "parameters": CITY}}]
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+ran: list[str] = []
+
+
+def get_weather(city: str) -> str:
+    """Get the current weather in a city."""
+    ran.append(city)
+    return f"It is 21 degrees and sunny in {city}."
 TEXTS = ["a cat sat on the mat", "the stock market fell sharply"]
 
 
@@ -35,6 +57,25 @@ def test_litellm_completion_through_both_apis_gives_the_same_answer(url: str) ->
     streamed = litellm.completion(model="ollama_chat/qa", api_base=url, messages=COLOUR, max_tokens=12,
                                   temperature=0, stream=True)
     assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed) == text
+
+
+def test_litellm_tool_calls_through_both_apis(url: str) -> None:
+    """``ollama_chat/``: Ollama's API has no ``tool_choice``, and the model calls by itself here;
+    ``openai/``: forced with ``required``, then the result goes back and the answer is text."""
+    by_ollama = litellm.completion(model="ollama_chat/qa", api_base=url, messages=ASK, tools=TOOLS, max_tokens=48,
+                                   temperature=0)
+    by_openai = litellm.completion(model="openai/qa", api_base=f"{url}/v1", api_key="unused", messages=ASK, tools=TOOLS,
+                                   tool_choice="required", max_tokens=48, temperature=0)
+    for answer in (by_ollama, by_openai):
+        [call] = answer.choices[0].message.tool_calls
+        assert answer.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather" and call.id
+        jsonschema.validate(json.loads(call.function.arguments), CITY)
+    call = by_openai.choices[0].message.tool_calls[0]
+    messages = [*ASK, by_openai.choices[0].message.model_dump(exclude_none=True),
+                {"role": "tool", "tool_call_id": call.id, "content": get_weather(**json.loads(call.function.arguments))}]
+    final = litellm.completion(model="openai/qa", api_base=f"{url}/v1", api_key="unused", messages=messages,
+                               max_tokens=24, temperature=0)
+    assert final.choices[0].message.content and not final.choices[0].message.tool_calls
 
 
 def test_litellm_embedding_through_the_openai_api(url: str) -> None:
@@ -68,3 +109,40 @@ def test_dspy_predict_answers_in_the_signatures_fields(url: str, gateway) -> Non
     [row] = gateway.store.query("select ok, api from calls where source = 'gateway' and api = 'ollama' "
                                 "and completion_tokens > 0 order by ts desc limit 1")
     assert row["ok"]
+
+
+class Plan(dspy.Signature):
+    """Answer the question with the tools."""
+
+    question: str = dspy.InputField()
+    tools: list[dspy.Tool] = dspy.InputField()
+    outputs: dspy.ToolCalls = dspy.OutputField()
+
+
+def test_dspy_native_tool_calls_run_the_tool(url: str) -> None:
+    litellm.register_model({"ollama_chat/qa": {"litellm_provider": "ollama_chat", "mode": "chat",
+                                               "supports_function_calling": True}})
+    lm = _lm(url, max_tokens=48)
+    ran.clear()
+    with dspy.context(lm=lm, adapter=dspy.ChatAdapter(use_native_function_calling=True)):
+        planned = dspy.Predict(Plan)(question="What is the weather in Paris?", tools=[dspy.Tool(get_weather)])
+    [call] = planned.outputs.tool_calls
+    assert call.name == "get_weather" and set(lm.history[-1]["kwargs"]) == {"tools"}  # sent natively, no format
+    assert call.execute() == f"It is 21 degrees and sunny in {call.args['city']}." and ran == [call.args["city"]]
+
+
+def test_dspy_react_is_beyond_the_135m_model(url: str) -> None:
+    """What ``dspy.ReAct`` meets on SmolLM2-135M: the gateway decodes the JSON object DSPy's adapter asks
+    for, with ReAct's three fields, but the model names a tool that does not exist ("Finish the task":
+    neither ``finish`` nor ``get_weather``), and DSPy stops at its first step with a parse error; no tool runs.
+    (DSPy cannot ask for a schema here — ``next_tool_args`` is an open mapping — so nothing constrains
+    the name.) A larger model on the same route is what makes ReAct work; this test says when that changes."""
+    lm = _lm(url, max_tokens=64)
+    ran.clear()
+    with dspy.context(lm=lm, adapter=dspy.JSONAdapter()), pytest.raises(AdapterParseError, match="next_tool_name"):
+        dspy.ReAct("question -> answer", tools=[get_weather], max_iters=2)(question="What is the weather in Paris?")
+    [step] = lm.history
+    written = step["outputs"][0]  # a JSON object, cut at max_tokens: DSPy repairs it to read the fields
+    named = re.search(r'^\{\s*"next_thought":\s*"[^"]*",\s*"next_tool_name":\s*"([^"]*)"', written)
+    assert step["kwargs"]["response_format"] == {"type": "json_object"} and named, written
+    assert named[1] not in ("get_weather", "finish") and ran == []
