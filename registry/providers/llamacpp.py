@@ -311,6 +311,8 @@ def _check_parses(llm: Any, grammar: Any) -> None:
         raise UserError("llama.cpp cannot parse the grammar made from the schema (a regex pattern it cannot "
                          "express?); simplify the schema's patterns")
     llama_cpp.llama_sampler_free(sampler)
+    if len(_PARSED) >= 256:  # bounded: every new set of tools a client sends is a new grammar
+        _PARSED.clear()
     _PARSED.add(grammar._grammar)
 
 
