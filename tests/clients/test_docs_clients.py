@@ -46,7 +46,8 @@ def test_the_doc_has_a_snippet_for_every_client() -> None:
 @pytest.mark.parametrize("name", PYTHON)
 def test_python_snippet_runs(name: str, url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = PYTHON[name].replace(DOC_URL, url)
-    exec(compile(code, f"docs/clients.md ({name})", "exec"), {"__name__": f"clients_md_{name.replace('-', '_')}"})
+    exec(compile(code, f"docs/clients.md ({name})", "exec", dont_inherit=True),  # as a script: no __future__
+         {"__name__": f"clients_md_{name.replace('-', '_')}"})
     assert capsys.readouterr().out.strip()
 
 
