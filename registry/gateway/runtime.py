@@ -181,13 +181,17 @@ class Gateway:
         request path by the route's live scorers."""
         record, route = answered.record, answered.resolution.route
         self.recent_calls.add(CallRef(answered.call_id, route, record.name, record.version))
-        if route is not None:
+        # A tool call is left unscored: it is no text for the task's scorers, which would read it as a
+        # wrong answer and drag the route's quality down. (A text answer to a request with tools is scored.)
+        if route is not None and not answered.generation.tool_calls:
             self.live_scorer.offer(LiveCall.of(answered.call_id, route, record.name, record.version, answered.request,
                                                answered.generation.text, judged=self._judging(route)))
 
     def _shadow_answered(self, shadow: ShadowAnswer) -> None:
         """A challenger's answer to a copy: scored like a user's, so the two sides compare pair by pair."""
         record = shadow.record
+        if shadow.generation.tool_calls or shadow.champion.tool_calls:  # no pair to compare (see _answered)
+            return
         self.live_scorer.offer(LiveCall.of(shadow.call_id, shadow.route, record.name, record.version, shadow.request,
                                            shadow.generation.text, judged=self._judging(shadow.route)))
 

@@ -264,9 +264,20 @@ class Provider(Protocol):
         """Free the model; idempotent."""
 
 
+@dataclass(frozen=True)
+class Embedded:
+    """An embedder's answer: one vector per text, and the tokens it read (OpenAI's ``usage`` and
+    Ollama's ``prompt_eval_count`` report them; LiteLLM's Ollama client fails without the latter)."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
 @runtime_checkable
 class Embedder(Protocol):
-    """A provider that can also embed (the Ollama API's ``/api/embed``)."""
+    """A provider that can also embed (``/api/embed``, ``/v1/embeddings``)."""
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        """One vector per text."""
+    def embed(self, texts: list[str], *, truncate: bool = False) -> Embedded:
+        """One vector per text, and the tokens read. A text over the tokens one input may hold is a ``ContextOverflowError``
+        (the caller's to shorten), unless ``truncate`` (Ollama's ``/api/embed`` default): then its
+        first tokens are embedded."""

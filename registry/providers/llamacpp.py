@@ -23,7 +23,16 @@ from registry.errors import ContextOverflowError, ProviderError, UserError
 from registry.machine.gpu import gpu_names
 from registry.machine.hardware import accelerators_available, cpu_flags
 from registry.providers import tools
-from registry.providers.base import Generation, GenerationRequest, Health, StreamTimer, Tool, ToolCall, run_to_end
+from registry.providers.base import (
+    Embedded,
+    Generation,
+    GenerationRequest,
+    Health,
+    StreamTimer,
+    Tool,
+    ToolCall,
+    run_to_end,
+)
 from registry.providers.gguf_file import verify_file
 from registry.settings import get_settings
 from registry.spec import ModelSpec
@@ -157,16 +166,19 @@ class LlamaCppProvider:
             return _grammar(request.json_schema)
         return None
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        """One mean-pooled vector per text (versions registered with the ``embedding`` capability)."""
+    def embed(self, texts: list[str], *, truncate: bool = False) -> Embedded:
+        """One mean-pooled vector per text (versions registered with the ``embedding`` capability).
+        llama.cpp embeds at most ``n_batch`` (512) tokens of one input; past that it cuts the text
+        silently unless told not to, so a vector never stands for text it did not read unless asked."""
         if "embedding" not in self.spec.capabilities:
             raise ProviderError(f"{self.spec.name} was not registered with the 'embedding' capability")
         with self._lock:
             llm = self._require_loaded()
             try:
-                return llm.embed(texts)
-            except ValueError as exc:
+                vectors, tokens = llm.embed(texts, truncate=truncate, return_count=True)
+            except ValueError as exc:  # "Requested tokens (700) exceed batch size of 512"
                 raise ContextOverflowError(f"{self.spec.name}: {exc}; shorten the input") from None
+        return Embedded(vectors, int(tokens))
 
     def _embedding_params(self) -> dict[str, Any]:
         """An embedding version is loaded as one: llama.cpp decides at load time what a context computes."""

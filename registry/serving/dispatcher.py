@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from registry.errors import ArbiterError, CapacityError, ProviderError, UnavailableError, UserError
 from registry.machine.costs import Cost, measure
 from registry.providers import Generation, GenerationRequest
-from registry.providers.base import Embedder, run_to_end
+from registry.providers.base import Embedded, Embedder, run_to_end
 from registry.results.recorder import Recorder
 from registry.results.schemas import new_id
 from registry.serving.calls import call_row
@@ -88,6 +88,7 @@ class Embedding:
     """One vector per input text and how they were served."""
 
     vectors: list[list[float]]
+    prompt_tokens: int  # the tokens the embedder read, all texts together
     outcome: Outcome
 
 
@@ -141,21 +142,24 @@ class Dispatcher:
                 _log.exception("answer watcher %r failed on call %s", watcher, answered.call_id)
 
     def embed(
-        self, resolution: Resolution, texts: list[str], *, api: str, arrived: float | None = None
+        self, resolution: Resolution, texts: list[str], *, api: str, arrived: float | None = None,
+        truncate: bool = False,
     ) -> Embedding:
         """One vector per text, with the same failover, breaker feedback and ``calls`` row as a
-        generation (its token figures stay null: an embedding generates none)."""
+        generation (its token figures stay null: an embedding generates none). A text longer than
+        the provider embeds is refused (``ContextOverflowError``: no row, no breaker), or with
+        ``truncate`` cut to its first tokens, as Ollama's ``/api/embed`` does by default."""
         arrived = time.perf_counter() if arrived is None else arrived
         rows = _Rows(self._recorder, resolution, api, new_id())
         progress = _Progress()
 
-        def attempt(instance: Instance) -> Generator[str, None, tuple[list[list[float]], Cost]]:
-            return _embed_on(instance, texts, progress)
+        def attempt(instance: Instance) -> Generator[str, None, tuple[Embedded, Cost]]:
+            return _embed_on(instance, texts, progress, truncate)
 
         served = run_to_end(self._serve(resolution, rows, progress, attempt, None))
         outcome = served.outcome(arrived, rows.call_id, model_ms=served.cost.wall_ms)
         rows.answered(outcome, None)
-        return Embedding(served.result, outcome)
+        return Embedding(served.result.vectors, served.result.prompt_tokens, outcome)
 
     def _serve(
         self, resolution: Resolution, rows: _Rows, progress: _Progress,
@@ -260,8 +264,8 @@ def _resume_on(
 
 
 def _embed_on(
-    instance: Instance, texts: list[str], progress: _Progress
-) -> Generator[str, None, tuple[list[list[float]], Cost]]:
+    instance: Instance, texts: list[str], progress: _Progress, truncate: bool
+) -> Generator[str, None, tuple[Embedded, Cost]]:
     """One instance's embedding, measured like a generation; it sends no text."""
     provider = instance.provider
     if not isinstance(provider, Embedder):
@@ -269,13 +273,13 @@ def _embed_on(
     with measure() as cost:
         progress.cost = cost
         try:
-            vectors = provider.embed(texts)
+            embedded = provider.embed(texts, truncate=truncate)
         except ArbiterError:
             raise
         except Exception as exc:  # a provider bug: a backend fault, as in a generation
             raise ProviderError(f"{instance.key}: {type(exc).__name__}: {exc}") from exc
     yield from ()  # nothing to stream: the failover loop drives a generation and an embedding alike
-    return vectors, cost
+    return embedded, cost
 
 
 @dataclass(frozen=True)

@@ -78,14 +78,17 @@ def calls_of(gateway: Gateway, api: str) -> list[dict]:
 def test_openai_client_embeds_a_string_and_a_list_as_api_embed_does(url: str, client: openai.OpenAI) -> None:
     """The client's default asks for base64 and decodes it; float gives the very same numbers, and
     they are ``/api/embed``'s vectors scaled to length 1 (OpenAI's vectors are unit length)."""
-    raw = httpx.post(f"{url}/api/embed", json={"model": "vectors", "input": TEXTS}, timeout=60).json()["embeddings"]
+    ollama_answer = httpx.post(f"{url}/api/embed", json={"model": "vectors", "input": TEXTS}, timeout=60).json()
+    raw = ollama_answer["embeddings"]
     default = client.embeddings.create(model="vectors", input=TEXTS)
     floats = client.embeddings.create(model="vectors", input=TEXTS, encoding_format="float")
     assert [d.embedding for d in default.data] == [d.embedding for d in floats.data]
     assert [d.index for d in floats.data] == [0, 1] and floats.model == "vectors" and floats.object == "list"
     assert np.allclose(np.asarray([d.embedding for d in floats.data]), unit(raw), rtol=0, atol=1e-6)
     assert np.allclose(np.linalg.norm([d.embedding for d in floats.data], axis=1), 1.0, atol=1e-5)
-    assert (floats.usage.prompt_tokens, floats.usage.total_tokens) == (0, 0)
+    # the tokens read, as both APIs report them (11 words in all: at least that many tokens)
+    assert floats.usage.prompt_tokens == floats.usage.total_tokens == ollama_answer["prompt_eval_count"] >= 11
+    assert ollama_answer["total_duration"] > 0
 
     one = client.embeddings.create(model="vectors", input=TEXTS[0], encoding_format="float").data
     assert len(one) == 1 and len(one[0].embedding) == 576

@@ -172,6 +172,16 @@ def test_a_second_turn_with_the_tool_result_gets_a_text_answer(client: openai.Op
     assert row["tool_calls"] == 0
 
 
+def test_a_tool_call_is_not_offered_to_live_scoring_and_a_text_answer_is(client: openai.OpenAI,
+                                                                          gateway: Gateway) -> None:
+    """A call is no text for the task's scorers: scored, it would read as a wrong answer."""
+    before = gateway.live_scorer.counters()["offered"]
+    client.chat.completions.create(model="qa", messages=ASK, tools=TOOLS, tool_choice="required", **SETTINGS)
+    assert gateway.live_scorer.counters()["offered"] == before
+    client.chat.completions.create(model="qa", messages=ASK, tools=TOOLS, tool_choice="none", **SETTINGS)
+    assert gateway.live_scorer.counters()["offered"] == before + 1
+
+
 def test_the_ollama_client_calls_tools_whole_and_streamed_then_reads_the_result(url: str) -> None:
     client = ollama.Client(host=url)
     assert "tools" in client.show("qa").capabilities and "tools" not in client.show("plain").capabilities

@@ -106,9 +106,12 @@ async def embed(request: Request) -> dict[str, Any]:
     if not texts or any(not t for t in texts):
         raise UserError("'input' must be a non-empty string or a list of non-empty strings")
     embedding = await anyio.to_thread.run_sync(
-        lambda: gateway.dispatcher.embed(resolution, texts, api=API, arrived=arrived(request)))
+        lambda: gateway.dispatcher.embed(resolution, texts, api=API, arrived=arrived(request), truncate=body.truncate))
     observe_served(request, gateway, embedding.outcome)
-    return {"model": body.model, "embeddings": embedding.vectors}
+    outcome = embedding.outcome
+    return {"model": body.model, "embeddings": embedding.vectors,
+            "total_duration": int((outcome.queue_ms + outcome.cost.wall_ms) * 1e6),  # as a generation's
+            "load_duration": 0, "prompt_eval_count": embedding.prompt_tokens}
 
 
 @router.get("/api/tags")

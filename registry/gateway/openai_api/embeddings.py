@@ -90,7 +90,7 @@ async def embeddings(request: Request) -> JSONResponse:
         "data": [{"object": "embedding", "index": i, "embedding": _encoded(vector, body.encoding_format)}
                  for i, vector in enumerate(vectors)],
         "model": body.model,
-        "usage": {"prompt_tokens": 0, "total_tokens": 0},
+        "usage": {"prompt_tokens": embedding.prompt_tokens, "total_tokens": embedding.prompt_tokens},
     }, headers=answer_headers(embedding.outcome))
 
 
