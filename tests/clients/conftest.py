@@ -8,21 +8,21 @@ test module imports them (pytest imports a directory's conftest first), and said
 - The OpenAI Agents SDK uploads traces to OpenAI: ``OPENAI_AGENTS_DISABLE_TRACING=1``.
 - LangChain traces to LangSmith only when asked; ``LANGSMITH_TRACING=false`` says so whatever the shell has.
 - DSPy caches answers on disk under ``~/.dspy_cache``: a cached answer would pass a test without the
-  gateway, so tests also pass ``cache=False``, and the directory is the session's own.
+  gateway, so tests pass ``cache=False``, and the directory DSPy still creates is in the run's own
+  (the root conftest's, removed when the run ends).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
 os.environ["LANGSMITH_TRACING"] = "false"
-os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="arbiter-tests-dspy-"))
+os.environ["DSPY_CACHEDIR"] = str(Path(os.environ["ARBITER_TESTS_RUN_DIR"]) / "dspy-cache")
 
 import pytest  # noqa: E402
 from support import free_port  # noqa: E402
