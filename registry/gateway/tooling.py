@@ -22,13 +22,12 @@ Example::
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from registry.gateway.structured import schema_text
 from registry.providers import Tool, ToolCall
-from registry.providers.base import TOOL_CHOICES
+from registry.providers.base import TOOL_CHOICES, new_call_id
 
 MAX_TOOLS = 128  # OpenAI's own limit: a client that works there works here
 _EMPTY_PARAMETERS: dict[str, Any] = {"properties": {}, "type": "object"}
@@ -187,8 +186,3 @@ def openai_tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
 def arguments_object(call: ToolCall) -> dict[str, Any]:
     """A call's arguments as an object, as Ollama sends them."""
     return json.loads(call.arguments) if call.arguments.strip() else {}
-
-
-def new_call_id() -> str:
-    """An id in the form providers mint: ``call_`` + 24 hex characters."""
-    return "call_" + uuid.uuid4().hex[:24]

@@ -18,8 +18,8 @@ What OpenAI's API promises and this endpoint keeps:
 
 Not supported, each a 400 that says so: token arrays as ``input`` (the providers embed text), and
 ``dimensions`` (no registered version is trained to be cut short, so shortening its vectors would
-quietly degrade them). ``usage`` is 0: the provider's embed reports no token count, which is also why the
-call's ``calls`` row has null token figures.
+quietly degrade them). ``usage`` is the tokens llama.cpp read (the provider's ``Embedded.prompt_tokens``);
+the call's ``calls`` row still has null token figures, as an embedding generates none.
 """
 
 from __future__ import annotations
