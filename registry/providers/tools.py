@@ -168,6 +168,12 @@ def _text(content: Any) -> str:
 # Calls in one answer, at most. A small model decoding greedily can repeat a call until max_tokens;
 # agents rarely ask for more than a few at once.
 MAX_CALLS = 4
+# What the grammar allows where a tool's schema sets no bound: a string's characters, an array's items.
+# Decoding greedily, SmolLM2 ran away inside 11 of 140 required or named calls (an email body repeating
+# one sentence, a URL counting years, an array of one date) until max_tokens cut the call, so no call
+# came. A shorter string or array still fits the schema; a schema's own maxLength / maxItems wins.
+MAX_STRING_CHARS = 256
+MAX_ARRAY_ITEMS = 8
 
 
 @functools.lru_cache(maxsize=64)
@@ -186,7 +192,7 @@ def grammar_text(tools: tuple[Tool, ...], choice: str, parallel: bool) -> str:
     for index, tool in enumerate(chosen):
         try:
             # Each tool's "#/…" references resolve within its own schema (under its own URL).
-            parameters = converter.resolve_refs(_object_schema(tool), f"tool{index}")
+            parameters = converter.resolve_refs(_object_schema(tool, index), f"tool{index}")
         except (ValueError, KeyError, TypeError, AssertionError, RecursionError) as exc:
             raise _unexpressible(tool, exc) from None
         items.append({"type": "object", "properties": {"name": {"const": tool.name}, "arguments": parameters},
@@ -201,11 +207,39 @@ def grammar_text(tools: tuple[Tool, ...], choice: str, parallel: bool) -> str:
     return f'root ::= "{CALL_OPEN}" "\\n"? {listed} "\\n"? "{CALL_CLOSE}"\n{converter.format_grammar()}'
 
 
-def _object_schema(tool: Tool) -> dict[str, Any]:
+def _object_schema(tool: Tool, index: int) -> dict[str, Any]:
+    """The tool's parameters as the grammar is built from them: bounded (:func:`_bounded`), and its
+    definitions renamed ``tool<index>-<name>``: the converter names a referenced rule by the last
+    part of its path alone, so two tools' ``#/$defs/v`` would both decode as whichever came first."""
     schema = json.loads(tool.parameters)
     if not isinstance(schema, dict) or schema.get("type", "object") != "object":
         raise ValueError("parameters must be a JSON Schema of type object")
-    return schema
+    text = json.dumps(_bounded(schema))
+    for section in ("$defs", "definitions"):
+        for name in schema.get(section) or {}:
+            text = text.replace(json.dumps(f"#/{section}/{name}"), json.dumps(f"#/{section}/tool{index}-{name}"))
+    renamed = json.loads(text)
+    for section in ("$defs", "definitions"):
+        if isinstance(renamed.get(section), dict):
+            renamed[section] = {f"tool{index}-{name}": value for name, value in renamed[section].items()}
+    return renamed
+
+
+def _bounded(schema: Any) -> Any:
+    """``schema`` with :data:`MAX_STRING_CHARS` on free strings and :data:`MAX_ARRAY_ITEMS` on arrays
+    that set no bound of their own (a string with an enum, a pattern or a format is bounded already)."""
+    if isinstance(schema, list):
+        return [_bounded(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: value if key in ("enum", "const", "default", "examples") else _bounded(value)
+               for key, value in schema.items()}
+    free = not any(key in schema for key in ("enum", "const", "pattern", "format", "maxLength"))
+    if schema.get("type") == "string" and free:
+        bounded["maxLength"] = max(MAX_STRING_CHARS, int(schema.get("minLength", 0)))
+    if schema.get("type") == "array" and "maxItems" not in schema and "prefixItems" not in schema:
+        bounded["maxItems"] = max(MAX_ARRAY_ITEMS, int(schema.get("minItems", 0)))
+    return bounded
 
 
 def _culprit(tools: tuple[Tool, ...]) -> Tool:

@@ -181,6 +181,21 @@ def test_every_grammar_parses_in_llama_cpp(vocab: object, choice: str, parallel:
     assert parses(vocab, tooling.grammar_text((WEATHER, ADD), choice, parallel))
 
 
+def test_what_the_schema_leaves_unbounded_the_grammar_bounds() -> None:
+    """A free string or array gets a bound (a small model ran away inside them until max_tokens); a
+    schema's own bounds, enums, patterns and formats stay as they are."""
+    tool = Tool("t", parameters=schema({
+        "free": {"type": "string"}, "long": {"type": "string", "minLength": 300}, "capped": {"type": "string",
+        "maxLength": 5}, "day": {"type": "string", "format": "date"}, "pick": {"type": "string", "enum": ["a", "b"]},
+        "list": {"type": "array", "items": {"type": "string"}}, "few": {"type": "array", "maxItems": 2}}))
+    bounded = json.loads(json.dumps(tooling._object_schema(tool, 0)))["properties"]
+    assert bounded["free"]["maxLength"] == tooling.MAX_STRING_CHARS and bounded["long"]["maxLength"] == 300
+    assert bounded["capped"]["maxLength"] == 5 and "maxLength" not in bounded["day"] | bounded["pick"]
+    assert bounded["list"] == {"type": "array", "items": {"type": "string", "maxLength": tooling.MAX_STRING_CHARS},
+                               "maxItems": tooling.MAX_ARRAY_ITEMS}
+    assert bounded["few"]["maxItems"] == 2
+
+
 def test_named_allows_only_that_function_once_and_auto_allows_the_empty_list() -> None:
     named = tooling.grammar_text((WEATHER, ADD), "add", True)
     assert '"\\"add\\""' in named and "get_weather" not in named
@@ -201,7 +216,9 @@ def test_each_tools_references_resolve_within_its_own_schema(vocab: object) -> N
                                                  "properties": {"x": {"$ref": "#/$defs/v"}}, "required": ["x"]}))
     grammar = tooling.grammar_text((city, count), "required", True)
     assert parses(vocab, grammar)
-    assert "string" in grammar and "integer" in grammar
+    # each x is its own tool's v (the converter names a rule by the path's last part: "v" twice collided)
+    assert "tool-calls-item-0-arguments-x ::= tool0-v\n" in grammar and 'tool0-v ::= "\\"" (char' in grammar
+    assert "tool-calls-item-1-arguments-x ::= integer\n" in grammar
 
 
 @pytest.mark.parametrize(("parameters", "why"), [
