@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts of each kind")
     parser.add_argument("--pairs", type=int, default=20, help="prompts timed for latency (default 20)")
-    parser.add_argument("--max-tokens", type=int, default=96, help="max_tokens of every request (default 96)")
+    parser.add_argument("--max-tokens", type=int, default=256,
+                        help="max_tokens of every request (default 256: the gateway's when a client gives none)")
     parser.add_argument("--home", type=Path, default=None, help="ARBITER_HOME to use (default: a throwaway one)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help=f"JSON output (default {DEFAULT_OUT.relative_to(harness.REPO)})")
