@@ -3,6 +3,7 @@
 
 A snippet passes when it runs to its end and prints what it got: the clients raise on an HTTP error
 (and ``curl -f`` fails), so a route, endpoint or field the doc promises and the gateway lacks fails here.
+Where the doc's prose says what a snippet does (a tool called, an agent's turns), its variables are checked.
 """
 
 from __future__ import annotations
@@ -43,12 +44,33 @@ def test_the_doc_has_a_snippet_for_every_client() -> None:
     assert BASH and all(DOC_URL in code for code in [*PYTHON.values(), *BASH.values()])
 
 
+def _openai_called_the_tool(snippet: dict) -> None:
+    assert snippet["call"].function.name == "get_weather"
+
+
+def _agent_called_then_answered(snippet: dict) -> None:
+    kinds = [type(message).__name__ for message in snippet["result"]["messages"]]
+    assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
+    assert snippet["result"]["messages"][1].tool_calls[0]["name"] == "get_weather"
+
+
+def _dspy_planned_the_call(snippet: dict) -> None:
+    assert [call.name for call in snippet["plan"].calls.tool_calls] == ["get_weather"]
+
+
+# What a snippet's own variables must show beyond running, where the doc's prose claims it.
+SAYS = {"openai-2": _openai_called_the_tool, "langchain-1": _agent_called_then_answered,
+        "dspy-2": _dspy_planned_the_call}
+
+
 @pytest.mark.parametrize("name", PYTHON)
 def test_python_snippet_runs(name: str, url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = PYTHON[name].replace(DOC_URL, url)
-    exec(compile(code, f"docs/clients.md ({name})", "exec", dont_inherit=True),  # as a script: no __future__
-         {"__name__": f"clients_md_{name.replace('-', '_')}"})
+    snippet: dict = {"__name__": f"clients_md_{name.replace('-', '_')}"}
+    exec(compile(code, f"docs/clients.md ({name})", "exec", dont_inherit=True), snippet)  # as a script runs
     assert capsys.readouterr().out.strip()
+    if name in SAYS:
+        SAYS[name](snippet)
 
 
 @pytest.mark.parametrize("name", BASH)

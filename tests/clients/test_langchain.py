@@ -67,9 +67,8 @@ def test_both_embeddings_classes_get_the_same_direction(url: str) -> None:
 def test_bind_tools_and_an_agent_loop_that_uses_the_result(url: str, which: int) -> None:
     """The first answer is a call (``tool_choice="required"``: ChatOpenAI sends it; ChatOllama drops it, as
     Ollama has none, and the model calls by itself); the tool runs; its result goes back as a
-    ``ToolMessage``; the model, without tools now, answers in text. Left with its tools, a 135M model
-    calls the tool again and again (LangChain's ``create_agent`` loop then ends at its recursion
-    limit), so the loop here is the explicit one."""
+    ``ToolMessage``; the model, without tools now, answers in text. (LangChain's ``create_agent`` runs the
+    same loop with the tools offered on every turn: docs/clients.md's snippet, run by test_docs_clients.py.)"""
     bound = chat_models(url, tokens=48)[which].bind_tools([get_weather], tool_choice="required")
     messages = [HumanMessage("What is the weather in Paris?")]
     ran.clear()
