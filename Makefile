@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test test-fast coverage mutation bench bench-gateway bench-swap bench-rollout bench-judge bench-selection bench-costs bench-store bench-quality-gate clean llama-wheel workers
+.PHONY: install demo test test-fast coverage mutation bench bench-gateway bench-swap bench-rollout bench-judge bench-selection bench-costs bench-store bench-quality-gate bench-tools clean llama-wheel workers
 
 install: $(STAMP)
 
@@ -156,6 +156,12 @@ bench-store: install
 # champion's latency with a shadow challenger on vs off, and an uncalibrated judge shown but not gating.
 bench-quality-gate: install
 	$(BIN)/python benchmarks/quality_gate.py
+
+# Tool calling (issue 17) on the shipped SmolLM2, provider path: 70 prompts of datasets/tool_prompts.jsonl (50 a
+# function fits, 20 none does): valid calls under `required` and a named choice, `auto`'s decisions, and per request
+# the cost of tools (plain / tools told / tools + grammar, in rotating order). --limit 10 --pairs 5 for a short run.
+bench-tools: install
+	$(BIN)/python benchmarks/tool_calls.py
 
 # A real Prefect server on 127.0.0.1:4200 and a process worker on this machine's pool (arbiter-cpu,
 # -cuda or -apple); state in ./.prefect, results in ARBITER_HOME (default: here). Ctrl-C stops all.
