@@ -147,10 +147,12 @@ class Direct:
 
         from registry.evaluation.judge import SCHEMA
         from registry.providers.gguf_file import verify_file
+        from registry.providers.llamacpp import skip_amx_repack
 
         spec = record.spec
         self.n_ctx = min(settings.n_ctx, spec.context_window)
         self.max_tokens = max_tokens
+        skip_amx_repack()  # as the provider does: AMX weight repacking segfaults in these VMs
         started = time.perf_counter()
         with suppress_stdout_stderr(disable=False):
             self.llm = Llama(model_path=str(verify_file(spec)), n_ctx=self.n_ctx, n_threads=settings.n_threads,
