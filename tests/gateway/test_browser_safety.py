@@ -128,16 +128,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, empty_mlflow_db: Path, ship
         yield running
 
 
-@pytest.fixture
-def url(served) -> str:
-    return served[0]
-
-
-@pytest.fixture
-def gateway(served) -> Gateway:
-    return served[1]
-
-
 def _calls(gateway: Gateway) -> int:
     gateway.recorder.flush()
     return gateway.store.query("select count(*) as n from calls")[0]["n"]

@@ -50,21 +50,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, empty_mlflow_db: Path, ship
         yield running
 
 
-@pytest.fixture
-def url(served) -> str:
-    return served[0]
-
-
-@pytest.fixture
-def gateway(served) -> Gateway:
-    return served[1]
-
-
-@pytest.fixture
-def client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-
-
 def unit(vectors: list[list[float]]) -> np.ndarray:
     matrix = np.asarray(vectors, dtype=np.float64)
     return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)

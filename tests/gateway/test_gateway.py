@@ -63,16 +63,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, empty_mlflow_db: Path, ship
         yield running
 
 
-@pytest.fixture
-def url(served) -> str:
-    return served[0]
-
-
-@pytest.fixture
-def gateway(served) -> Gateway:
-    return served[1]
-
-
 def test_ollama_client_chat_and_generate_whole_and_streamed_agree(url: str) -> None:
     client = ollama.Client(host=url)
     options = {"num_predict": 12, "temperature": 0}
