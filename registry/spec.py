@@ -224,6 +224,9 @@ class ModelSpec(BaseModel):
         default=None, description="llama.cpp chat format for files without a chat template (e.g. 'gemma')."
     )
     hardware: Hardware
+    labels: tuple[str, ...] = Field(
+        default=(), description="A classifier's output labels, in the model's order (empty for text models)."
+    )
     provenance: dict[str, str] = Field(default_factory=dict)
     default_params: dict[str, Any] = Field(default_factory=dict)
 
@@ -273,6 +276,12 @@ class ModelSpec(BaseModel):
         registers it."""
         return "tools" in self.capabilities or (self.kind == ModelKind.GGUF and "chat" in self.capabilities)
 
+    @property
+    def is_classifier(self) -> bool:
+        """A model that answers one text with one of its :attr:`labels` and nothing else (an ONNX text
+        classifier): it can serve a classification task with those labels, never a chat."""
+        return "classification" in self.capabilities and not {"chat", "text-generation"} & set(self.capabilities)
+
     def has_capability(self, capability: str) -> bool:
         """Registered with ``capability``, or, for ``tools``, able to call them all the same
         (:attr:`can_call_tools`): what a filter by capability must ask, not the tags alone."""
@@ -313,6 +322,8 @@ class VersionRecord:
             "source": spec.source,
             "chat_format": spec.chat_format,
             "min_memory_mb": spec.hardware.min_memory_mb,
+            "labels": list(spec.labels),
+            "provenance": dict(spec.provenance),
             "created_at": self.created_at.isoformat(),
         }
 
