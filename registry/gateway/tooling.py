@@ -33,6 +33,29 @@ MAX_TOOLS = 128  # OpenAI's own limit: a client that works there works here
 _EMPTY_PARAMETERS: dict[str, Any] = {"properties": {}, "type": "object"}
 
 
+class ToolingBody:
+    """What both APIs' chat bodies say about tools once validated: a mixin over the private ``_tools``
+    and ``_turns`` each body's validator sets, and its ``messages`` (each with ``tool_calls`` and ``role``)."""
+
+    _tools: tuple[Tool, ...]
+    _turns: tuple[dict[str, Any], ...]
+    messages: Sequence[Any]
+
+    @property
+    def declared_tools(self) -> tuple[Tool, ...]:
+        return self._tools
+
+    @property
+    def turns(self) -> tuple[dict[str, Any], ...]:
+        """The messages as providers take them, each tool result linked to its call."""
+        return self._turns
+
+    @property
+    def involves_tools(self) -> bool:
+        """Whether answering needs a version that can call tools: tools declared, or calls in the history."""
+        return bool(self._tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
+
+
 def parse_tools(raw: Sequence[Any] | None, *, nested: bool = True, where: str = "tools") -> tuple[Tool, ...]:
     """The declared functions: ``nested`` for chat's ``{"type": "function", "function": {name, …}}``
     (OpenAI and Ollama), flat for the Responses API's ``{"type": "function", name, …}``."""

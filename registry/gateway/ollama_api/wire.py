@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from registry.gateway.http import json_line
 from registry.gateway.structured import schema_from_ollama_format
-from registry.gateway.tooling import arguments_object, history_call, link_tool_results, parse_tools
+from registry.gateway.tooling import ToolingBody, arguments_object, history_call, link_tool_results, parse_tools
 from registry.providers import Generation, Tool
 from registry.results.store import iso_utc, new_id
 from registry.serving.dispatcher import Answer
@@ -95,7 +95,7 @@ class GenerateBody(BaseModel):
         return self
 
 
-class ChatBody(BaseModel):
+class ChatBody(ToolingBody, BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=200)
@@ -120,19 +120,6 @@ class ChatBody(BaseModel):
                                         strict_ids=False)
         return self
 
-    @property
-    def declared_tools(self) -> tuple[Tool, ...]:
-        return self._tools
-
-    @property
-    def turns(self) -> tuple[dict[str, Any], ...]:
-        """The messages as providers take them, each tool result linked to its call."""
-        return self._turns
-
-    @property
-    def involves_tools(self) -> bool:
-        """Whether answering needs a version that can call tools: tools declared, or calls in the history."""
-        return bool(self._tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
 
 
 class ModelBody(BaseModel):

@@ -19,7 +19,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from registry.gateway.structured import schema_from_response_format
-from registry.gateway.tooling import history_call, link_tool_results, openai_tool_calls, parse_tool_choice, parse_tools
+from registry.gateway.tooling import (
+    ToolingBody,
+    history_call,
+    link_tool_results,
+    openai_tool_calls,
+    parse_tool_choice,
+    parse_tools,
+)
 from registry.providers import Generation, Tool
 from registry.serving.dispatcher import Answer
 
@@ -103,7 +110,7 @@ class CommonBody(BaseModel):
     n: int = Field(default=1, ge=1, le=1, description="one local model answers once")
 
 
-class ChatBody(CommonBody):
+class ChatBody(ToolingBody, CommonBody):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
     response_format: dict[str, Any] | None = None
@@ -134,23 +141,10 @@ class ChatBody(CommonBody):
         return self
 
     @property
-    def declared_tools(self) -> tuple[Tool, ...]:
-        return self._tools
-
-    @property
     def choice(self) -> str:
         """``tool_choice`` as providers take it: auto, none, required or one function's name."""
         return self._tool_choice
 
-    @property
-    def turns(self) -> tuple[dict[str, Any], ...]:
-        """The messages as providers take them, each tool result linked to its call."""
-        return self._turns
-
-    @property
-    def involves_tools(self) -> bool:
-        """Whether answering needs a version that can call tools: tools declared, or calls in the history."""
-        return bool(self._tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
 
 
 class CompletionBody(CommonBody):
