@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test test-fast coverage mutation bench bench-gateway bench-swap bench-rollout bench-judge bench-selection bench-costs bench-store bench-quality-gate bench-tools clean llama-wheel workers
+.PHONY: install demo test test-fast coverage mutation bench bench-gateway bench-swap bench-rollout bench-judge bench-selection bench-costs bench-store bench-quality-gate bench-tools bench-custom clean llama-wheel workers
 
 install: $(STAMP)
 
@@ -162,6 +162,11 @@ bench-quality-gate: install
 # the cost of tools (plain / tools told / tools + grammar, in rotating order). --limit 10 --pairs 5 for a short run.
 bench-tools: install
 	$(BIN)/python benchmarks/tool_calls.py
+
+# The demo's trained ONNX classifier against every shipped LLM version on ticket-topic (issue 18): quality, p50/p95
+# and energy per answer, in one run. --limit 12 for a short run.
+bench-custom: install
+	$(BIN)/python benchmarks/custom_classifier.py
 
 # A real Prefect server on 127.0.0.1:4200 and a process worker on this machine's pool (arbiter-cpu,
 # -cuda or -apple); state in ./.prefect, results in ARBITER_HOME (default: here). Ctrl-C stops all.
