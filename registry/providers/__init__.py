@@ -31,7 +31,8 @@ def provider_for(
     spec: ModelSpec, *, n_threads: int, n_ctx: int, seed: int = 0, n_gpu_layers: int | None = None
 ) -> Provider:
     """A provider for ``spec`` (not yet loaded). ``n_threads``, ``n_ctx`` and ``n_gpu_layers`` (None:
-    all layers when the build and a GPU allow) shape an in-process model only; a served model runs
+    all layers when the build and a GPU allow) shape an in-process model only (an ONNX model takes
+    ``n_threads`` alone: onnxruntime's intra-op threads); a served model runs
     as its server is configured. ``seed`` is used when a request gives none."""
     if spec.kind == "gguf":
         from registry.providers.llamacpp import LlamaCppProvider
@@ -41,12 +42,17 @@ def provider_for(
         from registry.providers.coreml import CoreMLProvider
 
         return CoreMLProvider(spec)
+    if spec.kind == "onnx":  # a trained text classifier run by onnxruntime (providers/onnx.py)
+        from registry.providers.onnx import OnnxProvider
+
+        return OnnxProvider(spec, n_threads=n_threads)
     if spec.kind in _REMOTE:
         module, cls = _REMOTE[spec.kind]
         return getattr(importlib.import_module(module), cls)(spec, seed=seed)
     raise UserError(
-        f"no provider for kind {spec.kind!r} yet; this build serves 'gguf' files through llama.cpp, "
-        f"'coreml' packages on macOS, and models served over HTTP: {', '.join(sorted(_REMOTE))}"
+        f"no provider for kind {spec.kind!r} yet; this build serves 'gguf' files through llama.cpp, 'onnx' "
+        f"text classifiers through onnxruntime, 'coreml' packages on macOS, and models served over HTTP: "
+        f"{', '.join(sorted(_REMOTE))}"
     )
 
 

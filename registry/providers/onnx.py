@@ -1,0 +1,209 @@
+"""A user's own trained ONNX text classifier behind the Provider protocol, run by onnxruntime.
+
+The model answers one text with one label (``Generation.text``), so a classification route can be
+served, benchmarked and rolled out like any LLM route, by unchanged clients. It cannot chat: a
+request it cannot answer honestly (tools, a response format, earlier assistant turns, several user
+turns) is a :class:`UserError` naming what it can do, raised before the model runs. System turns
+are allowed and not read: clients often send a default one, and no instruction could change which
+of its fixed labels a classifier picks.
+
+One ``InferenceSession`` per provider: ``run`` is thread-safe, so concurrent requests share it
+(``load`` and ``unload`` take a lock). The file's sha256 is checked on load, as for a GGUF file.
+Execution providers: CUDA first where this onnxruntime build has it and NVML sees a GPU, then CPU;
+the one the session actually uses is recorded (``execution_provider``, in ``health``).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from registry.errors import ContextOverflowError, ProviderError, UserError
+from registry.machine.hardware import accelerators_available
+from registry.providers.base import Generation, GenerationRequest, Health, run_to_end
+from registry.providers.gguf_file import verify_file
+from registry.spec import ModelSpec
+
+MAX_TEXT_BYTES = 64 * 1024  # a classifier reads one text; past this it is a document, not a request
+_CUDA, _CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+class OnnxProvider:
+    """Serve one registered ONNX text classifier (kind ``onnx``).
+
+    Example::
+
+        provider = OnnxProvider(spec, n_threads=2)
+        provider.load()
+        provider.generate(GenerationRequest(prompt="my card was charged twice")).text  # 'billing'
+    """
+
+    def __init__(self, spec: ModelSpec, *, n_threads: int) -> None:
+        self.spec = spec
+        self.load_ms: float | None = None
+        self.execution_provider: str | None = None  # what load() got from onnxruntime
+        self._n_threads = n_threads
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._batched_input = True  # [N, 1] (skl2onnx's shape) or [N]
+
+    def load(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                return
+            path = verify_file(self.spec)
+            import onnxruntime  # lazy: the native library loads only when an ONNX model is served
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = self._n_threads
+            options.inter_op_num_threads = 1
+            # Idle workers spin by default; on a few shared cores that CPU time lands in other calls' costs.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.log_severity_level = 3  # errors only: a CUDA fallback is recorded, not printed
+            started = time.perf_counter()
+            try:
+                session = onnxruntime.InferenceSession(str(path), sess_options=options,
+                                                       providers=execution_providers())
+            except Exception as exc:  # onnxruntime's pybind errors share no base class of ours
+                raise ProviderError(f"{self.spec.name}: onnxruntime could not load {path}: {_first_line(exc)}") from exc
+            self.load_ms = (time.perf_counter() - started) * 1000
+            self._check_contract(session)
+            self._batched_input = len(session.get_inputs()[0].shape or ()) != 1
+            self.execution_provider = session.get_providers()[0]
+            self._session = session
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        return run_to_end(self.stream(request))
+
+    def stream(self, request: GenerationRequest) -> Generator[str, None, Generation]:
+        """The label as one fragment. Timings: the label is the whole answer and arrives at once, so
+        the time to first token is the whole call and there is no decode phase (``tokens_per_s`` is
+        None, not a rate of a decoding that never happened). Tokens: ``completion_tokens`` is 1 (one
+        label, so energy "per 1,000 tokens" reads as per 1,000 answers); ``prompt_tokens`` counts the
+        text's whitespace-separated words, about what a TF-IDF vectorizer reads (the model keeps no
+        tokenizer arbiter could ask)."""
+        text = self._text_of(request)
+        session = self._require_loaded()
+        started = time.perf_counter()
+        label = self._classify(session, text)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        yield label
+        return Generation(text=label, prompt_tokens=len(text.split()), completion_tokens=1,
+                          time_to_first_token_ms=elapsed_ms, generation_ms=elapsed_ms, finish_reason="stop",
+                          n_threads=self._n_threads)
+
+    def health(self) -> Health:
+        if self._session is None:
+            return Health(ok=False, detail="not loaded")
+        return Health(ok=True, detail="loaded", extra={"execution_provider": str(self.execution_provider),
+                                                       "n_threads": str(self._n_threads)})
+
+    def unload(self) -> None:
+        with self._lock:
+            self._session = None  # a run still holding it finishes; the session is freed after
+
+    def _check_contract(self, session: Any) -> None:
+        """The input and label output the version was registered with are in the session: a file
+        with the right sha256 always has them, so a miss is a spec registered by other means."""
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        wanted_in, wanted_out = self.spec.provenance.get("onnx_input"), self.spec.provenance.get("onnx_label_output")
+        if inputs != [wanted_in] or wanted_out not in outputs:
+            raise ProviderError(
+                f"{self.spec.name}: the model's inputs {inputs} and outputs {outputs} do not match its registered "
+                f"contract (input {wanted_in!r}, label output {wanted_out!r}); register the file again "
+                "(arbiter models register FILE.onnx --kind onnx)"
+            )
+
+    def _classify(self, session: Any, text: str) -> str:
+        import numpy as np
+
+        rows = np.array([[text]] if self._batched_input else [text], dtype=object)
+        try:
+            (labels,) = session.run([self.spec.provenance["onnx_label_output"]], {self.spec.provenance["onnx_input"]: rows})
+        except Exception as exc:  # a model that fails on a valid text is the backend's fault
+            raise ProviderError(f"{self.spec.name}: onnxruntime failed: {_first_line(exc)}") from exc
+        label = labels.reshape(-1)[0]
+        return label.decode() if isinstance(label, bytes) else str(label)  # an int64 label is its label's text
+
+    def _require_loaded(self) -> Any:
+        session = self._session
+        if session is None:
+            raise ProviderError(f"{self.spec.name}: generate called before load()")
+        return session
+
+    def _text_of(self, request: GenerationRequest) -> str:
+        """The one text a classifier reads: the prompt, or the chat's one user turn (system turns
+        allowed, not read). Anything else is refused by name."""
+        if request.uses_tools or request.tools:
+            raise self._cannot("tools")
+        if request.json_schema is not None:
+            raise self._cannot("a response format (its answer is always one of its labels)")
+        if request.prompt is not None:
+            text = request.prompt
+        else:
+            roles = [str(turn.get("role")) for turn in request.messages]
+            others = sorted(set(roles) - {"system", "user"})
+            if others:
+                raise self._cannot(f"{' or '.join(repr(r) for r in others)} turns (no conversation history)")
+            if roles.count("user") != 1:
+                raise self._cannot(f"{roles.count('user')} user turns (send exactly one)")
+            text = next(turn.get("content") for turn in request.messages if turn.get("role") == "user")
+            if not isinstance(text, str):
+                raise self._cannot("content other than text")
+        if not text.strip():
+            raise UserError(f"{self.spec.name}: the text to classify is empty; send the text whose label you want")
+        size = len(text.encode())
+        if size > MAX_TEXT_BYTES:
+            raise ContextOverflowError(f"{self.spec.name}: the text is {size} bytes; a text classifier takes at most "
+                                       f"{MAX_TEXT_BYTES} (64 KiB): shorten it")
+        return text
+
+    def _cannot(self, what: str) -> UserError:
+        return UserError(f"{self.spec.name} is {what_it_does(self.spec)}; it cannot take {what}")
+
+
+def what_it_does(spec: ModelSpec) -> str:
+    """What a classifier can do, for every message that refuses it something:
+    ``'a text classifier (labels a, b): it answers one text with its label'``."""
+    return f"a text classifier (labels {', '.join(spec.labels) or 'unknown'}): it answers one text with its label"
+
+
+def execution_providers() -> list[str]:
+    """The execution providers a session asks for, best first: CUDA where this onnxruntime build
+    has it (onnxruntime-gpu) and NVML sees an NVIDIA GPU, then always CPU."""
+    return ([_CUDA] if ort_build().model_runs_on == _CUDA else []) + [_CPU]
+
+
+@dataclass(frozen=True)
+class OrtBuild:
+    """The installed onnxruntime: its version, the execution providers the build has, and which one
+    an ONNX model would run on here (the first of :func:`execution_providers`)."""
+
+    version: str
+    device: str
+    available_providers: tuple[str, ...]
+    model_runs_on: str
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@functools.cache
+def ort_build() -> OrtBuild:
+    """This process's onnxruntime build (it cannot change under a running process)."""
+    import onnxruntime
+
+    available = tuple(onnxruntime.get_available_providers())
+    runs_on = _CUDA if _CUDA in available and "cuda" in accelerators_available() else _CPU
+    return OrtBuild(version=onnxruntime.__version__, device=onnxruntime.get_device(), available_providers=available,
+                    model_runs_on=runs_on)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
