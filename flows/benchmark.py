@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from registry.catalog.versions import Catalog
@@ -36,19 +36,32 @@ def benchmark_on_task(
     return benchmark_and_record(catalog, pool, record, task_version, limit=limit)
 
 
+def fitting_tasks(record: VersionRecord, task_versions: list[TaskVersion]) -> list[TaskVersion]:
+    """The tasks ``record`` can serve; each one it cannot is skipped with the reason in the flow's
+    log (a classifier on a chat task, a text model without a capability the task needs)."""
+    fitting = []
+    for task_version in task_versions:
+        reason = task_version.cannot_serve(record)
+        if reason is None:
+            fitting.append(task_version)
+        else:
+            get_run_logger().info("skipped %s on %s: %s", record.ref, task_version.ref, reason)
+    return fitting
+
+
 @flow(name="benchmark", validate_parameters=True)
 def benchmark_flow(
     models: list[str], tasks: list[str], limit: int | None = None, home: str | None = None
 ) -> list[dict[str, Any]]:
     """Benchmark ``models`` (``NAME/VERSION`` refs) on ``tasks`` (``NAME`` or ``NAME/VERSION``); returns
-    the ``runs`` rows written. A version lacking a capability a task needs is skipped on that task."""
+    the ``runs`` rows written. A version that cannot serve a task is skipped on it, with the reason logged."""
     settings = get_settings(home=home) if home else get_settings()
     catalog = Catalog(settings)
     task_versions = resolve_tasks(tasks, settings)
     records = [catalog.get_ref(ref) for ref in models]
     runs = []
     for record in records:
-        fitting = [t for t in task_versions if not t.missing_capabilities(record)]
+        fitting = fitting_tasks(record, task_versions)
         if not fitting:
             continue
         with WarmPool(settings) as pool:

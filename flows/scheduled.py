@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.benchmark import benchmark_on_task, resolve_tasks
+from flows.benchmark import benchmark_on_task, fitting_tasks, resolve_tasks
 from flows.deployed_run import (
     FLOW_NAME,
     default_tasks,
@@ -112,7 +112,7 @@ def scheduled_benchmark_flow(
     for record in records:
         error = needs_met_here(catalog, record)
         if error is None:
-            fitting = [t for t in task_versions if not t.missing_capabilities(record)]
+            fitting = fitting_tasks(record, task_versions)
             measured, error = benchmark_here(catalog, record, fitting, limit)
             runs += measured
         if error is not None:

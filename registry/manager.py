@@ -27,6 +27,7 @@ from registry.providers import GenerationRequest
 from registry.results.feedback import CallRef, FeedbackBook, RecentCalls
 from registry.results.frames import ModelFilter, answers_frame, leaderboard_frame, runs_frame
 from registry.results.recorder import Recorder
+from registry.selection.contract import TaskContract
 from registry.selection.criteria import Criteria
 from registry.selection.learnings import TaskLearnings
 from registry.selection.profiles import ProfileCache
@@ -109,7 +110,7 @@ class ArbiterModelManager:
         """Answer ``request`` (a prompt, or a full request) for ``criteria.task``."""
         if isinstance(request, str):
             request = GenerationRequest(messages=({"role": "user", "content": request},))
-        (record, reason), fallback = self._choose(self.tasks.criteria_for(criteria))
+        (record, reason), fallback = self._choose(self.tasks.criteria_for(criteria), self.tasks.contract(criteria.task))
         errors = []
         for attempt, why in ((record, reason), *([fallback] if fallback else [])):
             try:
@@ -135,14 +136,17 @@ class ArbiterModelManager:
         ``feedback`` row as ``POST /arbiter/feedback``; a rollout of the task counts it."""
         return self._feedback.record(call_id, score=score, thumbs=thumbs, source=source, comment=comment)
 
-    def _choose(self, criteria: Criteria) -> tuple[tuple[VersionRecord, str | None], tuple[VersionRecord, str] | None]:
+    def _choose(
+        self, criteria: Criteria, contract: TaskContract | None
+    ) -> tuple[tuple[VersionRecord, str | None], tuple[VersionRecord, str] | None]:
         """The version to run and why it is not the champion (None: it is), and the one to fall
-        back to if it fails: the champion when it meets the criteria, else the selector's pick."""
+        back to if it fails: the champion when it meets the criteria and the task's ``contract``
+        (a classifier serves only a classification task with its labels), else the selector's pick."""
         try:
             champion = self.routes.champion(criteria.task)
         except NotFoundError:
             champion = None
-        selection = self.selector.select(self.learnings.enhance(criteria))
+        selection = self.selector.select(self.learnings.enhance(criteria), contract)
         if champion is not None and any(c.ref == champion.ref for c in selection.candidates):
             chosen, reason = champion, None
         elif champion is None:
@@ -156,9 +160,11 @@ class ArbiterModelManager:
     # --- routes ----------------------------------------------------------------------------
 
     def force_swap(self, task: str, ref: str) -> dict[str, Any]:
-        """Make ``ref`` the task's champion now, without a benchmark gate (the old one is previous)."""
+        """Make ``ref`` the task's champion now, without a benchmark gate (the old one is previous);
+        a version that cannot serve the task (its contract) is refused all the same."""
         record = self.catalog.get_ref(ref)
-        return self.routes.promote(task, record.name, record.version, force=True).as_json()
+        return self.routes.promote(task, record.name, record.version, force=True,
+                                   contract=self.tasks.contract(task)).as_json()
 
     def rollback(self, task: str) -> dict[str, Any]:
         return self.routes.rollback(task).as_json()
@@ -214,10 +220,10 @@ class ArbiterModelManager:
         measured = self.tasks.get(task)
         records = [self.catalog.get_ref(ref) for ref in ([models] if isinstance(models, str) else models)]
         for record in records:  # a version that cannot run the task is refused before any other runs
-            missing = measured.missing_capabilities(record)
-            if missing:
-                raise UserError(f"{record.ref} lacks {missing}, which task {measured.ref} needs; leave it out, or "
-                                "register a version with those capabilities")
+            refused = measured.cannot_serve(record)
+            if refused:
+                raise UserError(f"{refused}; leave it out" + ("" if record.spec.is_classifier else
+                                                              ", or register a version with those capabilities"))
         run_ids = [benchmark_and_record(self.catalog, self.pool, record, measured, limit=limit)["run_id"]
                    for record in records]
         return runs_frame(self.store, run_ids=run_ids)

@@ -33,6 +33,7 @@ from registry.errors import NotFoundError, PromotionError
 from registry.machine.hardware import fingerprint
 from registry.results.events import event_row
 from registry.results.store import new_id
+from registry.selection.contract import TaskContract
 from registry.spec import VersionRecord
 
 MIN_QUALITY_RATIO = 0.9
@@ -91,17 +92,24 @@ class Routes:
         return self.catalog.get(state.champion.model, state.champion.version)
 
     def promote(
-        self, route: str, model: str, version: int, *, force: bool = False, rollout_id: str | None = None
+        self, route: str, model: str, version: int, *, force: bool = False, rollout_id: str | None = None,
+        contract: TaskContract | None = None,
     ) -> RouteState:
         """Make ``model/version`` the champion of ``route``; the old champion becomes ``previous``.
 
         Refused (unless ``force``) when the candidate has no benchmark on the route's task, or its
-        quality is under 0.9 × the champion's. Promoting the current champion changes nothing.
-        Refused while a gradual rollout runs on the route, unless this is that rollout's own last
-        step (``rollout_id``).
+        quality is under 0.9 × the champion's. Refused, even with ``force``, when it cannot serve
+        the route's task by ``contract`` (the task's, ``TaskCatalog.contract``: the catalog cannot
+        read tasks, so the caller passes it): a text classifier on a route that is not a
+        classification task with its labels would answer no request. Promoting the current
+        champion changes nothing. Refused while a gradual rollout runs on the route, unless this is
+        that rollout's own last step (``rollout_id``).
         """
         route_model = RouteModel(self.catalog, route)
         candidate = self.catalog.get(model, version)
+        refused = contract.cannot_serve(candidate) if contract is not None else None
+        if refused:
+            raise PromotionError(f"{refused}; promote a version that can serve route {route!r}")
         view = route_model.read()
         _refuse_during_rollout(view, rollout_id)
         current = self.show(route) if view is not None else None

@@ -61,12 +61,14 @@ def run_items(
     judge: ModelBasedJudge | None = None, on_item: ItemDone | None = None,
 ) -> list[MeasuredCall]:
     """Run and score each item (the first ``limit`` when given); one measured call per item, whose
-    row keeps the answer and each scorer's score (``answer``, ``scores``) for per-item comparison."""
+    row keeps the answer and each scorer's score (``answer``, ``scores``) for per-item comparison.
+    A classifier is sent the item's raw text rather than the prompt (``TaskVersion.request_for``)
+    and scored by the same scorers; a judge still reads the prompt as the instruction."""
     items = task.items[:limit] if limit else task.items
     calls = []
     for done, item in enumerate(items, start=1):
         messages = task.messages(item)
-        call = measured_call(provider, record, task.request(messages), source="benchmark", task=task.name,
+        call = measured_call(provider, record, task.request_for(record, item, messages), source="benchmark", task=task.name,
                              run_id=run_id, item_id=item.id)
         if call.generation is not None:
             scored = task.score(item, messages, call.generation.text, judge)
@@ -147,10 +149,10 @@ def benchmark_version(
         if judge is None:
             raise UserError(f"task {task.name!r} is scored by a judge; pass one (route 'judgment')")
         quality_source = f"judge:{judge.judge_version().ref}"
-    missing = task.missing_capabilities(record)
-    if missing:
-        raise UserError(f"{record.ref} lacks {missing}, which task {task.name!r} needs; benchmark a version that has "
-                        f"them, or register it with --capability")
+    refused = task.cannot_serve(record)
+    if refused:
+        raise UserError(f"{refused}; benchmark a version that can serve it"
+                        + ("" if record.spec.is_classifier else ", or register it with --capability"))
     was_warm = pool.is_warm(record)
     provider = pool.get(record)
     warmup_ms = 0.0 if was_warm else warm_up(provider)

@@ -194,7 +194,8 @@ class LabelScorer(ScorerBase):
     """The allowed label that occurs earliest in the answer (whole words; at a tie the longer one)
     is the prediction. With ``reference``: 1.0 if it is the item's label. Without: 1.0 if the answer
     names any allowed label at all (reference-free). Labels come from ``labels`` (one set for the
-    task) or ``labels_field`` (a list per item)."""
+    task; in a task with a ``classification:`` section, its labels when none are given) or
+    ``labels_field`` (a list per item)."""
 
     scorer: Literal["label"]
     reference: str | None = None
@@ -204,7 +205,8 @@ class LabelScorer(ScorerBase):
     @model_validator(mode="after")
     def _one_label_source(self) -> LabelScorer:
         if (self.labels is None) == (self.labels_field is None):
-            raise ValueError("give exactly one of labels (a list for the whole task) or labels_field (a field per item)")
+            raise ValueError("give exactly one of labels (a list for the whole task) or labels_field (a field per item), "
+                             "or neither in a task whose classification: section lists its labels")
         return self
 
     def reads(self) -> tuple[str, ...]:

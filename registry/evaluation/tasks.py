@@ -36,9 +36,10 @@ from registry.evaluation import progress
 from registry.evaluation.datasets import parse_rows, read_items
 from registry.evaluation.scorers import PythonScorer
 from registry.evaluation.scoring import ItemScore, TaskScoring, scorer_file
-from registry.evaluation.taskspec import TaskSpec, read_spec
+from registry.evaluation.taskspec import ClassificationSpec, TaskSpec, read_spec
 from registry.evaluation.templates import Messages, PromptTemplate
 from registry.providers.base import GenerationRequest
+from registry.selection.contract import TaskContract
 from registry.selection.criteria import Criteria
 from registry.spec import NAME_PATTERN
 
@@ -98,12 +99,36 @@ class TaskVersion:
     def needs_judge(self) -> bool:
         return self.scoring.needs_judge
 
+    @property
+    def classification(self) -> ClassificationSpec | None:
+        """The fixed labels and the field a classifier reads, for a classification task (else None)."""
+        return self.spec.classification
+
+    @property
+    def contract(self) -> TaskContract:
+        """Who can serve this task (registry/selection/contract.py), as data the wings below take."""
+        labels = self.classification.labels if self.classification is not None else None
+        return TaskContract(self.ref, self.spec.capabilities, labels)
+
     def missing_capabilities(self, record: VersionRecord) -> list[str]:
-        """What this task needs that the version cannot do (empty: it can run the task)."""
-        return sorted(set(self.spec.capabilities) - set(record.spec.capabilities))
+        """What this task needs that the version cannot do (empty: it can run the task): a text
+        model's missing capabilities; a classifier's missing labels, or all a task that is not a
+        classification task needs (:meth:`TaskContract.missing`)."""
+        return self.contract.missing(record.spec)
+
+    def cannot_serve(self, record: VersionRecord) -> str | None:
+        """One line saying why the version cannot serve this task, or None when it can."""
+        return self.contract.cannot_serve(record)
 
     def messages(self, item: Item) -> Messages:
         return self.prompt.messages(item.data, where=f"item {item.id}")
+
+    def request_for(self, record: VersionRecord, item: Item, messages: Messages) -> GenerationRequest:
+        """What ``record`` is sent for ``item``: a text model the rendered prompt, a classifier the raw
+        text of the task's ``classification.input`` field (a prompt would be words it never saw)."""
+        if record.spec.is_classifier and self.classification is not None:
+            return GenerationRequest(prompt=str(item.data[self.classification.input]))
+        return self.request(messages)
 
     def request(self, messages: Messages) -> GenerationRequest:
         generation = self.spec.generation
@@ -129,6 +154,7 @@ class TaskVersion:
             "combine": spec.scoring.combine, "reference_free_scorers": list(spec.reference_free_scorers),
             "judge_criteria": list(spec.judge_criteria), "max_tokens": spec.generation.max_tokens,
             "source": self.source, "added": self.added, "directory": str(self.directory),
+            "classification": None if spec.classification is None else spec.classification.model_dump(mode="json"),
             "live": None if spec.live is None else {
                 "scorers": [{"scorer": s.scorer, "label": s.label, "weight": s.weight} for s in spec.live.scorers],
                 "combine": spec.live.combine, "judge": list(spec.live.judge),
@@ -336,14 +362,22 @@ class TaskCatalog:
 
     def criteria_for(self, criteria: Criteria) -> Criteria:
         """``criteria`` with the capabilities its task needs added, when the task is known: a version
-        that cannot do the task is excluded, with that reason, wherever a version is selected."""
+        that cannot do the task is excluded, with that reason, wherever a version is selected. A
+        classification task adds none: a classifier serves it without them, and :meth:`contract`
+        (passed to the selector) holds a text model to them."""
         task = self.find(criteria.task)
-        if task is None:
+        if task is None or task.classification is not None:
             return criteria
         needed = task.spec.capabilities
         if set(needed) <= set(criteria.capabilities):
             return criteria
         return criteria.model_copy(update={"capabilities": tuple(dict.fromkeys((*criteria.capabilities, *needed)))})
+
+    def contract(self, name: str) -> TaskContract | None:
+        """The contract of task ``name`` (a route's task), or None for a route that is no task: what
+        the selector, ``Routes.promote`` and the rollout hold a version to."""
+        task = self.find(name)
+        return task.contract if task is not None else None
 
     def default_names(self) -> list[str]:
         """What a benchmark runs when no task is named: every task that needs no judge (a judged one

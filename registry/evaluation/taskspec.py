@@ -18,6 +18,14 @@ A task is one YAML (or JSON) file beside its data (docs/tasks.md)::
       scorers:
         - {scorer: label, labels: [billing, bugs, accounts]}
 
+A fixed-label task may also say what a text classifier reads and answers (``classification:``);
+its label scorers then take those labels, and a classifier with them can serve the task::
+
+    classification: {input: ticket, labels: [billing, bugs, accounts]}
+    scoring:
+      scorers:
+        - {scorer: label, reference: team}
+
 YAML because a prompt template is multi-line text that a person edits, and YAML's block scalars
 (``|-``) hold it as written, comments included; JSON is YAML, so a generated spec works too.
 ``read_spec`` parses and validates the file with pydantic and raises ``DatasetError`` naming the
@@ -34,7 +42,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from registry.errors import DatasetError, one_line
 from registry.evaluation.rubrics import JUDGE_ROUTE
-from registry.evaluation.scorers import SCORER_NAMES, PythonScorer, ScorerConfig, check_json_schema, known_criteria
+from registry.evaluation.scorers import (
+    SCORER_NAMES,
+    LabelScorer,
+    PythonScorer,
+    ScorerConfig,
+    check_json_schema,
+    known_criteria,
+    normalize,
+)
 from registry.spec import NAME_PATTERN, known_capabilities
 
 FieldKind = Literal[
@@ -190,6 +206,57 @@ class LiveSpec(_Strict):
         return ScoringSpec(combine=self.combine, scorers=self.scorers) if self.scorers else None
 
 
+class ClassificationSpec(_Strict):
+    """A fixed-label classification task: the item field a text classifier reads and the labels it
+    may answer. A text model still gets the prompt; a classifier gets ``input``'s raw text.
+
+    Labels are plain strings, not slugs: a trained classifier's labels are whatever its training
+    data said ("Billing", "tech support"), and renaming them would mean retraining. Each must hold
+    a word and differ from the others after the label scorer's normalization (case, punctuation,
+    a/an/the), since that scorer finds a label in a text model's answer by its words.
+    """
+
+    input: str = Field(description="the item field a classifier reads: the raw text, not the prompt")
+    labels: tuple[str, ...] = Field(min_length=2, description="the fixed label set, in any order")
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_words(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        seen: dict[str, str] = {}
+        for label in value:
+            if label != label.strip():
+                raise ValueError(f"label {label!r} has space around it; write it as the classifier answers it")
+            if not normalize(label):
+                raise ValueError(f"label {label!r} is no word to the label scorer (it ignores case, punctuation and "
+                                 "a/an/the); name it with a word")
+            if normalize(label) in seen:
+                raise ValueError(f"labels {seen[normalize(label)]!r} and {label!r} read the same to the label scorer "
+                                 "(it ignores case, punctuation and a/an/the); make them distinct")
+            seen[normalize(label)] = label
+        return value
+
+
+def _task_labels_to_label_scorers(document: Any) -> Any:
+    """A label scorer that names no labels (neither ``labels`` nor ``labels_field``) in a task with
+    a ``classification:`` section scores against the task's labels: said once, in one place."""
+    if not isinstance(document, dict) or not isinstance(document.get("classification"), dict):
+        return document
+    labels = document["classification"].get("labels")
+    if not isinstance(labels, list | tuple):
+        return document
+    filled = dict(document)
+    for section in ("scoring", "live"):
+        part = document.get(section)
+        if isinstance(part, dict) and isinstance(part.get("scorers"), list | tuple):
+            filled[section] = {**part, "scorers": [
+                {**s, "labels": list(labels)}
+                if isinstance(s, dict) and s.get("scorer") == "label" and "labels" not in s and "labels_field" not in s
+                else s
+                for s in part["scorers"]
+            ]}
+    return filled
+
+
 class TaskSpec(_Strict):
     name: str
     description: str = Field(min_length=1)
@@ -199,6 +266,9 @@ class TaskSpec(_Strict):
     generation: GenerationSpec = GenerationSpec()
     scoring: ScoringSpec
     live: LiveSpec | None = None
+    classification: ClassificationSpec | None = None
+
+    _fill_labels = model_validator(mode="before")(_task_labels_to_label_scorers)
 
     @field_validator("name")
     @classmethod
@@ -222,6 +292,27 @@ class TaskSpec(_Strict):
                 raise ValueError(
                     f"scoring.scorers.{index} ({scorer.scorer}) reads {missing}, which data.fields does not declare; "
                     "declare it there or name a declared field"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _classification_fits(self) -> TaskSpec:
+        if self.classification is None:
+            return self
+        field = self.data.fields.get(self.classification.input)
+        if field is None or field.type != "text" or not field.required:
+            raise ValueError(
+                f"classification.input {self.classification.input!r} must name a required text field of data.fields "
+                f"(declared: {', '.join(self.data.fields)}); a classifier reads that field's text"
+            )
+        labels = set(self.classification.labels)
+        scorers = [("scoring", i, s) for i, s in enumerate(self.scoring.scorers, start=1)]
+        scorers += [("live", i, s) for i, s in enumerate(self.live.scorers if self.live else (), start=1)]
+        for section, index, scorer in scorers:
+            if isinstance(scorer, LabelScorer) and (scorer.labels_field or set(scorer.labels or ()) != labels):
+                raise ValueError(
+                    f"{section}.scorers.{index} ({scorer.label}) scores other labels than classification.labels; "
+                    "leave its labels and labels_field out (it takes the task's) or list the same labels"
                 )
         return self
 
@@ -268,11 +359,14 @@ def parse_spec(document: Any, source: Path | str) -> TaskSpec:
 
 def _without_echoes(errors: list[Any]) -> list[Any]:
     """Drop a list's "too short" that only echoes a bad entry inside it: a spec whose one scorer is
-    wrong would otherwise also be told it has no scorers."""
+    wrong would otherwise also be told it has no scorers. Likewise a label scorer's complaint while
+    ``classification.labels`` is wrong: it only repeats the labels it was given from there."""
+    bad_labels = any(tuple(e["loc"][:2]) == ("classification", "labels") for e in errors)
     return [
         e for e in errors
         if not (e.get("type") == "too_short"
                 and any(len(o["loc"]) > len(e["loc"]) and o["loc"][: len(e["loc"])] == e["loc"] for o in errors))
+        and not (bad_labels and e["loc"][:1] in (("scoring",), ("live",)) and "label" in e["loc"])
     ]
 
 

@@ -34,6 +34,7 @@ from registry.catalog.route_model import RouteModel
 from registry.catalog.routes import Routes
 from registry.catalog.versions import Catalog
 from registry.errors import ConflictError, SelectionError
+from registry.evaluation.tasks import TaskCatalog
 from registry.quality.sequential import against_floor, split_alpha
 from registry.quality.signals import Evidence, evidence
 from registry.results.events import event_row
@@ -233,14 +234,20 @@ class AutoSwapper:
 
     def _selector_pick(self, route: str, avoid: set[str]) -> str | None:
         """The selector's best version for the task, other than the degraded champion and a
-        ``previous`` that is degraded too (so two bad versions never take turns)."""
+        ``previous`` that is degraded too (so two bad versions never take turns). It must serve the
+        route's task (its contract) and, where they bind, have the champion's capabilities: not on a
+        classification route or when a classifier serves, where the task's contract alone decides
+        (a chat model may replace a classifier there, and a classifier never takes a chat route)."""
         current = self.routes.champion(route)
+        contract = TaskCatalog(self.catalog.settings).contract(route)
+        binding = contract is None or not (contract.is_classification or current.spec.is_classifier)
         selector = LocalModelSelector(
             lambda: [r for r in self.catalog.list_versions() if r.ref not in avoid],
             ProfileCache(self.store, max_age_s=0.0), self.learnings,
         )
         try:
-            selection = selector.select(Criteria(task=route, capabilities=tuple(current.spec.capabilities)))
+            criteria = Criteria(task=route, capabilities=tuple(current.spec.capabilities) if binding else ())
+            selection = selector.select(criteria, contract)
         except SelectionError:
             return None
         return selection.primary.ref

@@ -3,7 +3,12 @@
 Blocking rules (each failure is a reason; ``can_replace`` only when there are none):
 
 - B's context window is not smaller than A's: prompts A accepted must still fit;
-- B keeps every capability A has: the route's callers may rely on any of them;
+- B can serve the route's task (``contract``, the task's :class:`TaskContract`, when the route is
+  a task): a text classifier only a classification task with its labels;
+- B keeps every capability A has: the route's callers may rely on any of them — except where the
+  route's task is the contract instead (a classification route, or a classifier on either side):
+  on a classification route a classifier with the task's labels may replace a chat model, and a
+  chat model a classifier;
 - B was measured on the task (else: benchmark it first);
 - B's success rate on the task ≥ 0.9 × A's;
 - B's quality on the task ≥ 0.95 × A's (and B has a quality figure when A has one).
@@ -14,7 +19,8 @@ family or quantization (answers will differ in style, not only in score).
 
 Example::
 
-    result = check_compatibility("qa", champion, candidate, ProfileCache(store), fingerprint().hardware_id)
+    result = check_compatibility("qa", champion, candidate, ProfileCache(store), fingerprint().hardware_id,
+                                 contract=TaskCatalog(settings).contract("qa"))
     if not result.can_replace:
         raise PromotionError("; ".join(result.reasons))
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from registry.selection.contract import TaskContract
 from registry.selection.profiles import Profile, ProfileCache
 from registry.spec import VersionRecord
 
@@ -62,8 +69,11 @@ def check_compatibility(
     candidate: VersionRecord,
     profiles: ProfileCache,
     hardware_id: str | None = None,
+    *,
+    contract: TaskContract | None = None,
 ) -> Compatibility:
-    """Whether ``candidate`` may replace ``current`` on ``task`` (rules in the module docstring)."""
+    """Whether ``candidate`` may replace ``current`` on ``task`` (rules in the module docstring);
+    ``contract`` is the task's, None for a route that is no task."""
     a, b = current.spec, candidate.spec
     mine = profiles.get(current.name, current.version, task, hardware_id)
     theirs = profiles.get(candidate.name, candidate.version, task, hardware_id)
@@ -72,9 +82,7 @@ def check_compatibility(
 
     if b.context_window < a.context_window:
         reasons.append(f"context window {b.context_window} is smaller than {current.ref}'s {a.context_window}")
-    lost = sorted(set(a.capabilities) - set(b.capabilities))
-    if lost:
-        reasons.append(f"lacks {current.ref}'s capabilit{'ies' if len(lost) > 1 else 'y'} {', '.join(lost)}")
+    reasons += _capability_reasons(current, candidate, contract)
 
     if theirs is None:
         reasons.append(
@@ -100,6 +108,28 @@ def check_compatibility(
         "samples": {"current": _get(mine, "samples"), "candidate": _get(theirs, "samples")},
     }
     return Compatibility(task, current.ref, candidate.ref, not reasons, tuple(reasons), tuple(warnings), figures)
+
+
+def keeps_champion_capabilities(current: VersionRecord, candidate: VersionRecord, contract: TaskContract | None) -> bool:
+    """Whether ``candidate`` must keep every capability of ``current``: on a text route, yes (callers
+    may rely on any of them); not where the route's task says what it needs instead — a
+    classification task (its labels or its capabilities), or a classifier on either side of a
+    task's route (the task's contract decides whether it may serve, not the other's capabilities)."""
+    return contract is None or not (
+        contract.is_classification or current.spec.is_classifier or candidate.spec.is_classifier
+    )
+
+
+def _capability_reasons(current: VersionRecord, candidate: VersionRecord, contract: TaskContract | None) -> list[str]:
+    """Whether the candidate can do what the route needs: the task's contract, then the champion's
+    capabilities where they bind (:func:`keeps_champion_capabilities`)."""
+    refused = contract.cannot_serve(candidate) if contract is not None else None
+    if refused:
+        return [refused]
+    if not keeps_champion_capabilities(current, candidate, contract):
+        return []
+    lost = sorted(set(current.spec.capabilities) - set(candidate.spec.capabilities))
+    return [f"lacks {current.ref}'s capabilit{'ies' if len(lost) > 1 else 'y'} {', '.join(lost)}"] if lost else []
 
 
 def _compare(mine: Profile, theirs: Profile, task: str) -> list[str]:

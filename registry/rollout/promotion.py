@@ -48,11 +48,12 @@ from registry.quality.judge_gate import JudgeGate
 from registry.quality.signals import evidence
 from registry.results.events import event_row
 from registry.results.store import ResultsStore, iso_utc, new_id
-from registry.rollout.compatibility import check_compatibility
+from registry.rollout.compatibility import check_compatibility, keeps_champion_capabilities
 from registry.rollout.live import live_figures
 from registry.rollout.locks import is_locked, route_lock
 from registry.rollout.policy import RolloutPolicy
 from registry.rollout.policy import judge as judge_step
+from registry.selection.contract import TaskContract
 from registry.selection.profiles import ProfileCache
 from registry.serving.pool import WarmPool
 from registry.spec import Status, VersionRecord
@@ -165,8 +166,10 @@ class Rollout:
         """Run (or resume) the promotion of ``candidate_ref`` on ``route`` to its end.
 
         Refused before anything changes: an unknown or deprecated candidate, the champion itself,
-        a candidate missing one of the champion's capabilities, an unfinished rollout of another
-        candidate, a promotion of this route already running (``ConflictError``). ``lock_held``:
+        a candidate that cannot serve the route's task (a classifier on a route that is not a
+        classification task with its labels) or, on a route that is not a classification task,
+        lacks one of the champion's capabilities, an unfinished rollout of another candidate, a
+        promotion of this route already running (``ConflictError``). ``lock_held``:
         the caller holds the route's lock already (the CLI takes it before Prefect starts).
         """
         policy = policy or RolloutPolicy()
@@ -236,13 +239,8 @@ class Rollout:
                 f"route {route!r} has no champion to compare with; make one with "
                 f"`arbiter routes promote {route} --model {candidate.name} --version {candidate.version}`"
             )
-        _check_candidate(route, candidate, self.catalog.get(current.champion.model, current.champion.version))
-        task = TaskCatalog(self.catalog.settings).find(route)
-        if task is not None:
-            missing = task.missing_capabilities(candidate)
-            if missing:
-                raise PromotionError(f"{candidate.ref} lacks {missing}, which task {route!r} needs; pick a candidate "
-                                     "that has them")
+        champion = self.catalog.get(current.champion.model, current.champion.version)
+        _check_candidate(route, candidate, champion, TaskCatalog(self.catalog.settings).contract(route))
         return None
 
     def _begin(self, route: str, candidate_ref: str, policy: RolloutPolicy) -> RolloutState:
@@ -446,17 +444,21 @@ class Rollout:
         return view
 
 
-def _check_candidate(route: str, candidate: VersionRecord, champion: VersionRecord) -> None:
+def _check_candidate(route: str, candidate: VersionRecord, champion: VersionRecord, contract: TaskContract | None) -> None:
+    """Refuse what no benchmark could make right; ``contract`` is the route's task's (None: no task)."""
     if candidate.ref == champion.ref:
         raise PromotionError(f"{candidate.ref} is already the champion of route {route!r}")
     if candidate.status == Status.DEPRECATED:
         raise PromotionError(f"{candidate.ref} is deprecated; activate it first with `arbiter models activate {candidate.ref}`")
     missing = sorted(set(champion.spec.capabilities) - set(candidate.spec.capabilities))
-    if missing:
+    if missing and keeps_champion_capabilities(champion, candidate, contract):
         raise PromotionError(
             f"{candidate.ref} lacks the route's capabilities {missing} (the champion {champion.ref} has "
             f"{list(champion.spec.capabilities)}); pick a candidate that has them"
         )
+    refused = contract.cannot_serve(candidate) if contract is not None else None
+    if refused:
+        raise PromotionError(f"{refused}; pick a candidate that can serve route {route!r}")
 
 
 def _state_of(view: RouteView) -> RolloutState | None:
@@ -476,6 +478,7 @@ def benchmark_alone(catalog: Catalog, record: VersionRecord, task: str, limit: i
 def _default_compatibility(catalog: Catalog) -> CompatibilityCheck:
     def check(task: str, current: VersionRecord, candidate: VersionRecord) -> Compatible:
         profiles = ProfileCache(catalog.store, max_age_s=0.0)
-        return check_compatibility(task, current, candidate, profiles, fingerprint().hardware_id)
+        contract = TaskCatalog(catalog.settings).contract(task)
+        return check_compatibility(task, current, candidate, profiles, fingerprint().hardware_id, contract=contract)
 
     return check

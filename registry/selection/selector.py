@@ -5,6 +5,10 @@ once when several apply, never silently):
 
 - ``deprecated`` — its status says not to use it;
 - ``missing capability json`` — a capability the criteria ask for;
+- ``task contract: clf/1 is a text classifier (labels …); task qa is not a classification task
+  (it needs chat)`` — the task's contract, when the caller passes it (``TaskCatalog.contract``): a
+  classifier serves only a classification task with its labels, a text model needs the task's
+  capabilities (:mod:`registry.selection.contract`);
 - ``needs ane (macOS on Apple Silicon); this machine has cpu`` — none of the accelerators its spec
   runs on is here; likewise CPU flags it needs that this CPU lacks, or GPU memory over the largest
   GPU's (:func:`registry.machine.hardware.shortfalls`, the rule ``arbiter hardware`` reports too); a model
@@ -46,6 +50,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -53,6 +58,7 @@ import numpy as np
 
 from registry.errors import SelectionError
 from registry.machine.hardware import available_memory_mb, shortfalls, this_machine
+from registry.selection.contract import TaskContract
 from registry.selection.criteria import Criteria, Weights
 from registry.selection.learnings import TaskLearnings
 from registry.selection.profiles import Profile, ProfileCache, ProfileTable
@@ -125,6 +131,7 @@ class Exclusion(NamedTuple):
 _REASON_TEXT: dict[str, Callable[..., str]] = {
     "deprecated": lambda ref: f"deprecated; `arbiter models activate {ref}` to consider it",
     "capability": lambda missing: f"missing capability {', '.join(sorted(missing))}",
+    "contract": lambda reason: f"task contract: {reason}",
     "hardware": lambda shortfall: shortfall,  # worded by registry.machine.hardware.shortfalls
     "budget": lambda need, measured, budget: (
         f"needs {need:.0f} MB ({'measured peak RSS' if measured else 'spec min_memory_mb'}), "
@@ -145,13 +152,17 @@ class Selection:
     for a thousand objects.
     """
 
-    def __init__(self, ranking: _Ranking, verdicts: _Verdicts, criteria: Criteria, scale: dict[str, Any]) -> None:
+    def __init__(
+        self, ranking: _Ranking, verdicts: _Verdicts, criteria: Criteria, scale: dict[str, Any],
+        contract: TaskContract | None = None,
+    ) -> None:
         best = ranking.best_two()
         self.primary = ranking.candidate(best[0])
         self.fallback = ranking.candidate(best[1]) if len(best) > 1 else None
         self._ranking = ranking
         self._verdicts = verdicts
         self.criteria = criteria
+        self.contract = contract
         self.scale = scale
         self.reasoning = _reasoning(criteria.task, self.primary, self.fallback, len(verdicts.excluded))
 
@@ -166,13 +177,14 @@ class Selection:
         return tuple(Exclusion(ref, _worded(raw)) for ref, raw in self._verdicts.listed())
 
     def as_json(self) -> dict[str, Any]:
-        """Stable fields: primary, fallback, candidates, excluded, criteria, scale, reasoning."""
+        """Stable fields: primary, fallback, candidates, excluded, criteria, contract, scale, reasoning."""
         return {
             "primary": self.primary.as_json(),
             "fallback": self.fallback.as_json() if self.fallback else None,
             "candidates": [c.as_json() for c in self.candidates],
             "excluded": [e.as_json() for e in self.excluded],
             "criteria": self.criteria.as_json(),
+            "contract": None if self.contract is None else asdict(self.contract),
             "scale": self.scale,
             "reasoning": self.reasoning,
         }
@@ -209,14 +221,15 @@ class LocalModelSelector:
         self._hardware_id = hardware_id
         self._built = _Built([], [], None, {})
 
-    def select(self, criteria: Criteria) -> Selection:
-        """Primary, fallback, every candidate's score and every exclusion's reasons.
+    def select(self, criteria: Criteria, contract: TaskContract | None = None) -> Selection:
+        """Primary, fallback, every candidate's score and every exclusion's reasons. ``contract`` is
+        the task's (``TaskCatalog.contract``): a version that cannot serve the task is excluded.
 
         Raises ``SelectionError`` naming each exclusion when no version qualifies."""
         if self._learnings is not None:
             criteria = self._learnings.enhance(criteria)
         columns = self._columns_for(criteria.task)
-        verdicts = _Verdicts(columns, criteria, available_memory_mb(), self._is_warm)
+        verdicts = _Verdicts(columns, criteria, available_memory_mb(), self._is_warm, contract)
         eligible = verdicts.eligible
         if not eligible.size:
             raise SelectionError(_nothing_eligible(criteria.task, verdicts.listed()))
@@ -224,7 +237,7 @@ class LocalModelSelector:
                        columns.largest(eligible))
         ranking = _Ranking(columns, eligible, criteria.effective_weights, scale["latency_ms"], scale["memory_mb"],
                            self._is_warm)
-        return Selection(ranking, verdicts, criteria, scale)
+        return Selection(ranking, verdicts, criteria, scale, contract)
 
     def _columns_for(self, task: str) -> _Columns:
         """The task's columns, built again only when the catalog's records or the profile table
@@ -291,12 +304,20 @@ class _Columns:
         self.swap_penalty = np.array([_swap_penalty(p) for p in found], dtype=float)
         self.rank = _name_rank(records)
         self._lacking: dict[frozenset[str], np.ndarray] = {}
+        self._outside: dict[TaskContract, np.ndarray] = {}
 
     def lacks(self, required: frozenset[str]) -> np.ndarray:
         """Which versions miss one of ``required``; kept per set (criteria repeat a handful of sets)."""
         found = self._lacking.get(required)
         if found is None:
             found = self._lacking[required] = np.array([not required <= c for c in self.capabilities], dtype=bool)
+        return found
+
+    def outside(self, contract: TaskContract) -> np.ndarray:
+        """Which versions cannot serve under ``contract``; kept per contract (a task has one at a time)."""
+        found = self._outside.get(contract)
+        if found is None:
+            found = self._outside[contract] = np.array([bool(contract.missing(r.spec)) for r in self.records], dtype=bool)
         return found
 
     def slowest(self, eligible: np.ndarray) -> float:
@@ -327,14 +348,17 @@ class _Verdicts:
     cost more than the whole selection."""
 
     def __init__(
-        self, columns: _Columns, criteria: Criteria, free_mb: int, is_warm: Callable[[VersionRecord], bool] | None
+        self, columns: _Columns, criteria: Criteria, free_mb: int, is_warm: Callable[[VersionRecord], bool] | None,
+        contract: TaskContract | None = None,
     ) -> None:
-        self._columns, self._criteria, self._free_mb = columns, criteria, free_mb
+        self._columns, self._criteria, self._free_mb, self._contract = columns, criteria, free_mb, contract
         required = frozenset(criteria.capabilities)
         max_memory, max_latency, min_samples = criteria.max_memory_mb, criteria.max_latency_ms, criteria.min_samples
         masks = [("deprecated", columns.deprecated)]  # in the order reasons are listed
         if required:
             masks.append(("capability", columns.lacks(required)))
+        if contract is not None:
+            masks.append(("contract", columns.outside(contract)))
         masks.append(("hardware", columns.foreign))
         if max_memory is not None:
             masks.append(("budget", columns.memory > max_memory))
@@ -360,6 +384,7 @@ class _Verdicts:
         figures = {
             "deprecated": lambda: (columns.records[i].ref,),
             "capability": lambda: (frozenset(criteria.capabilities) - columns.capabilities[i],),
+            "contract": lambda: (self._contract.cannot_serve(columns.records[i]),),  # type: ignore[union-attr]
             "budget": lambda: (columns.memory_mb[i], profile is not None and profile.memory_mb is not None,
                                criteria.max_memory_mb),
             "free": lambda: (columns.min_memory_mb[i], self._free_mb),
