@@ -3,7 +3,8 @@
 The header is rewritten and the tensor data copied byte for byte behind it, re-aligned: tensor
 offsets count from the start of the data section, so only the padding before it changes. The ``gguf``
 package's ``GGUFReader`` would decode the whole vocabulary first (5 s for SmolLM2); this walks the
-header by lengths. A copy of SmolLM2 is 98 MB: make each variant once per module (tmp_path_factory).
+header by lengths. A copy of SmolLM2 is 98 MB: make each variant once per module (tmp_path_factory),
+and without the tensors where only the header is read.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ _FIXED = {
 }
 
 
-def with_chat_template(source: Path, target: Path, template: str | None) -> Path:
+def with_chat_template(source: Path, target: Path, template: str | None, *, tensors: bool = True) -> Path:
     """Write ``target``: ``source`` with ``tokenizer.chat_template`` set to ``template`` (added when the
-    file has none; removed when ``template`` is None), every other key and every tensor unchanged."""
+    file has none; removed when ``template`` is None), every other key and every tensor unchanged.
+
+    ``tensors`` False leaves the tensor data a hole of the same length (a sparse file, written in
+    milliseconds): a whole file to a header reader, for tests that never load or serve it."""
     with source.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as head:
         entries, tensors_at, tensors_end, alignment, data_at = _layout(head)
         kept = [head[start:end] for key, start, end in entries if key != TEMPLATE_KEY]
@@ -36,8 +40,11 @@ def with_chat_template(source: Path, target: Path, template: str | None) -> Path
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as out:
             out.write(header)
-            handle.seek(data_at)
-            shutil.copyfileobj(handle, out, 16 * 1024 * 1024)
+            if tensors:
+                handle.seek(data_at)
+                shutil.copyfileobj(handle, out, 16 * 1024 * 1024)
+            else:
+                out.truncate(len(header) + len(head) - data_at)
     return target
 
 
@@ -71,6 +78,10 @@ def _skip(head: mmap.mmap, at: int, kind: GGUFValueType) -> int:
         at += 12
         if GGUFValueType(item) in _FIXED:
             return at + count * _FIXED[GGUFValueType(item)]
+        if item == GGUFValueType.STRING:  # a vocabulary: jumped over by lengths, not decoded
+            for _ in range(count):
+                at += 8 + struct.unpack_from("<Q", head, at)[0]
+            return at
         for _ in range(count):
             at = _skip(head, at, GGUFValueType(item))
         return at

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from gguf_copies import with_chat_template
 
 from registry.catalog.shipped import smollm2_path
 from registry.errors import ModelFileError
@@ -20,6 +21,37 @@ def test_reads_architecture_context_and_quantization_from_the_header() -> None:
     assert info.quantization == "Q4_1"
     assert info.has_chat_template
     assert info.tensor_count == 272
+
+
+def test_reads_the_chat_template_and_the_bos_and_eos_texts_it_is_given() -> None:
+    info = inspect_gguf(smollm2_path())
+    assert info.chat_template is not None and info.chat_template.startswith("{% for message in messages %}")
+    assert "<|im_start|>assistant" in info.chat_template
+    assert (info.bos_token, info.eos_token) == ("<|im_start|>", "<|im_end|>")  # token ids 1 and 2
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """SmolLM2's header with a longer, non-ASCII template, and without one (its tensors a hole)."""
+    folder = tmp_path_factory.mktemp("gguf-copies")
+    return {
+        "replaced": with_chat_template(smollm2_path(), folder / "replaced.gguf", "{# é #}" + "{{ messages }}" * 50,
+                                       tensors=False),
+        "removed": with_chat_template(smollm2_path(), folder / "removed.gguf", None, tensors=False),
+    }
+
+
+def test_a_copy_with_another_template_reads_it_and_keeps_everything_else(copies: dict[str, Path]) -> None:
+    original, copy = inspect_gguf(smollm2_path()), inspect_gguf(copies["replaced"])
+    assert copy.chat_template == "{# é #}" + "{{ messages }}" * 50
+    assert (copy.bos_token, copy.eos_token, copy.tensor_count, copy.quantization, copy.context_window) == (
+        original.bos_token, original.eos_token, original.tensor_count, original.quantization, original.context_window)
+
+
+def test_a_file_without_a_template_says_so(copies: dict[str, Path]) -> None:
+    info = inspect_gguf(copies["removed"])
+    assert (info.has_chat_template, info.chat_template) == (False, None)
+    assert info.bos_token == "<|im_start|>"
 
 
 def test_missing_path_names_the_path(tmp_path: Path) -> None:
