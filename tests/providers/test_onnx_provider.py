@@ -12,21 +12,21 @@ from registry.errors import ContextOverflowError, IntegrityError, ProviderError,
 from registry.providers import Generation, GenerationRequest, Provider, provider_for
 from registry.providers.gguf_file import sha256_of
 from registry.providers.onnx import MAX_TEXT_BYTES, OnnxProvider, ort_build
+from registry.providers.onnx_model import inspect_onnx
 from registry.spec import Hardware, ModelSpec
 
 pytestmark = pytest.mark.integration
 
-CONTRACT = {"onnx_contract": "text-classifier", "onnx_input": "text", "onnx_label_output": "label",
-            "onnx_scores_output": "probabilities"}
 CHARGED = "my card was charged twice"
 
 
-def _spec(path: Path, labels: tuple[str, ...] = LABELS) -> ModelSpec:
+def _spec(path: Path) -> ModelSpec:
     """The spec ``Catalog.register_onnx`` makes (common.md), built here so no MLflow store is needed."""
+    info = inspect_onnx(path)
     return ModelSpec(name="ticket-clf", kind="onnx", source=str(path), sha256=sha256_of(path),
-                     size_bytes=path.stat().st_size, capabilities=("classification",), context_window=8192,
-                     labels=labels, hardware=Hardware(accelerators=("cpu", "cuda"), min_memory_mb=65),
-                     provenance=CONTRACT)
+                     size_bytes=info.size_bytes, capabilities=("classification",), context_window=8192,
+                     labels=info.labels, hardware=Hardware(accelerators=("cpu", "cuda"), min_memory_mb=info.min_memory_mb()),
+                     provenance=info.provenance())
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_what_a_classifier_cannot_answer_is_refused_naming_what_it_can_do(
     with pytest.raises(UserError) as caught:
         provider.generate(request_)
     assert str(caught.value).startswith(
-        "ticket-clf is a text classifier (labels billing, technical, account, shipping): it answers one text "
+        "ticket-clf is a text classifier (labels account, billing, shipping, technical): it answers one text "
         f"with its label; it cannot take {cannot}")
 
 
@@ -99,7 +99,7 @@ def test_an_empty_or_oversized_text_is_the_callers_to_fix(provider: OnnxProvider
 
 def test_an_int64_label_output_answers_the_label_as_text(tmp_path: Path) -> None:
     path = text_classifier(tmp_path / "int.onnx", int_labels=True)
-    provider = OnnxProvider(_spec(path, labels=("0", "1", "2", "3")), n_threads=1)
+    provider = OnnxProvider(_spec(path), n_threads=1)
     provider.load()
     assert provider.generate(GenerationRequest(prompt=CHARGED)).text == str(LABELS.index("billing"))
 
@@ -118,11 +118,13 @@ def test_a_changed_file_is_refused_at_load_and_unload_is_idempotent(tmp_path: Pa
     provider.unload()
 
 
-def test_a_model_onnxruntime_cannot_load_is_a_provider_error(tmp_path: Path) -> None:
-    """No ``en_US`` locale here: the vectorizer's StringNormalizer fails to build (common.md)."""
+def test_a_model_onnxruntime_cannot_load_here_is_a_provider_error(tmp_path: Path, model_file: Path) -> None:
+    """Registered where an ``en_US`` locale exists, served here where none does: the vectorizer's
+    StringNormalizer fails to build (common.md)."""
     path = text_classifier(tmp_path / "no-locale.onnx", locale=None)
+    spec = _spec(model_file).model_copy(update={"source": str(path), "sha256": sha256_of(path)})
     with pytest.raises(ProviderError, match="^ticket-clf: onnxruntime could not load .*no-locale.onnx: "):
-        OnnxProvider(_spec(path), n_threads=1).load()
+        OnnxProvider(spec, n_threads=1).load()
 
 
 def test_after_unload_it_loads_again(model_file: Path) -> None:

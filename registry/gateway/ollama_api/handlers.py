@@ -6,7 +6,8 @@ template unless ``raw`` (so an instruct model answers the prompt), ``options.num
 means "until the context is full", temperature defaults to 0.8. A fixed seed (``ARBITER_SEED``)
 is used when the request gives none, so answers are reproducible. ``/api/chat`` takes ``tools``
 (a version that can call tools answers with ``message.tool_calls``), and ``/api/show`` lists the
-``tools`` capability for such versions, as clients check it first. Each handler reads its body,
+``tools`` capability for such versions, as clients check it first. A text classifier answers a generate or a
+chat of one user text with its label (``/api/show``: ``completion`` only, its labels in ``model_info``). Each handler reads its body,
 resolves the name, checks the request against the version and hands it to the dispatcher through
 the shared response skeleton (``responses.py``); the wire types are in ``wire.py``.
 """
@@ -153,8 +154,11 @@ async def show(request: Request) -> dict[str, Any]:
     record = gateway_of(request).router.resolve(name).record
     spec = record.spec
     architecture = spec.architecture or "unknown"
-    capabilities = (["completion"] + (["tools"] if spec.can_call_tools else [])  # clients check it before sending tools
+    # "completion" also for a text classifier: it answers a generate or a one-text chat (with its label), and
+    # Ollama clients send neither to a model without it; "tools" only where calls can come (clients check first).
+    capabilities = (["completion"] + (["tools"] if spec.can_call_tools else [])
                     + (["embedding"] if "embedding" in spec.capabilities else []))
+    classifier = {"arbiter.labels": ",".join(spec.labels)} if spec.is_classifier else {}
     return {
         "modelfile": f"# arbiter {record.ref}\nFROM {spec.source}\n",
         "parameters": "",
@@ -166,6 +170,7 @@ async def show(request: Request) -> dict[str, Any]:
             "arbiter.version": record.ref,
             "arbiter.kind": spec.kind,
             "arbiter.capabilities": ",".join(spec.capabilities),
+            **classifier,
         },
         "capabilities": capabilities,
         "modified_at": iso(record.created_at),
