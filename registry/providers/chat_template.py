@@ -17,7 +17,7 @@ What refuses a template, and what is only recorded:
   and any failure of the conversations every chat model must take: one user turn, and a
   user–assistant–user exchange;
 * recorded (:attr:`TemplateCheck.unsupported`): a template that refuses a system turn, a tool call
-  or a tool result (Gemma's raise on roles they do not know through ``raise_exception``; SmolLM2's
+  turn or a tool result turn (Gemma's raise on roles they do not know through ``raise_exception``; SmolLM2's
   concatenates ``content``, which a tool-call turn leaves empty). arbiter never sends a template
   those turns on its own: tool calls and results are rendered as plain turns (providers/tools.py).
 
@@ -90,10 +90,11 @@ _SAMPLES = (
 @dataclass(frozen=True)
 class TemplateCheck:
     """What rendering the samples found: ``error`` (one line) when the template cannot serve a chat,
-    else None; ``unsupported`` names the optional turns it refuses, each with its reason."""
+    else None; ``unsupported`` maps each optional turn it refuses (e.g. ``"tool call turn"``) to the
+    one-line reason."""
 
     error: str | None
-    unsupported: tuple[str, ...] = field(default=())
+    unsupported: dict[str, str] = field(default_factory=dict)
 
 
 def template_sha256(template: str) -> str:
@@ -119,7 +120,7 @@ def inspect_chat_template(template: str, *, bos_token: str = "", eos_token: str 
         return _render_samples(Jinja2ChatFormatter, template, bos_token, eos_token)
 
     found = _in_child(render_all, timeout_s)
-    return TemplateCheck(found["error"], tuple(found.get("unsupported", ())))
+    return TemplateCheck(found["error"], found.get("unsupported", {}))
 
 
 def _render_samples(formatter_class: Any, template: str, bos_token: str, eos_token: str) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def _render_samples(formatter_class: Any, template: str, bos_token: str, eos_tok
         formatter = formatter_class(template=template, eos_token=eos_token, bos_token=bos_token)
     except TemplateSyntaxError as exc:
         return {"error": _one_line(f"line {exc.lineno}: not valid Jinja2 ({exc.message})")}
-    unsupported = []
+    unsupported = {}
     for sample in _SAMPLES:
         try:
             prompt = formatter(messages=sample.messages, tools=sample.tools).prompt
@@ -147,7 +148,7 @@ def _render_samples(formatter_class: Any, template: str, bos_token: str, eos_tok
             reason = _one_line(f"{sample.name} fails ({type(exc).__name__}: {exc})")
             if sample.required:
                 return {"error": reason}
-            unsupported.append(reason)
+            unsupported[sample.name.removeprefix("a ")] = reason
             continue
         if len(prompt) > MAX_OUTPUT_CHARS:
             return {"error": f"{sample.name} renders {len(prompt):,} characters, "
