@@ -9,6 +9,8 @@ for a model another server serves, the same kind, name on the server and URL (``
 
 from __future__ import annotations
 
+import math
+import re
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +21,10 @@ from pydantic import ValidationError
 from registry.catalog.mlflow_client import experiment_id, make_client, registered_model_or_none, retry_locked
 from registry.errors import NotFoundError, ProviderError, UserError, one_line
 from registry.providers import describe_remote
+from registry.providers.chat_template import check_chat_template, template_sha256
 from registry.providers.coreml_package import inspect_mlpackage, package_sha256
 from registry.providers.gguf_file import inspect_gguf, sha256_of
+from registry.providers.onnx_model import inspect_onnx
 from registry.results.events import event_row
 from registry.results.store import ResultsStore
 from registry.settings import Settings
@@ -44,9 +48,15 @@ TAG_SPEC = "arbiter.spec"
 TAG_STATUS = "arbiter.status"
 TAG_SHA = "arbiter.sha256"
 TAG_IDENTITY = "arbiter.identity"
+TAG_PROVENANCE = "arbiter.provenance."  # + each provenance key: what the MLflow UI shows and a search can filter on
+METRIC_PREFIX = "metric."  # provenance keys that are training metrics, also logged on the registration run
 REGISTRATIONS_EXPERIMENT = "arbiter-registrations"
 # llama.cpp needs about the file's size mapped plus context and scratch buffers.
 _RUNTIME_OVERHEAD_MB = 150
+# A classifier reads one text, not tokens in a window: a nominal bound (the ONNX provider refuses a text over 64 KiB).
+ONNX_CONTEXT_WINDOW = 8192
+# Characters MLflow takes in both a tag key and a metric name, so every provenance key is valid as either.
+_PROVENANCE_KEY = re.compile(r"^[A-Za-z0-9_.\-/]{1,200}$")
 
 
 class Catalog:
@@ -86,10 +96,16 @@ class Catalog:
         family: str | None = None,
         provenance: dict[str, str] | None = None,
         needs: dict[str, Any] | None = None,
+        allow_template_errors: bool = False,
     ) -> tuple[VersionRecord, bool]:
         """Register a GGUF file; returns ``(record, created)`` — ``created`` is False when the
         same file was already registered under ``name``. ``needs`` declares hardware needs beyond
-        the memory the file implies (e.g. ``{"cpu_flags": ["avx2"]}``, see ``spec.Hardware``)."""
+        the memory the file implies (e.g. ``{"cpu_flags": ["avx2"]}``, see ``spec.Hardware``).
+
+        The file's chat template is code llama-cpp-python runs on every chat, so it is rendered
+        now with sample conversations in the same sandbox (``providers/chat_template``): one that
+        fails is refused, or with ``allow_template_errors`` registered with the reason as its
+        ``chat_template_error`` provenance; its sha256 is always recorded (``chat_template_sha256``)."""
         validate_model_name(name)
         path = path.expanduser().resolve()
         info = inspect_gguf(path)
@@ -107,6 +123,7 @@ class Catalog:
             return existing, False
         if chat_format is not None:
             _check_chat_format(chat_format)
+        template = _template_provenance(path, info, allow_template_errors)
         spec = _build_spec(
             name=name,
             kind=ModelKind.GGUF,
@@ -121,7 +138,7 @@ class Catalog:
             family=family or name,  # a catalog model is a family; the architecture has its own field
             chat_format=chat_format,
             hardware=hardware,
-            provenance={"gguf_name": info.model_name or "", **(provenance or {})},
+            provenance={"gguf_name": info.model_name or "", **template, **(provenance or {})},
         )
         if chat_format is None and not info.has_chat_template and "chat" in spec.capabilities:
             raise UserError(
@@ -242,12 +259,69 @@ class Catalog:
         )
         return self._create_version(spec), True
 
+    def register_onnx(
+        self,
+        path: Path,
+        *,
+        name: str,
+        labels: list[str] | None = None,
+        family: str | None = None,
+        provenance: dict[str, str] | None = None,
+    ) -> tuple[VersionRecord, bool]:
+        """Register an ONNX text classifier (a user's own trained model); ``(record, created)`` as
+        for a GGUF file, its identity the file's sha256.
+
+        The file is validated as the provider will run it (``providers/onnx_model``: checker,
+        opsets, the text-classifier contract, a real onnxruntime session), so a model that could
+        never answer registers nothing. ``labels``, when given, must be the model's labels (as a
+        set; the model's order is kept). ``provenance`` (training data, code, ``metric.<name>``
+        entries…) is merged over what the file says about itself; each entry becomes an
+        ``arbiter.provenance.<key>`` version tag and each metric a metric of the registration run.
+        The same file again under ``name`` is the same version, and must not claim other
+        provenance. Example::
+
+            catalog.register_onnx(Path("ticket-topic.onnx"), name="ticket-topic-clf",
+                                  labels=["billing", "technical", "account", "shipping"],
+                                  provenance={"training_code": "git:4f2a9c1", "metric.accuracy": "0.94"})
+        """
+        validate_model_name(name)
+        path = path.expanduser().resolve()
+        info = inspect_onnx(path)
+        if labels is not None and set(labels) != set(info.labels):
+            raise UserError(
+                f"{path}: its labels are {', '.join(info.labels)}, not the given {', '.join(labels)}; "
+                "pass --labels as the model's labels, or retrain it on the labels you mean"
+            )
+        sha = sha256_of(path)
+        merged = {**info.provenance(), **(provenance or {})}
+        existing = self._find_by_identity(name, sha)
+        if existing is not None:
+            _same_provenance(existing, merged)
+            return existing, False
+        spec = _build_spec(
+            name=name,
+            kind=ModelKind.ONNX,
+            source=str(path),
+            sha256=sha,
+            size_bytes=info.size_bytes,
+            capabilities=("classification",),
+            context_window=ONNX_CONTEXT_WINDOW,
+            architecture=info.contract,
+            family=family or name,
+            hardware=Hardware(accelerators=("cpu", "cuda"), min_memory_mb=info.min_memory_mb()),
+            labels=info.labels,
+            provenance=merged,
+        )
+        return self._create_version(spec), True
+
     def _create_version(self, spec: ModelSpec) -> VersionRecord:
+        spec_json = _fitting_spec_json(spec)  # these three are checked before anything is written
+        provenance_tags = _provenance_tags(spec.provenance)
+        metrics = _training_metrics(spec.provenance)
         client = self.client
         if registered_model_or_none(client, spec.name) is None:
             retry_locked(lambda: client.create_registered_model(spec.name, tags={TAG_ROLE: "catalog"}))
-        run_id = self._log_spec_run(spec)
-        spec_json = spec.model_dump_json()
+        run_id = self._log_spec_run(spec, metrics)
         tags = {
             TAG_SPEC: spec_json,
             TAG_STATUS: Status.TESTING.value,
@@ -257,6 +331,7 @@ class Catalog:
             "arbiter.capabilities": ",".join(spec.capabilities),
             "arbiter.context_window": str(spec.context_window),
             "arbiter.quantization": spec.quantization or "",
+            **provenance_tags,
         }
         source = f"{client.get_run(run_id).info.artifact_uri}/model"
         created = retry_locked(
@@ -271,8 +346,9 @@ class Catalog:
         )])
         return record
 
-    def _log_spec_run(self, spec: ModelSpec) -> str:
-        """An MLflow run holding ``spec.json``: the version's provenance, and what an MLflow server needs."""
+    def _log_spec_run(self, spec: ModelSpec, metrics: dict[str, float]) -> str:
+        """An MLflow run holding ``spec.json`` and the training ``metrics``: the version's provenance,
+        and what an MLflow server needs."""
         client = self.client
         exp = experiment_id(client, self.settings, REGISTRATIONS_EXPERIMENT)
         run = retry_locked(lambda: client.create_run(exp, run_name=f"register-{spec.name}", tags={"arbiter.model": spec.name}))
@@ -280,6 +356,8 @@ class Catalog:
             spec_file = Path(folder) / "spec.json"
             spec_file.write_text(spec.model_dump_json(indent=2))
             client.log_artifact(run.info.run_id, str(spec_file), artifact_path="model")
+        for key, value in metrics.items():
+            retry_locked(lambda key=key, value=value: client.log_metric(run.info.run_id, key, value))
         retry_locked(lambda: client.set_terminated(run.info.run_id))
         return run.info.run_id
 
@@ -372,7 +450,81 @@ def _description(spec: ModelSpec) -> str:
     """The one line the MLflow UI shows under a version."""
     if spec.sha256 is None:
         return f"{spec.kind} model {spec.source!r} served at {spec.base_url or 'OLLAMA_HOST'}"
+    if spec.labels:
+        return f"ONNX text classifier ({', '.join(spec.labels)}), {spec.size_bytes} bytes, sha256 {spec.sha256}"
     return f"{spec.architecture} {spec.quantization}, {spec.size_bytes} bytes, sha256 {spec.sha256}"
+
+
+def _template_provenance(path: Path, info: Any, allow_errors: bool) -> dict[str, str]:
+    """The chat template's provenance for a GGUF file (``info``: its ``GGUFInfo``): its sha256,
+    and the reason it fails when ``allow_errors`` lets such a file register; refused otherwise."""
+    if info.chat_template is None:
+        return {}
+    found = {"chat_template_sha256": template_sha256(info.chat_template)}
+    reason = check_chat_template(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
+    if reason is not None:
+        if not allow_errors:
+            raise UserError(
+                f"{path}: its chat template fails in llama-cpp-python's sandbox: {reason}; "
+                "fix the template or pass --allow-template-errors"
+            )
+        found["chat_template_error"] = reason
+    return found
+
+
+def _fitting_spec_json(spec: ModelSpec) -> str:
+    """The spec as the ``arbiter.spec`` tag holds it, refused when MLflow would not keep it whole
+    (only long provenance values can make it so; each provenance tag is then short enough too)."""
+    from mlflow.utils.validation import MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH
+
+    spec_json = spec.model_dump_json()
+    if len(spec_json) > MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH:
+        longest = max(spec.provenance, key=lambda key: len(spec.provenance[key]), default="?")
+        raise UserError(
+            f"the version's spec is {len(spec_json)} characters, over MLflow's tag limit of "
+            f"{MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH}: shorten its provenance (the longest: {longest}), "
+            "e.g. give a reference instead of a text"
+        )
+    return spec_json
+
+
+def _provenance_tags(provenance: dict[str, str]) -> dict[str, str]:
+    """Each provenance entry as an ``arbiter.provenance.<key>`` version tag."""
+    bad = sorted(key for key in provenance if not _PROVENANCE_KEY.match(key))
+    if bad:
+        raise UserError(
+            f"invalid provenance key {bad[0]!r}: use 1-200 letters, digits, '_', '-', '.' or '/' "
+            "(e.g. training_data, metric.f1)"
+        )
+    return {f"{TAG_PROVENANCE}{key}": value for key, value in provenance.items()}
+
+
+def _training_metrics(provenance: dict[str, str]) -> dict[str, float]:
+    """The ``metric.<name>`` provenance entries as numbers, for the registration run's metrics."""
+    metrics = {}
+    for key, value in provenance.items():
+        if key.startswith(METRIC_PREFIX):
+            name = key.removeprefix(METRIC_PREFIX)
+            if not name:
+                raise UserError("a training metric needs a name: give it as name=value, e.g. accuracy=0.93")
+            try:
+                metrics[name] = float(value)
+            except ValueError:
+                metrics[name] = math.nan
+            if not math.isfinite(metrics[name]):
+                raise UserError(f"training metric {name} is {value!r}, not a finite number; give it as {name}=0.93")
+    return metrics
+
+
+def _same_provenance(existing: VersionRecord, provenance: dict[str, str]) -> None:
+    """A file registered again must not claim another history: a version is immutable."""
+    differs = sorted(key for key, value in provenance.items() if existing.spec.provenance.get(key) != value)
+    if differs:
+        key = differs[0]
+        raise UserError(
+            f"{existing.ref} is this file already, registered with {key} {existing.spec.provenance.get(key, '(none)')!r}"
+            f", not {provenance[key]!r}; a version is immutable: retrain or register it under another name"
+        )
 
 
 def _check_chat_format(chat_format: str) -> None:
