@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from registry.spec import ModelSpec, VersionRecord
 
@@ -38,6 +39,10 @@ class TaskContract:
     @property
     def is_classification(self) -> bool:
         return self.labels is not None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"task": self.task, "capabilities": list(self.capabilities),
+                "labels": None if self.labels is None else list(self.labels)}
 
     def missing(self, spec: ModelSpec) -> list[str]:
         """What the version lacks to serve the task (empty: it can serve it): the capabilities a text

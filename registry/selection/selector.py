@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import asdict
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -184,7 +183,7 @@ class Selection:
             "candidates": [c.as_json() for c in self.candidates],
             "excluded": [e.as_json() for e in self.excluded],
             "criteria": self.criteria.as_json(),
-            "contract": None if self.contract is None else asdict(self.contract),
+            "contract": None if self.contract is None else self.contract.as_json(),
             "scale": self.scale,
             "reasoning": self.reasoning,
         }
