@@ -26,6 +26,7 @@ from registry.machine.hardware import (
     this_machine,
 )
 from registry.providers.llamacpp import llama_build, offload_here
+from registry.providers.onnx import ort_build
 from registry.spec import VersionRecord
 
 VERSION_COLUMNS = ("ref", "kind", "status", "can_run", "runs_on", "fits_now")
@@ -37,8 +38,8 @@ VERSION_COLUMNS = ("ref", "kind", "status", "can_run", "runs_on", "fits_now")
                    f"{', '.join(HARDWARE_CLASSES)} (only accelerators are judged then).")
 @click.option("--json", "as_json", is_flag=True)
 def hardware(for_class: str | None, as_json: bool) -> None:
-    """What this machine has (CPU and flags, RAM, GPUs, Apple Silicon, llama.cpp build) and which
-    registered versions can run here, with every reason why not."""
+    """What this machine has (CPU and flags, RAM, GPUs, Apple Silicon, llama.cpp and onnxruntime
+    builds) and which registered versions can run here, with every reason why not."""
     machine = this_machine() if for_class is None else class_machine(for_class)  # bad class: one line, before any read
     report = machine_report()
     records = context.catalog().list_versions()
@@ -72,6 +73,9 @@ def _print(report: dict[str, Any]) -> None:
     click.echo(f"llama.cpp {build['version']}: backends {', '.join(build['backends']) or 'none listed'}; "
                f"GPU offload {'built in' if build['gpu_offload'] else 'not built in'}; "
                f"n_gpu_layers {offload['n_gpu_layers']} ({offload['why']})")
+    ort = report["onnxruntime"]
+    click.echo(f"onnxruntime {ort['version']}: execution providers {', '.join(ort['available_providers'])}; "
+               f"an ONNX model runs on {ort['model_runs_on']} ({ort['why']})")
     judged = report["judged"]
     print_table(f"versions on {judged['machine']}", report["versions"], VERSION_COLUMNS)
     for verdict in report["versions"]:
@@ -102,6 +106,7 @@ def machine_report() -> dict[str, Any]:
         "accelerators": sorted(accelerators_available()),
         "llama_cpp": llama_build().as_json(),
         "gpu_offload": offload_here().as_json(),
+        "onnxruntime": ort_build().as_json(),
         "fingerprint": here.as_row(),
     }
 

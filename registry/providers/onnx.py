@@ -181,13 +181,14 @@ def execution_providers() -> list[str]:
 
 @dataclass(frozen=True)
 class OrtBuild:
-    """The installed onnxruntime: its version, the execution providers the build has, and which one
-    an ONNX model would run on here (the first of :func:`execution_providers`)."""
+    """The installed onnxruntime: its version, the execution providers the build has, which one an
+    ONNX model would run on here (the first of :func:`execution_providers`), and why."""
 
     version: str
     device: str
     available_providers: tuple[str, ...]
     model_runs_on: str
+    why: str
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,9 +200,12 @@ def ort_build() -> OrtBuild:
     import onnxruntime
 
     available = tuple(onnxruntime.get_available_providers())
-    runs_on = _CUDA if _CUDA in available and "cuda" in accelerators_available() else _CPU
+    built, gpu = _CUDA in available, "cuda" in accelerators_available()
+    why = ("this onnxruntime has CUDA and NVML finds an NVIDIA GPU" if built and gpu
+           else "this onnxruntime has CUDA, but NVML finds no NVIDIA GPU" if built
+           else "this onnxruntime build has no CUDA (onnxruntime-gpu has it)")
     return OrtBuild(version=onnxruntime.__version__, device=onnxruntime.get_device(), available_providers=available,
-                    model_runs_on=runs_on)
+                    model_runs_on=_CUDA if built and gpu else _CPU, why=why)
 
 
 def _first_line(exc: Exception) -> str:

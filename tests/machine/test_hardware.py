@@ -96,6 +96,13 @@ def test_gpu_memory_counts_only_where_the_gpu_is_the_only_way() -> None:
     assert shortfalls(Hardware(accelerators=("cuda",), min_memory_mb=1, min_gpu_memory_mb=16000), GPU_BOX) == ()
 
 
+def test_an_onnx_version_runs_on_any_machine_cuda_or_not() -> None:
+    """The needs ``Catalog.register_onnx`` writes: onnxruntime runs it on the CPU, or CUDA where built for it."""
+    onnx = Hardware(accelerators=("cpu", "cuda"), min_memory_mb=65)
+    assert shortfalls(onnx, CPU_BOX) == () and shortfalls(onnx, GPU_BOX) == ()
+    assert all(shortfalls(onnx, class_machine(name)) == () for name in ("cpu", "cuda", "apple"))
+
+
 def test_every_shortfall_is_reported_at_once() -> None:
     needs = Hardware(accelerators=("cuda",), min_memory_mb=10**6, cpu_flags=("amx_int8",))
     reasons = shortfalls(needs, CPU_BOX)

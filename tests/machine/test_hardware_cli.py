@@ -4,10 +4,12 @@ here (with figures), a hardware class instead of this machine, and one-line erro
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import psutil
 import pytest
 from click.testing import CliRunner
+from onnx_models import text_classifier
 
 from registry.catalog.versions import Catalog
 from registry.cli.main import cli
@@ -34,7 +36,7 @@ def test_json_describes_this_machine(with_huge: int) -> None:
     assert code == 0
     report = json.loads(out)
     assert set(report) >= {"hardware_id", "hardware_class", "cpu", "memory", "gpus", "gpu_driver", "apple",
-                           "accelerators", "llama_cpp", "gpu_offload", "fingerprint", "judged", "versions"}
+                           "accelerators", "llama_cpp", "gpu_offload", "onnxruntime", "fingerprint", "judged", "versions"}
     here = fingerprint()
     assert report["hardware_id"] == here.hardware_id and report["fingerprint"] == here.as_row()
     assert report["cpu"]["logical_cores"] == psutil.cpu_count() and report["cpu"]["flags"] == sorted(cpu_flags())
@@ -43,6 +45,10 @@ def test_json_describes_this_machine(with_huge: int) -> None:
     assert "cpu" in report["accelerators"] and "CPU" in report["llama_cpp"]["backends"]
     assert isinstance(report["llama_cpp"]["gpu_offload"], bool) and report["gpu_offload"]["why"]
     assert (report["gpu_driver"] is None) == (report["gpus"] == [])
+    ort = report["onnxruntime"]
+    assert "CPUExecutionProvider" in ort["available_providers"] and ort["why"]
+    cuda_here = "CUDAExecutionProvider" in ort["available_providers"] and "cuda" in report["accelerators"]
+    assert ort["model_runs_on"] == ("CUDAExecutionProvider" if cuda_here else "CPUExecutionProvider")
     assert report["judged"] == {"machine": "this machine", "hardware_class": here.hardware_class,
                                 "accelerators": report["accelerators"], "not_judged": []}
 
@@ -58,6 +64,7 @@ def test_each_registered_version_says_whether_it_can_run_here(with_huge: int) ->
 
     code, out, _ = run("hardware")
     assert code == 0 and "versions on this machine" in out and "llama.cpp 0.3" in out
+    assert "onnxruntime 1." in out and "an ONNX model runs on " in out
     assert f"cannot run smollm2-huge/1: needs {with_huge + 1} MB (spec min_memory_mb); this machine has" in out
 
 
@@ -110,3 +117,11 @@ def test_needs_declared_at_the_command_line_decide_where_a_version_runs(smollm2)
     code, _, err = run("models", "register", "llama3", "--kind", "ollama", "--name", "remote", "--min-memory-mb", "9")
     assert code == 2 and "declare what a GGUF file needs" in err
     assert [m["name"] for m in json.loads(run("models", "list", "--json")[1])] == ["smollm2-wide"]  # nothing else kept
+
+
+def test_an_onnx_version_can_run_here(catalog: Catalog, tmp_path: Path) -> None:
+    catalog.register_onnx(text_classifier(tmp_path / "clf.onnx"), name="ticket-clf")
+    report = json.loads(run("hardware", "--json")[1])
+    (version,) = report["versions"]
+    assert (version["ref"], version["kind"], version["can_run"], version["reasons"]) == ("ticket-clf/1", "onnx", True, [])
+    assert version["runs_on"] == sorted({"cpu", "cuda"} & set(report["accelerators"]))
