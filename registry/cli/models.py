@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import click
 
+from registry.catalog.versions import METRIC_PREFIX
 from registry.cli import context
 from registry.cli.output import emit_json, print_table
 from registry.errors import UserError
 from registry.providers.coreml_package import is_mlpackage
-from registry.spec import REMOTE_KINDS, Status, parse_ref
+from registry.spec import REMOTE_KINDS, Status, VersionRecord, parse_ref
 
 _COLUMNS = ("name", "version", "status", "quantization", "size_bytes", "context_window", "capabilities", "sha256")
+_METRIC = re.compile(r"^([A-Za-z0-9_.\-/]+)=(.*)$")
+_ONNX_ONLY = ("--task", "--trained-on", "--training-code", "--labels", "--metric")
 
 
 @click.group()
@@ -23,10 +28,12 @@ def models() -> None:
 @models.command("register")
 @click.argument("source")
 @click.option("--name", required=True, help="Catalog model (family) name, e.g. smollm2-135m.")
-@click.option("--kind", type=click.Choice(["gguf", "coreml", *sorted(k.value for k in REMOTE_KINDS)]), default=None,
-              help="gguf: SOURCE is a file run in-process; coreml: SOURCE is a .mlpackage directory (runs on macOS "
-                   "on Apple Silicon); ollama / openai: SOURCE is the model's name on a server. "
-                   "Default: coreml for a .mlpackage, else gguf.")
+@click.option("--kind", type=click.Choice(["gguf", "onnx", "coreml", *sorted(k.value for k in REMOTE_KINDS)]),
+              default=None,
+              help="gguf: SOURCE is a file run in-process; onnx: SOURCE is a trained text classifier (.onnx, "
+                   "docs/custom-models.md); coreml: SOURCE is a .mlpackage directory (runs on macOS on Apple "
+                   "Silicon); ollama / openai: SOURCE is the model's name on a server. "
+                   "Default: coreml for a .mlpackage, onnx for a .onnx file, else gguf.")
 @click.option("--base-url", default=None,
               help="ollama: the host (default: OLLAMA_HOST); openai: the API root, e.g. http://127.0.0.1:8000/v1.")
 @click.option("--context-window", type=click.IntRange(min=1), default=None,
@@ -42,24 +49,52 @@ def models() -> None:
               help="GGUF: RAM it needs to load, when more than the file's size + runtime says.")
 @click.option("--min-gpu-memory-mb", type=click.IntRange(min=0), default=None,
               help="GGUF: GPU memory it needs when it runs on cuda only.")
+@click.option("--allow-template-errors", is_flag=True,
+              help="GGUF: register a file whose chat template fails in llama-cpp-python's sandbox, recording the "
+                   "reason as its chat_template_error provenance (its chat requests will fail).")
+@click.option("--task", "task_ref", default=None,
+              help="ONNX (required): the classification task it was trained for (NAME or NAME/VERSION); its "
+                   "labels must be the model's.")
+@click.option("--trained-on", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="ONNX (required): the training data file, checked against the task's expectations and its "
+                   "validation set (no shared item); its sha256, size and rows are recorded.")
+@click.option("--training-code", default=None,
+              help="ONNX (required): what trained it, e.g. a git commit and script (git:4f2a9c1 train.py).")
+@click.option("--labels", "labels_text", default=None,
+              help="ONNX: the labels you expect, comma-separated (e.g. billing,technical); must be the model's.")
+@click.option("--metric", "metrics", multiple=True,
+              help="ONNX: a training metric NAME=NUMBER (repeatable), recorded and logged on the MLflow run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 def register(
     source: str, name: str, kind: str | None, base_url: str | None, context_window: int | None,
     capabilities: tuple[str, ...], chat_format: str | None, cpu_flags: tuple[str, ...],
-    accelerators: tuple[str, ...], min_memory_mb: int | None, min_gpu_memory_mb: int | None, as_json: bool,
+    accelerators: tuple[str, ...], min_memory_mb: int | None, min_gpu_memory_mb: int | None,
+    allow_template_errors: bool, task_ref: str | None, trained_on: Path | None, training_code: str | None,
+    labels_text: str | None, metrics: tuple[str, ...], as_json: bool,
 ) -> None:
-    """Register SOURCE as a new immutable version of NAME: a GGUF file's path, a CoreML .mlpackage
-    directory, or with --kind ollama|openai the name of a model a server serves (arbiter checks the
-    server knows it)."""
+    """Register SOURCE as a new immutable version of NAME: a GGUF file's path, a trained ONNX text
+    classifier (with its task and training provenance), a CoreML .mlpackage directory, or with
+    --kind ollama|openai the name of a model a server serves (arbiter checks the server knows it)."""
     catalog = context.catalog()
-    kind = kind or ("coreml" if is_mlpackage(source) else "gguf")
+    kind = kind or ("coreml" if is_mlpackage(source) else "onnx" if source.lower().endswith(".onnx") else "gguf")
+    onnx_options = (task_ref, trained_on, training_code, labels_text, metrics)
+    if kind != "onnx" and any(onnx_options):
+        raise UserError(f"{', '.join(_ONNX_ONLY)} describe a trained ONNX classifier (--kind onnx), not a {kind} model")
+    if allow_template_errors and kind != "gguf":
+        raise UserError(f"--allow-template-errors is for GGUF files, whose chat template runs in-process; not for {kind}")
     needs = {key: value for key, value in (
         ("cpu_flags", cpu_flags), ("accelerators", accelerators), ("min_memory_mb", min_memory_mb),
         ("min_gpu_memory_mb", min_gpu_memory_mb)) if value}  # (docs/hardware.md: declaring needs)
     if needs and kind != "gguf":
         raise UserError(f"--needs-* and --min-*-memory-mb declare what a GGUF file needs; a {kind} model's needs "
                         "come from its package or its server")
-    if kind == "coreml":
+    if kind == "onnx":
+        if base_url is not None or context_window is not None or chat_format is not None or capabilities:
+            raise UserError("--base-url, --context-window, --chat-format and --capability are not for ONNX "
+                            "classifiers: it runs in-process, reads one text and answers one of its labels")
+        record, created = _register_onnx(Path(source), name, task_ref, trained_on, training_code, labels_text, metrics)
+        where = f"text classifier: {', '.join(record.spec.labels)}; sha256 {record.spec.sha256}"
+    elif kind == "coreml":
         if base_url is not None or chat_format is not None:
             raise UserError("--base-url and --chat-format are not for CoreML packages: a .mlpackage runs in-process "
                             "on macOS and has no chat template")
@@ -72,9 +107,13 @@ def register(
             raise UserError("--base-url and --context-window are for served models (--kind ollama|openai); "
                             "a GGUF file runs in-process and carries its own context window")
         record, created = catalog.register(
-            Path(source), name=name, capabilities=list(capabilities) or None, chat_format=chat_format, needs=needs
+            Path(source), name=name, capabilities=list(capabilities) or None, chat_format=chat_format, needs=needs,
+            allow_template_errors=allow_template_errors,
         )
         where = f"sha256 {record.spec.sha256}"
+        if "chat_template_error" in record.spec.provenance:
+            click.echo(f"warning: {record.ref}'s chat template fails in llama-cpp-python's sandbox "
+                       f"({record.spec.provenance['chat_template_error']}); its chat requests will fail", err=True)
     else:
         if chat_format is not None:
             raise UserError(f"--chat-format is for GGUF files; the {kind} server applies its own chat template")
@@ -111,9 +150,81 @@ def show(ref: str, as_json: bool) -> None:
     record = context.catalog().get_ref(ref)
     if as_json:
         emit_json(record.as_json())
-    else:
-        for key, value in record.as_json().items():
+        return
+    for key, value in record.as_json().items():
+        if key == "labels":
+            if value:
+                click.echo(f"{key:>15}: {', '.join(value)}")
+        elif key == "provenance":
+            click.echo(f"{key:>15}:" + ("" if value else " none"))
+            for entry in sorted(value):
+                click.echo(f"{'':>17}{entry}: {value[entry]}")
+        else:
             click.echo(f"{key:>15}: {value}")
+
+
+def _register_onnx(
+    path: Path, name: str, task_ref: str | None, trained_on: Path | None, training_code: str | None,
+    labels_text: str | None, metric_options: tuple[str, ...],
+) -> tuple[VersionRecord, bool]:
+    """A trained classifier with its provenance, every check done before anything is registered:
+    the task's labels are the model's (it serves that task's route), the training data meets the
+    task's expectations and shares no item with its validation set (else the benchmark would
+    measure memory), and each metric is a number."""
+    from registry.providers.onnx_model import inspect_onnx
+    from registry.training.data import check_training_data
+
+    if task_ref is None or trained_on is None or not (training_code or "").strip():
+        raise UserError(
+            "an ONNX classifier needs --task NAME, --trained-on DATA and --training-code REF: its provenance, and "
+            "what keeps its benchmark honest (the training data is checked against the task's validation set)"
+        )
+    labels = _labels(labels_text)
+    metrics = _metrics(metric_options)
+    task = context.tasks().get(task_ref)
+    if task.classification is None:
+        raise UserError(
+            f"task {task.ref} has no classification: section, so no classifier can serve it; add one naming the "
+            "item field the classifier reads and the label set (docs/custom-models.md), or pick a classification task"
+        )
+    info = inspect_onnx(path.expanduser().resolve())
+    if set(info.labels) != set(task.classification.labels):
+        raise UserError(
+            f"{path}: its labels are {', '.join(info.labels)}, but task {task.ref} answers "
+            f"{', '.join(task.classification.labels)}; train it on the task's labels, or register it for another task"
+        )
+    training = check_training_data(trained_on.expanduser().resolve(), task)
+    provenance = {**training.provenance(), "trained_for_task": task.ref, "training_code": training_code.strip(),
+                  **{f"{METRIC_PREFIX}{key}": value for key, value in metrics.items()}}
+    return context.catalog().register_onnx(path, name=name, labels=labels, provenance=provenance)
+
+
+def _labels(text: str | None) -> list[str] | None:
+    """``--labels a,b,c`` as a list, refused when an entry is blank or repeated."""
+    if text is None:
+        return None
+    labels = [label.strip() for label in text.split(",")]
+    if not all(labels) or len(set(labels)) != len(labels):
+        raise UserError(f"--labels {text!r}: give each label once, comma-separated, e.g. --labels billing,technical")
+    return labels
+
+
+def _metrics(options: tuple[str, ...]) -> dict[str, str]:
+    """``--metric name=value`` options as provenance values, each checked to be a finite number."""
+    metrics: dict[str, str] = {}
+    for option in options:
+        match = _METRIC.match(option.strip())
+        try:
+            valid = match is not None and math.isfinite(float(match[2]))
+        except ValueError:
+            valid = False
+        if not valid:
+            raise UserError(f"--metric {option!r} is not NAME=NUMBER; write e.g. --metric accuracy=0.93 "
+                            "(NAME: letters, digits, _ - . /)")
+        if match[1] in metrics:
+            raise UserError(f"--metric {match[1]} is given twice; give each metric once")
+        metrics[match[1]] = match[2].strip()
+    return metrics
 
 
 def _status_command(status: Status, verb: str) -> click.Command:
