@@ -139,7 +139,7 @@ class OnnxProvider:
     def _text_of(self, request: GenerationRequest) -> str:
         """The one text a classifier reads: the prompt, or the chat's one user turn (system turns
         allowed, not read). Anything else is refused by name."""
-        if request.uses_tools or request.tools:
+        if request.tools:
             raise self._cannot("tools")
         if request.json_schema is not None:
             raise self._cannot("a response format (its answer is always one of its labels)")
