@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from registry.catalog.mlflow_client import experiment_id, make_client, registered_model_or_none, retry_locked
 from registry.errors import NotFoundError, ProviderError, UserError, one_line
 from registry.providers import describe_remote
-from registry.providers.chat_template import check_chat_template, template_sha256
+from registry.providers.chat_template import inspect_chat_template, template_sha256
 from registry.providers.coreml_package import inspect_mlpackage, package_sha256
 from registry.providers.gguf_file import inspect_gguf, sha256_of
 from registry.providers.onnx_model import inspect_onnx
@@ -461,7 +461,10 @@ def _template_provenance(path: Path, info: Any, allow_errors: bool) -> dict[str,
     if info.chat_template is None:
         return {}
     found = {"chat_template_sha256": template_sha256(info.chat_template)}
-    reason = check_chat_template(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
+    checked = inspect_chat_template(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
+    if checked.unsupported:  # recorded, not refused: a chat without those turns is served (chat_template.py)
+        found["chat_template_unsupported"] = ", ".join(checked.unsupported)
+    reason = checked.error
     if reason is not None:
         if not allow_errors:
             raise UserError(
