@@ -13,6 +13,7 @@ import pytest
 from registry.catalog.shipped import smollm2_path
 from registry.providers.chat_template import (
     MAX_OUTPUT_CHARS,
+    TemplateCheck,
     check_chat_template,
     inspect_chat_template,
     template_sha256,
@@ -96,3 +97,24 @@ def test_a_template_that_renders_every_turn_passes_with_nothing_unsupported() ->
 def test_template_sha256_is_the_sha256_of_its_utf8_text() -> None:
     template = "{{ messages[0].content }} — é"
     assert template_sha256(template) == hashlib.sha256(template.encode("utf-8")).hexdigest()
+
+
+class _Forked(Exception):
+    """Raised by a stand-in for os.fork: tells whether a check renders again."""
+
+
+def _no_fork() -> int:
+    raise _Forked
+
+
+def test_a_verdict_is_kept_for_the_process_but_a_deadline_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    template = EACH_TURN + "{# kept #}"
+    first = inspect_chat_template(template)
+    first.unsupported["mutated"] = "by a caller"
+    monkeypatch.setattr("os.fork", _no_fork)
+    assert inspect_chat_template(template) == TemplateCheck(None, {})  # no new render, and a fresh copy
+    monkeypatch.undo()
+    assert check_chat_template(NEVER_ENDS + "{# once #}", timeout_s=0.01) is not None
+    monkeypatch.setattr("os.fork", _no_fork)
+    with pytest.raises(_Forked):  # the machine may have been busy: rendered again
+        check_chat_template(NEVER_ENDS + "{# once #}", timeout_s=0.01)
