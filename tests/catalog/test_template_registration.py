@@ -45,6 +45,8 @@ def test_the_shipped_versions_pass_and_record_their_template_sha256(catalog: Cat
     expected = template_sha256(inspect_gguf(smollm2.path).chat_template)
     assert record.spec.provenance["chat_template_sha256"] == expected
     assert "chat_template_error" not in record.spec.provenance
+    # its template concatenates content, which a tool-call turn leaves None: recorded, not refused
+    assert record.spec.provenance["chat_template_unsupported"] == "tool call turn, tool result turn"
     assert version_tags(catalog, record.name, record.version)["arbiter.provenance.chat_template_sha256"] == expected
     # Gemma's file carries no template (it is served with llama-cpp-python's built-in 'gemma' format):
     # nothing to render, nothing to record.
