@@ -55,6 +55,8 @@ def test_both_clients_get_the_label_whole_and_streamed(url: str, client: openai.
     chunks = client.chat.completions.create(model=ROUTE, messages=TICKET, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "billing"
     assert client.completions.create(model=ROUTE, prompt="where is my parcel").choices[0].text == "shipping"
+    assert client.responses.create(model=ROUTE, instructions="Sort the ticket.", input="the app crashes on start",
+                                   ).output_text == "technical"
 
     local = ollama.Client(host=url)
     assert local.chat(model=ROUTE, messages=TICKET).message.content == "billing"
