@@ -24,17 +24,19 @@ _FIXED = {
 }
 
 
-def with_chat_template(source: Path, target: Path, template: str | None, *, tensors: bool = True) -> Path:
-    """Write ``target``: ``source`` with ``tokenizer.chat_template`` set to ``template`` (added when the
-    file has none; removed when ``template`` is None), every other key and every tensor unchanged.
+def with_chat_template(source: Path, target: Path, template: str | None, *, tensors: bool = True,
+                       key: str = TEMPLATE_KEY) -> Path:
+    """Write ``target``: ``source`` with ``key`` (the default chat template, or a named one such as
+    ``tokenizer.chat_template.tool_use``) set to ``template`` (added when the file has none; removed when
+    ``template`` is None), every other key and every tensor unchanged.
 
     ``tensors`` False leaves the tensor data a hole of the same length (a sparse file, written in
     milliseconds): a whole file to a header reader, for tests that never load or serve it."""
     with source.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as head:
         entries, tensors_at, tensors_end, alignment, data_at = _layout(head)
-        kept = [head[start:end] for key, start, end in entries if key != TEMPLATE_KEY]
+        kept = [head[start:end] for name, start, end in entries if name != key]
         if template is not None:
-            kept.append(_string(TEMPLATE_KEY) + struct.pack("<I", GGUFValueType.STRING) + _string(template))
+            kept.append(_string(key) + struct.pack("<I", GGUFValueType.STRING) + _string(template))
         header = head[:16] + struct.pack("<Q", len(kept)) + b"".join(kept) + head[tensors_at:tensors_end]
         header += b"\0" * (-len(header) % alignment)
         target.parent.mkdir(parents=True, exist_ok=True)

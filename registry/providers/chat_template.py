@@ -11,7 +11,9 @@ memory limit, while the registering process stays untouched.
 
 What refuses a template, and what is only recorded:
 
-* refused: a syntax error (the model could not even load), anything the sandbox stops (an unsafe
+* refused: a syntax error, in the template or in any named one the file carries beside it
+  (``tokenizer.chat_template.tool_use``; llama-cpp-python compiles them all at load, so the model
+  could not even load), anything the sandbox stops (an unsafe
   attribute, a range past its bound), a render that runs out of time or memory or writes more than a
   prompt may hold — on any sample, since a request of that shape would hang or fail the server —
   and any failure of the conversations every chat model must take: one user turn, and a
@@ -37,7 +39,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,20 +107,25 @@ def template_sha256(template: str) -> str:
 
 
 def check_chat_template(template: str, *, bos_token: str = "", eos_token: str = "",
-                        timeout_s: float = TIMEOUT_S) -> str | None:
+                        named_templates: Mapping[str, str] | None = None, timeout_s: float = TIMEOUT_S) -> str | None:
     """None when the template serves a chat within bounds, else the one-line reason it cannot."""
-    return inspect_chat_template(template, bos_token=bos_token, eos_token=eos_token, timeout_s=timeout_s).error
+    return inspect_chat_template(template, bos_token=bos_token, eos_token=eos_token,
+                                 named_templates=named_templates, timeout_s=timeout_s).error
 
 
 def inspect_chat_template(template: str, *, bos_token: str = "", eos_token: str = "",
+                          named_templates: Mapping[str, str] | None = None,
                           timeout_s: float = TIMEOUT_S) -> TemplateCheck:
     """Render every sample in a child process killed at ``timeout_s``; see the module docstring for
-    which failures refuse the template and which are only recorded.
+    which failures refuse the template and which are only recorded. ``named_templates`` (a GGUF's
+    ``named_chat_templates``) are only compiled: nothing selects them (``--chat-format`` names
+    llama-cpp-python's built-in formats), but a model whose named template does not compile cannot load.
 
     A verdict the template itself decides is kept for the process: the shipped SmolLM2 is registered
     under several names and in many tests, and rendering is deterministic. A deadline or a dead
     renderer may be the machine's doing, so those are tried again next time."""
-    key = (template, bos_token, eos_token)
+    named = dict(sorted((named_templates or {}).items()))
+    key = (template, bos_token, eos_token, tuple(named.items()))
     with _VERDICTS_LOCK:
         kept = _VERDICTS.get(key)
     if kept is not None:
@@ -128,7 +135,7 @@ def inspect_chat_template(template: str, *, bos_token: str = "", eos_token: str 
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     def render_all() -> dict[str, Any]:
-        return _render_samples(Jinja2ChatFormatter, template, bos_token, eos_token)
+        return _render_samples(Jinja2ChatFormatter, template, bos_token, eos_token, named)
 
     found = _in_child(render_all, timeout_s)
     if "unsupported" in found:  # the child's own verdict
@@ -143,19 +150,24 @@ def _check(found: dict[str, Any]) -> TemplateCheck:
     return TemplateCheck(found["error"], dict(found.get("unsupported", {})))
 
 
-_VERDICTS: dict[tuple[str, str, str], dict[str, Any]] = {}  # (template, bos, eos) → the child's verdict
+_VERDICTS: dict[tuple[Any, ...], dict[str, Any]] = {}  # (template, bos, eos, named) → the child's verdict
 _VERDICTS_LOCK = threading.Lock()
 _KEPT_VERDICTS = 64
 
 
-def _render_samples(formatter_class: Any, template: str, bos_token: str, eos_token: str) -> dict[str, Any]:
-    """In the child: compile once, render each sample, and sort each failure (module docstring)."""
+def _render_samples(formatter_class: Any, template: str, bos_token: str, eos_token: str,
+                    named: dict[str, str]) -> dict[str, Any]:
+    """In the child: compile each template once, render each sample, and sort each failure (module docstring)."""
     from jinja2 import TemplateSyntaxError
 
     try:
+        where = ""
         formatter = formatter_class(template=template, eos_token=eos_token, bos_token=bos_token)
+        for name, text in named.items():
+            where = f"its named template tokenizer.chat_template.{name}, "
+            formatter_class(template=text, eos_token=eos_token, bos_token=bos_token)
     except TemplateSyntaxError as exc:
-        return {"error": _one_line(f"line {exc.lineno}: not valid Jinja2 ({exc.message})"), "unsupported": {}}
+        return {"error": _one_line(f"{where}line {exc.lineno}: not valid Jinja2 ({exc.message})"), "unsupported": {}}
     unsupported: dict[str, str] = {}
     for sample in _SAMPLES:
         error = _render_one(formatter, sample, unsupported)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from registry.errors import IntegrityError, ModelFileError
 
 GGUF_MAGIC = b"GGUF"
 _TOKENS = "tokenizer.ggml.tokens"
+_TEMPLATE = "tokenizer.chat_template"
 _LENGTH = struct.Struct("<Q")
 _HASH_CHUNK = 4 * 1024 * 1024
 _SCALARS: dict[GGUFValueType, str] = {
@@ -53,6 +54,8 @@ class GGUFInfo:
     bos_token: str = ""
     """The texts of the BOS and EOS tokens, as llama-cpp-python passes them to the template ("" if none)."""
     eos_token: str = ""
+    named_chat_templates: dict[str, str] = field(default_factory=dict)
+    """``tokenizer.chat_template.<name>`` (e.g. ``tool_use``) by name: llama-cpp-python compiles them at load too."""
 
 
 def sha256_of(path: Path) -> str:
@@ -126,15 +129,17 @@ def inspect_gguf(path: Path) -> GGUFInfo:
     if not isinstance(context, int) or context <= 0:
         raise ModelFileError(f"{path}: GGUF metadata has no {architecture}.context_length; cannot know its context window")
     name = metadata.get("general.name")
-    template = metadata.get("tokenizer.chat_template")
+    template = metadata.get(_TEMPLATE)
     return GGUFInfo(
         architecture=architecture,
         context_window=context,
         quantization=_quantization(metadata.get("general.file_type"), metadata["_tensor_types"]),
         model_name=name if isinstance(name, str) else None,
-        has_chat_template="tokenizer.chat_template" in metadata,
+        has_chat_template=_TEMPLATE in metadata,
         tensor_count=metadata["_tensor_count"],
         chat_template=template if isinstance(template, str) else None,
+        named_chat_templates={key.removeprefix(f"{_TEMPLATE}."): value for key, value in metadata.items()
+                              if key.startswith(f"{_TEMPLATE}.") and isinstance(value, str)},
         bos_token=metadata["_special_tokens"].get("bos", ""),
         eos_token=metadata["_special_tokens"].get("eos", ""),
     )

@@ -79,6 +79,16 @@ def test_the_sandbox_stops_the_command_before_it_runs(tmp_path: Path) -> None:
     assert not witness.exists()
 
 
+def test_named_templates_are_compiled_but_not_rendered() -> None:
+    # llama-cpp-python compiles every tokenizer.chat_template.<name> at load: one that does not compile
+    # makes the model unloadable, whatever --chat-format says; nothing selects one to render.
+    broken = {"tool_use": "{% if %}"}
+    assert check_chat_template(EACH_TURN, named_templates=broken) == (
+        "its named template tokenizer.chat_template.tool_use, line 1: not valid Jinja2 "
+        "(Expected an expression, got 'end of statement block')")
+    assert check_chat_template(EACH_TURN, named_templates={"rag": "{{ raise_exception('needs documents') }}"}) is None
+
+
 def test_a_template_that_refuses_a_system_turn_serves_chats_and_says_so() -> None:
     # Gemma 2's template raises on a system role; a chat without one is still served.
     template = ("{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}"

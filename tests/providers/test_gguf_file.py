@@ -28,16 +28,20 @@ def test_reads_the_chat_template_and_the_bos_and_eos_texts_it_is_given() -> None
     assert info.chat_template is not None and info.chat_template.startswith("{% for message in messages %}")
     assert "<|im_start|>assistant" in info.chat_template
     assert (info.bos_token, info.eos_token) == ("<|im_start|>", "<|im_end|>")  # token ids 1 and 2
+    assert info.named_chat_templates == {}
 
 
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """SmolLM2's header with a longer, non-ASCII template, and without one (its tensors a hole)."""
+    """SmolLM2's header with a longer, non-ASCII template, without one, and with a named one beside
+    its own (its tensors a hole)."""
     folder = tmp_path_factory.mktemp("gguf-copies")
     return {
         "replaced": with_chat_template(smollm2_path(), folder / "replaced.gguf", "{# é #}" + "{{ messages }}" * 50,
                                        tensors=False),
         "removed": with_chat_template(smollm2_path(), folder / "removed.gguf", None, tensors=False),
+        "named": with_chat_template(smollm2_path(), folder / "named.gguf", "{{ tools | tojson }}", tensors=False,
+                                    key="tokenizer.chat_template.tool_use"),
     }
 
 
@@ -88,3 +92,9 @@ def test_sha256_matches_hashlib(tmp_path: Path) -> None:
     sample = tmp_path / "sample.bin"
     sample.write_bytes(b"x" * (5 * 1024 * 1024 + 3))
     assert sha256_of(sample) == hashlib.sha256(sample.read_bytes()).hexdigest()
+
+
+def test_named_templates_are_read_beside_the_default(copies: dict[str, Path]) -> None:
+    info = inspect_gguf(copies["named"])
+    assert info.named_chat_templates == {"tool_use": "{{ tools | tojson }}"}
+    assert info.chat_template == inspect_gguf(smollm2_path()).chat_template
