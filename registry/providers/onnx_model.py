@@ -85,7 +85,8 @@ def inspect_onnx(path: Path) -> OnnxInfo:
     import onnx
 
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such file; pass the path of an .onnx file")
+        what = "not a file" if path.exists() else "no such file"
+        raise ModelFileError(f"{path}: {what}; pass the path of an .onnx file")
     size = path.stat().st_size
     if size == 0:
         raise ModelFileError(f"{path}: not an ONNX model (the file is empty); export the model again")

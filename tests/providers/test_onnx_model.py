@@ -57,6 +57,7 @@ def test_the_opset_range_is_what_this_onnxruntime_loads() -> None:
     ("build", "error", "says"),
     [
         (lambda folder, good: folder / "absent.onnx", ModelFileError, "no such file"),
+        (lambda folder, good: folder, ModelFileError, "not a file; pass the path of an .onnx file"),
         (lambda folder, good: _write(folder / "empty.onnx", b""), ModelFileError, "not an ONNX model (the file is empty)"),
         (lambda folder, good: random_bytes(folder / "noise.onnx"), ModelFileError, "not an ONNX model ("),
         (lambda folder, good: _write(folder / "model.gguf.onnx", b"GGUF" + bytes(60)), ModelFileError, "not an ONNX model ("),
@@ -70,7 +71,7 @@ def test_the_opset_range_is_what_this_onnxruntime_loads() -> None:
         (lambda folder, good: text_classifier(folder / "en_US.onnx", locale=None), UserError,
          "onnxruntime cannot run it here: "),
     ],
-    ids=["missing", "empty", "random-bytes", "other-format", "truncated", "truncated-tail", "opset-99", "opset-5",
+    ids=["missing", "folder", "empty", "random-bytes", "other-format", "truncated", "truncated-tail", "opset-99", "opset-5",
          "float-contract", "unloadable"],
 )
 def test_bad_files_are_refused_in_one_line(files: Path, good: Path, build, error: type[Exception], says: str) -> None:
