@@ -5,7 +5,7 @@ once when several apply, never silently):
 
 - ``deprecated`` — its status says not to use it;
 - ``missing capability json`` — a capability the criteria ask for;
-- ``task contract: clf/1 is a text classifier (labels …); task qa is not a classification task
+- ``task contract: clf/1 is a text classifier (labels …); task qa/1 is not a classification task
   (it needs chat)`` — the task's contract, when the caller passes it (``TaskCatalog.contract``): a
   classifier serves only a classification task with its labels, a text model needs the task's
   capabilities (:mod:`registry.selection.contract`);
