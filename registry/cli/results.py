@@ -15,9 +15,10 @@ from registry.results.check import check as check_tables
 from registry.results.store import SCHEMAS, ResultsStore
 from registry.settings import get_settings
 
-# One table per task, titled with it, so the task itself is not a column.
-# Short headers for two columns so the table fits 80 columns (--json keeps tokens_per_s, energy_mwh_per_1k_tokens).
-LEADERBOARD_COLUMNS = ("model", "version", "quality", "p50_ms", "p95_ms", "tok/s", "mWh/1k", "n")
+# One table per task, titled with it, so the task itself is not a column; a version as its ref
+# (smollm2-135m/1) and short headers, so the table fits 80 columns (--json keeps model, version,
+# tokens_per_s, energy_mwh_per_1k_tokens, energy_mwh_per_answer).
+LEADERBOARD_COLUMNS = ("model", "quality", "p50_ms", "p95_ms", "tok/s", "mWh/1k", "mWh/ans", "n")
 MATRIX_COLUMNS = ("model", "version", "runtime", "hardware_class", "works", "quality", "tokens_per_s", "tasks",
                   "last_measured")
 
@@ -51,9 +52,23 @@ def print_leaderboard(rows: list[dict[str, Any]]) -> None:
         scored_by = "" if sources == {"reference"} else f" (quality by {', '.join(sorted(sources))})"
         energy = sorted({r["energy_source"] for r in task_rows if r["energy_source"]})  # how mWh_per_1k was obtained
         energy_by = f", energy by {', '.join(energy)}" if energy else ""
-        shown = [r | {"tok/s": r["tokens_per_s"], "mWh/1k": r["energy_mwh_per_1k_tokens"]} for r in task_rows]
+        shown = [r | {"model": f"{r['model']}/{r['version']}", "tok/s": r["tokens_per_s"], "mWh/1k": _per_1k_tokens(r),
+                      "mWh/ans": _significant(r.get("energy_mwh_per_answer"))} for r in task_rows]
         title = name if task_version is None else f"{name}/{task_version}"
         print_table(f"leaderboard: {title}{scored_by}{energy_by}", shown, LEADERBOARD_COLUMNS)
+
+
+def _per_1k_tokens(row: dict[str, Any]) -> float | None:
+    """Energy per 1,000 generated tokens, where tokens were decoded. A run with no decode rate (a
+    text classifier: one label per answer, no decoding) shows none: its "tokens" are answers, and
+    the figure would read as 1,000 answers beside the LLMs' 1,000 tokens. mWh/ans compares all."""
+    return row["energy_mwh_per_1k_tokens"] if row["tokens_per_s"] is not None else None
+
+
+def _significant(value: float | None) -> str | None:
+    """Two significant digits, as the energy estimate has (docs/costs.md): a classifier's answer
+    costs thousandths of a mWh, which three decimals would print as 0.001 or 0.000."""
+    return None if value is None else f"{value:.2g}"
 
 
 @results.command("matrix")

@@ -205,13 +205,17 @@ class ResultsStore:
 
     def leaderboard(self, task: str | None = None) -> list[dict[str, Any]]:
         """The latest benchmark run of each version per task version and hardware, best quality first;
-        a task's newest version first (figures from two versions of a task are not comparable)."""
+        a task's newest version first (figures from two versions of a task are not comparable).
+        ``energy_mwh_per_answer`` is the run's energy over its answers (its successful calls, which
+        are what ``energy_mwh`` sums): the one energy figure that compares a classifier's one-label
+        answer with an LLM's generated text."""
         rows = self.query(
             """
             select task, task_version, model, version, quality,
                    coalesce(quality_source, 'reference') as quality_source,
                    p50_ms, p95_ms, tokens_per_s, n, n_ok,
                    cpu_ms_per_token, peak_rss_mb, energy_mwh_per_1k_tokens, energy_source,
+                   energy_mwh / nullif(n_ok, 0) as energy_mwh_per_answer,
                    hardware_id, mlflow_run_id, ts
             from (select *, row_number() over (
                       partition by task, task_version, model, version, hardware_id order by ts desc) as latest
