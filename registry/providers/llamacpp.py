@@ -5,6 +5,9 @@ provider holds one lock around every use; parallelism comes from replicas, not t
 The file's sha256 is checked on load: a version is immutable, and a file that changed since
 registration is refused rather than silently served under the old version's name.
 
+Consecutive requests share their prompt's prefix through llama.cpp's own cache (see :meth:`_fragments`):
+a chat template's opening, a system prompt, the tools' block are evaluated once, not per request.
+
 GPU offload (``n_gpu_layers``) is decided at load by :func:`plan_offload`: every layer when this
 llama.cpp build can offload and a GPU is here, none otherwise, ``ARBITER_N_GPU_LAYERS`` to choose.
 """
@@ -74,10 +77,7 @@ class LlamaCppProvider:
             if self._llm is not None:
                 return
             path = verify_file(self.spec)
-            from llama_cpp import (
-                Llama,  # lazy: importing llama_cpp loads the native library
-            )
-            from llama_cpp._utils import suppress_stdout_stderr
+            from llama_cpp._utils import suppress_stdout_stderr  # lazy: importing llama_cpp loads the library
 
             offload = offload_here(self._n_gpu_layers)
             skip_amx_repack()
@@ -85,7 +85,7 @@ class LlamaCppProvider:
             try:
                 # llama.cpp prints some context notes straight to stderr, past verbose=False.
                 with suppress_stdout_stderr(disable=False):
-                    self._llm = Llama(
+                    self._llm = _prompt_counting_llama()(
                         model_path=str(path),
                         n_gpu_layers=offload.n_gpu_layers,
                         n_ctx=self._n_ctx,
@@ -114,39 +114,39 @@ class LlamaCppProvider:
         grammar = self._grammar_for(request)  # before the lock and any decoding: a bad schema is the caller's
         calls: tuple[ToolCall, ...] = ()
         finish_reason: str | None = None
+        tally = _Tally()
         with self._lock:
             llm = self._require_loaded()
             _check_parses(llm, grammar)
-            _reset_perf(llm)
             if request.uses_tools:
-                calls, finish_reason, first_at = self._calls(llm, request, grammar)
+                calls, finish_reason, first_at = self._calls(llm, request, grammar, tally)
                 if request.tool_choice == "auto" and (not calls or tools.repeats_history(calls, request.messages)):
                     # "[]", a call max_tokens cut before it was whole, or only calls already answered: answer in text
                     calls, request, grammar, finish_reason = (), replace(request, tool_choice="none"), None, None
                 elif calls:
                     timer.mark_first(at=first_at)
             if finish_reason is None:
-                for fragment, finish in self._fragments(llm, request, grammar):
+                for fragment, finish in self._fragments(llm, request, grammar, tally):
                     if finish is not None:
                         finish_reason = finish
                         continue
                     timer.add(fragment)  # an empty first fragment still marks the first token
                     if fragment:
                         yield fragment
-            prompt_tokens, completion_tokens = _tokens_evaluated(llm, finish_reason)
-        return timer.generation(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        completion_tokens = tally.fed + (1 if finish_reason == "length" else 0)  # the last token, sampled unfed
+        return timer.generation(prompt_tokens=tally.prompt, completion_tokens=completion_tokens,
                                 finish_reason="tool_calls" if calls else finish_reason, n_threads=self._n_threads,
                                 n_gpu_layers=self.offload.n_gpu_layers if self.offload else None, tool_calls=calls)
 
     def _calls(
-        self, llm: Any, request: GenerationRequest, grammar: Any
+        self, llm: Any, request: GenerationRequest, grammar: Any, tally: _Tally
     ) -> tuple[tuple[ToolCall, ...], str | None, float | None]:
         """The answer decoded in the call format and held: its calls (those it completed, when
         ``max_tokens`` cut it), llama.cpp's finish reason, and when its first token came."""
         held: list[str] = []
         first_at: float | None = None
         finish_reason: str | None = None
-        for fragment, finish in self._fragments(llm, request, grammar):
+        for fragment, finish in self._fragments(llm, request, grammar, tally):
             if finish is not None:
                 finish_reason = finish
                 continue
@@ -177,6 +177,7 @@ class LlamaCppProvider:
             try:
                 vectors, tokens = llm.embed(texts, truncate=truncate, return_count=True)
             except ValueError as exc:  # "Requested tokens (700) exceed batch size of 512"
+                llm.reset()  # embed() cleared the KV cache of what the prompt cache says is there
                 raise ContextOverflowError(f"{self.spec.name}: {exc}; shorten the input") from None
         return Embedded(vectors, int(tokens))
 
@@ -207,13 +208,21 @@ class LlamaCppProvider:
             raise ProviderError(f"{self.spec.name}: generate called before load()")
         return self._llm
 
-    def _fragments(self, llm: Any, request: GenerationRequest, grammar: Any) -> Iterator[tuple[str, str | None]]:
-        """Yield ``(text, None)`` per generated token, then ``("", finish_reason)``.
+    def _fragments(
+        self, llm: Any, request: GenerationRequest, grammar: Any, tally: _Tally
+    ) -> Iterator[tuple[str, str | None]]:
+        """Yield ``(text, None)`` per generated token, then ``("", finish_reason)``; add the pass's
+        prompt and fed-back tokens to ``tally``.
 
-        ``reset()`` first: llama.cpp's prompt cache would otherwise make a repeated prompt faster
-        and, with sampling, change its output — both wrong for measurement.
+        No ``reset()`` first: llama.cpp keeps the last prompt and answer in its KV cache, and
+        llama-cpp-python evaluates only what follows their longest common prefix with the new prompt,
+        so a chat template's opening, a system prompt and the tools' block (about 300 tokens) are not
+        read again on every request. The answer stays the same: the sampler is rebuilt and re-seeded on
+        each call, and a token's logits do not depend on how its prefix was batched (checked greedy and
+        sampled, cached against reset, on both shipped models; tests/providers/test_llamacpp_provider.py).
+        What changes is speed: a request that shares a prefix with the one before is faster, which is
+        what serving it costs. A decode that failed part-way leaves the cache reset, never half-written.
         """
-        llm.reset()
         params: dict[str, Any] = {
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
@@ -244,9 +253,47 @@ class LlamaCppProvider:
                 raise ContextOverflowError(
                     f"{self.spec.name}: {exc}; shorten the prompt or lower max_tokens"
                 ) from None
+            llm.reset()
             raise ProviderError(f"{self.spec.name}: {exc}") from exc
         except RuntimeError as exc:
+            llm.reset()
             raise ProviderError(f"{self.spec.name}: {exc}") from exc
+        tally.add(llm)
+
+
+@dataclass
+class _Tally:
+    """Prompt and completion tokens of one request, summed over its passes (a tools pass, then text).
+
+    Stream chunks are not tokens: llama-cpp-python joins the tokens of a multi-byte character into one
+    chunk (an emoji answer of 24 tokens arrives as 8 chunks), and its perf counters count only what was
+    evaluated, the prompt's cached prefix not among it. After a pass the context holds the whole prompt
+    and each generated token fed back — all of them, except the last when generation stopped at
+    ``max_tokens`` (the caller adds it) — so the prompt's length and ``n_tokens`` say both."""
+
+    prompt: int = 0
+    fed: int = 0
+
+    def add(self, llm: Any) -> None:
+        self.prompt += llm.prompt_tokens
+        self.fed += llm.n_tokens - llm.prompt_tokens
+
+
+@functools.cache
+def _prompt_counting_llama() -> type:
+    """``Llama`` that keeps the length of the prompt it was last asked to continue (``prompt_tokens``).
+    The prompt is tokenized inside ``create_*completion`` (after the chat template), and ``generate`` is
+    the one place it passes whole, before the cached prefix is cut from it."""
+    from llama_cpp import Llama
+
+    class PromptCountingLlama(Llama):  # type: ignore[misc]
+        prompt_tokens = 0
+
+        def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+            self.prompt_tokens = len(tokens)
+            return super().generate(tokens, *args, **kwargs)
+
+    return PromptCountingLlama
 
 
 @functools.cache
@@ -272,26 +319,6 @@ def skip_amx_repack() -> bool:
 
     native.llama_model_default_params = without_extra_buffers
     return True
-
-
-def _reset_perf(llm: Any) -> None:
-    import llama_cpp
-
-    llama_cpp.llama_perf_context_reset(llm.ctx)
-
-
-def _tokens_evaluated(llm: Any, finish_reason: str | None) -> tuple[int, int]:
-    """Prompt and completion tokens of this call, from llama.cpp's own counters.
-
-    Stream chunks are not tokens: llama-cpp-python joins the tokens of a multi-byte character
-    into one chunk (an emoji answer of 24 tokens arrives as 8 chunks). After ``reset()``,
-    ``n_p_eval`` is the whole prompt and ``n_eval`` every generated token that was fed back —
-    all of them, except the last when generation stopped at ``max_tokens``.
-    """
-    import llama_cpp
-
-    data = llama_cpp.llama_perf_context(llm.ctx)
-    return int(data.n_p_eval), int(data.n_eval) + (1 if finish_reason == "length" else 0)
 
 
 @functools.lru_cache(maxsize=32)

@@ -103,3 +103,23 @@ def test_a_prompt_over_the_context_is_the_callers_error_not_a_backend_fault(cata
             provider.generate(GenerationRequest(prompt="word " * 400, max_tokens=4))
     finally:
         provider.unload()
+
+
+def test_a_shared_prefix_is_read_once_and_answers_as_a_fresh_context_does(provider) -> None:
+    """Consecutive requests share the chat template's opening and the system prompt: llama.cpp evaluates
+    only what follows it, and the answer and its counts are what a reset context gives, greedy or sampled
+    with a seed (benchmarks and tests rely on both)."""
+    import llama_cpp
+
+    system = {"role": "system", "content": "You are a helpful assistant. Answer in one short sentence."}
+    france, italy = ({"role": "user", "content": f"What is the capital of {country}?"} for country in ("France", "Italy"))
+    for temperature in (0.0, 0.9):
+        provider.generate(GenerationRequest(messages=(system, france), max_tokens=12, temperature=temperature))
+        second = GenerationRequest(messages=(system, italy), max_tokens=12, temperature=temperature, seed=7)
+        llama_cpp.llama_perf_context_reset(provider._llm.ctx)
+        cached = provider.generate(second)
+        assert 0 < llama_cpp.llama_perf_context(provider._llm.ctx).n_p_eval < cached.prompt_tokens / 2
+        provider._llm.reset()
+        fresh = provider.generate(second)
+        assert (cached.text, cached.prompt_tokens, cached.completion_tokens, cached.finish_reason) == (
+            fresh.text, fresh.prompt_tokens, fresh.completion_tokens, fresh.finish_reason)
