@@ -127,8 +127,9 @@ def _cross_validated(data: TrainingData, seed: int) -> dict[str, float]:
 
 
 def _exported(pipeline: Pipeline, name: str) -> bytes:
-    """The ONNX file's bytes; the graph is named (skl2onnx would draw a random name, and the same
-    model would hash differently each time)."""
+    """The ONNX file's bytes, the same for the same model in any process: the graph is named
+    (skl2onnx would draw a random name) and the opsets sorted."""
+    from onnx import helper
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import StringTensorType
 
@@ -142,6 +143,11 @@ def _exported(pipeline: Pipeline, name: str) -> bytes:
             options={id(vectorizer): {"locale": "C.UTF-8"}, id(classifier): {"zipmap": False}},
         )
     model.ir_version = min(model.ir_version, IR_VERSION)
+    # skl2onnx collects the opsets it used in a set: their order, and so the bytes, followed Python's
+    # string hashing, which differs per process (PYTHONHASHSEED). Sorted, the same model is the same file.
+    opsets = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in opsets)
     return model.SerializeToString()
 
 
