@@ -291,7 +291,21 @@ def _prompt_counting_llama() -> type:
 
         def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Any:
             self.prompt_tokens = len(tokens)
+            self._evaluate_two_at_least(tokens)
             return super().generate(tokens, *args, **kwargs)
+
+        def _evaluate_two_at_least(self, tokens: Any) -> None:
+            """Leave at least the prompt's last two tokens to evaluate. When all but one are cached
+            (the same prompt again), llama-cpp-python evaluates that one alone, and ggml computes a
+            one-token batch with other kernels than a longer one: the last bits of its logits differ,
+            enough to flip a greedy choice (seen: the same request twice, two answers). Two or more
+            take the batch path a fresh prompt takes."""
+            if len(tokens) - Llama.longest_token_prefix(self._input_ids.tolist(), list(tokens)) >= 2:
+                return
+            if len(tokens) > 2:
+                self.n_tokens = len(tokens) - 2  # generate() then keeps this prefix and evaluates the rest
+            else:
+                self.reset()
 
     return PromptCountingLlama
 

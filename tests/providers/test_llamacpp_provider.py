@@ -119,7 +119,13 @@ def test_a_shared_prefix_is_read_once_and_answers_as_a_fresh_context_does(provid
         llama_cpp.llama_perf_context_reset(provider._llm.ctx)
         cached = provider.generate(second)
         assert 0 < llama_cpp.llama_perf_context(provider._llm.ctx).n_p_eval < cached.prompt_tokens / 2
+        again = provider.generate(second)  # all of its prompt cached: the last tokens are evaluated again
         provider._llm.reset()
         fresh = provider.generate(second)
-        assert (cached.text, cached.prompt_tokens, cached.completion_tokens, cached.finish_reason) == (
-            fresh.text, fresh.prompt_tokens, fresh.completion_tokens, fresh.finish_reason)
+        for answer in (cached, again):
+            assert (answer.text, answer.prompt_tokens, answer.completion_tokens, answer.finish_reason) == (
+                fresh.text, fresh.prompt_tokens, fresh.completion_tokens, fresh.finish_reason)
+    colour = GenerationRequest(messages=({"role": "user", "content": "Name a colour."},), max_tokens=12)
+    provider._llm.reset()
+    first = provider.generate(colour)
+    assert provider.generate(colour).text == first.text  # its last token evaluated alone flips the answer (seen)
