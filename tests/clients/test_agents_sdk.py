@@ -47,7 +47,7 @@ def _agent(url: str, ran: list[str]) -> Agent:
     model = OpenAIResponsesModel(model=ROUTE, openai_client=client)
     return Agent(name="weather", instructions="You answer questions about the weather in one sentence, from what the tools say.",
                  tools=[get_weather], model=model,
-                 model_settings=ModelSettings(tool_choice="required", temperature=0, max_tokens=160))
+                 model_settings=ModelSettings(tool_choice="required", temperature=0, max_tokens=48))
 
 
 def test_an_agent_calls_its_tool_and_answers_with_the_result(url: str, gateway: Gateway) -> None:

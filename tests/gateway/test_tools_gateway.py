@@ -44,7 +44,8 @@ TIME = {"type": "function", "function": {"name": "get_time", "description": "Get
 TOOLS = [WEATHER, TIME]
 SCHEMAS = {"get_weather": WEATHER_PARAMETERS, "get_time": TIME_PARAMETERS}
 ASK = [{"role": "user", "content": "What is the weather in Paris right now?"}]
-SETTINGS = {"max_tokens": 96, "temperature": 0}
+SETTINGS = {"max_tokens": 64, "temperature": 0}  # a call here is under 40 tokens
+TEXT = {"max_tokens": 16, "temperature": 0}  # a text answer: whether it is text, not how long
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_auto_lets_the_model_choose_a_call_or_text_and_none_answers_text(client:
             _valid(call.function.name, call.function.arguments)
     else:
         assert told.message.content and "<tool_call>" not in told.message.content
-    text = client.chat.completions.create(model="qa", messages=ASK, tools=TOOLS, tool_choice="none", **SETTINGS)
+    text = client.chat.completions.create(model="qa", messages=ASK, tools=TOOLS, tool_choice="none", **TEXT)
     assert text.choices[0].message.content and not text.choices[0].message.tool_calls
     assert text.choices[0].finish_reason in ("stop", "length") and "<tool_call>" not in text.choices[0].message.content
 
@@ -144,11 +145,11 @@ def test_a_second_turn_with_the_tool_result_gets_a_text_answer(client: openai.Op
                *({"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 18, "sky": "clear"}'}
                  for call in message.tool_calls)]
     answer = client.chat.completions.with_raw_response.create(model="qa", messages=history, tools=TOOLS,
-                                                              tool_choice="none", **SETTINGS)
+                                                              tool_choice="none", **TEXT)
     text = answer.parse().choices[0].message
     assert text.content and not text.tool_calls
     streamed = client.chat.completions.create(model="qa", messages=history, tools=TOOLS, tool_choice="none",
-                                              stream=True, **SETTINGS)
+                                              stream=True, **TEXT)
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == text.content
     gateway.recorder.flush()
     (row,) = gateway.store.query(f"select ok, tool_calls from calls where call_id = '{first.id.removeprefix('chatcmpl-')}'")
@@ -163,14 +164,14 @@ def test_a_tool_call_is_not_offered_to_live_scoring_and_a_text_answer_is(client:
     before = gateway.live_scorer.counters()["offered"]
     client.chat.completions.create(model="qa", messages=ASK, tools=TOOLS, tool_choice="required", **SETTINGS)
     assert gateway.live_scorer.counters()["offered"] == before
-    client.chat.completions.create(model="qa", messages=ASK, tools=TOOLS, tool_choice="none", **SETTINGS)
+    client.chat.completions.create(model="qa", messages=ASK, tools=TOOLS, tool_choice="none", **TEXT)
     assert gateway.live_scorer.counters()["offered"] == before + 1
 
 
 def test_the_ollama_client_calls_tools_whole_and_streamed_then_reads_the_result(url: str) -> None:
     client = ollama.Client(host=url)
     assert "tools" in client.show("qa").capabilities and "tools" not in client.show("plain").capabilities
-    options = {"num_predict": 96, "temperature": 0}
+    options = {"num_predict": SETTINGS["max_tokens"], "temperature": 0}
     whole = client.chat(model="qa", messages=ASK, tools=TOOLS, options=options)
     assert whole.done and whole.done_reason == "stop"
     (call,) = whole.message.tool_calls  # auto: at temperature 0 SmolLM2 calls the weather tool for this question
@@ -183,7 +184,7 @@ def test_the_ollama_client_calls_tools_whole_and_streamed_then_reads_the_result(
     assert chunks[-1].done and chunks[-1].eval_count == whole.eval_count and not chunks[-1].message.tool_calls
 
     history = [*ASK, whole.message, {"role": "tool", "tool_name": "get_weather", "content": "18 degrees, clear sky"}]
-    answer = client.chat(model="qa", messages=history, tools=TOOLS, options=options)
+    answer = client.chat(model="qa", messages=history, tools=TOOLS, options=options)  # room for a whole call
     assert answer.message.content and not answer.message.tool_calls  # the result was read: no second call
 
 
