@@ -35,13 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _versions(home: Path) -> tuple[Any, list[Any], Any]:
     """The catalog, the LLM versions the demo registers, and the classifier trained and registered here."""
-    from registry.training.data import check_training_data
-    from registry.training.text_classifier import train_text_classifier
-
     from registry.catalog.shipped import prepare_shipped_models
     from registry.catalog.versions import Catalog
     from registry.evaluation.tasks import TaskCatalog
     from registry.settings import get_settings
+    from registry.training.data import check_training_data
+    from registry.training.text_classifier import train_text_classifier
 
     settings = get_settings(home=home)
     catalog = Catalog(settings)

@@ -461,7 +461,8 @@ def _template_provenance(path: Path, info: Any, allow_errors: bool) -> dict[str,
     if info.chat_template is None:
         return {}
     found = {"chat_template_sha256": template_sha256(info.chat_template)}
-    checked = inspect_chat_template(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
+    checked = inspect_chat_template(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token,
+                                    named_templates=info.named_chat_templates)
     if checked.unsupported:  # recorded, not refused: a chat without those turns is served (chat_template.py)
         found["chat_template_unsupported"] = ", ".join(checked.unsupported)
     reason = checked.error

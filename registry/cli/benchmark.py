@@ -33,10 +33,10 @@ def benchmark(models: tuple[str, ...], tasks: tuple[str, ...], limit: int | None
         raise UserError("no tasks to benchmark; add one with `arbiter tasks add PATH` (docs/tasks.md)")
     for task in chosen:
         for record in records if models else ():  # named versions must fit every named task
-            missing = task.missing_capabilities(record)
-            if missing:
-                raise UserError(f"{record.ref} lacks {missing}, which task {task.ref} needs; benchmark it on another "
-                                "task, or register a version with those capabilities")
+            refused = task.cannot_serve(record)
+            if refused:
+                raise UserError(f"{refused}; benchmark it on another task"
+                                + ("" if record.spec.is_classifier else ", or register a version with those capabilities"))
     if any(task.needs_judge for task in chosen):
         route_judge(catalog)  # a judged task without a judge is refused before Prefect starts
     for record in records:

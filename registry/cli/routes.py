@@ -88,7 +88,8 @@ def promote(
         given = [flag for flag, value in rollout_flags.items() if value is not None]
         if given:
             raise UserError(f"{', '.join(given)} shape a gradual rollout; use --candidate {model}/{version} with them")
-        _print(context.routes().promote(route, model, version, force=force), as_json)
+        contract = context.tasks().contract(route)  # a version that cannot serve the route's task is refused
+        _print(context.routes().promote(route, model, version, force=force, contract=contract), as_json)
         return
     if model is not None or version is not None:
         raise UserError("--candidate and --model/--version are two ways to promote; give one of them")

@@ -28,14 +28,15 @@ CANDIDATE_COLUMNS = ("ref", "score", "quality", "p50_ms", "memory_mb", "success_
 def select(task: str, max_latency_ms: float | None, max_memory_mb: int | None, capabilities: tuple[str, ...],
            min_samples: int, prefer: str | None, as_json: bool) -> None:
     """Pick the primary and fallback version for TASK from measured figures (task learnings applied)."""
-    criteria = context.tasks().criteria_for(Criteria(
+    tasks = context.tasks()
+    criteria = tasks.criteria_for(Criteria(
         task=task, capabilities=capabilities, max_latency_ms=max_latency_ms, max_memory_mb=max_memory_mb,
         min_samples=min_samples, prefer=prefer,
     ))
     catalog = context.catalog()
     selector = LocalModelSelector(catalog.list_versions, ProfileCache(catalog.store), TaskLearnings(catalog.store),
                                   hardware_id=fingerprint().hardware_id)
-    chosen = selector.select(criteria)
+    chosen = selector.select(criteria, tasks.contract(task))  # a version that cannot serve the task: excluded, with why
     if as_json:
         emit_json(chosen.as_json())
     else:

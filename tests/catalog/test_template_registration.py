@@ -32,6 +32,8 @@ def copies(smollm2: ShippedModel, tmp_path_factory: pytest.TempPathFactory) -> d
     return {
         "popen": with_chat_template(smollm2.path, folder / "smollm2-popen.gguf", POPEN),
         "never-ends": with_chat_template(smollm2.path, folder / "smollm2-loop.gguf", NEVER_ENDS),
+        "named-broken": with_chat_template(smollm2.path, folder / "smollm2-named.gguf", "{% if %}",
+                                           key="tokenizer.chat_template.tool_use"),
     }
 
 
@@ -99,3 +101,11 @@ def test_the_cli_refuses_a_template_that_never_ends_in_one_line_and_warns_when_e
     assert SANDBOX_REFUSAL in stdout + stderr  # the warning says why the template fails
     (record,) = catalog.list_versions()
     assert record.spec.provenance["chat_template_error"].startswith(SANDBOX_REFUSAL)
+
+
+def test_a_named_template_that_does_not_compile_is_refused(catalog: Catalog, copies) -> None:
+    # llama-cpp-python compiles it at load even under an explicit --chat-format: the model could not load
+    with pytest.raises(UserError, match=r"its named template tokenizer\.chat_template\.tool_use, line 1: "
+                                        r"not valid Jinja2"):
+        catalog.register(copies["named-broken"], name="smollm2-named", chat_format="chatml")
+    assert catalog.list_versions() == []

@@ -270,10 +270,10 @@ def test_a_folder_file_named_after_another_task_is_refused(tasks: TaskCatalog, d
 
 
 def test_latest_and_default_names_cover_the_shipped_tasks(tasks: TaskCatalog) -> None:
-    """With no datasets folder of its own, a home tracks the repository's four shipped tasks."""
-    assert tasks.names() == ["classify", "extract", "qa", "summarize"]
-    assert [t.ref for t in tasks.latest()] == ["classify/1", "extract/1", "qa/1", "summarize/1"]
-    assert tasks.default_names() == ["classify", "extract", "qa"]  # the judged one runs when asked for
+    """With no datasets folder of its own, a home tracks the repository's five shipped tasks."""
+    assert tasks.names() == ["classify", "extract", "qa", "summarize", "ticket-topic"]
+    assert [t.ref for t in tasks.latest()] == ["classify/1", "extract/1", "qa/1", "summarize/1", "ticket-topic/1"]
+    assert tasks.default_names() == ["classify", "extract", "qa", "ticket-topic"]  # the judged one runs when asked for
 
 
 def test_criteria_gain_the_capabilities_a_known_task_needs(tasks: TaskCatalog, work: Path) -> None:

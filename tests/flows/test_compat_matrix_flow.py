@@ -127,7 +127,7 @@ def test_versions_are_resolved_when_the_run_starts(catalog: Catalog, registered)
 
 def test_default_tasks_follow_the_route(tmp_path) -> None:
     tasks = TaskCatalog(get_settings(home=tmp_path))
-    reference_tasks = ["classify", "extract", "qa"]  # every shipped task file that needs no judge
+    reference_tasks = ["classify", "extract", "qa", "ticket-topic"]  # every shipped task file that needs no judge
     assert default_tasks(tasks, "qa") == ["qa"]
     assert default_tasks(tasks, "summarize") == ["summarize"]
     assert default_tasks(tasks, "judgment") == reference_tasks  # a route that is not a task
