@@ -23,6 +23,7 @@ _REGISTRY_URI = re.compile(r"^(https?|sqlite|postgresql(\+\w+)?|mysql(\+\w+)?|ms
 # What a browser sends in ``Origin``: scheme://host[:port], nothing after; ``*`` stands for any characters.
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$")
 _HOST_NAME = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+SHIPPED_DATASETS = Path(__file__).resolve().parent.parent / "datasets"  # the tasks the project ships
 
 
 def default_threads() -> int:
@@ -178,7 +179,7 @@ class Settings(BaseSettings):
     def datasets_dir(self) -> Path:
         """Bundled validation sets: ``ARBITER_HOME/datasets`` if present, else the repo's own."""
         local = self.home / "datasets"
-        return local if local.is_dir() else Path(__file__).resolve().parent.parent / "datasets"
+        return local if local.is_dir() else SHIPPED_DATASETS
 
     @cached_property
     def tracking_uri(self) -> str:

@@ -41,6 +41,7 @@ from registry.evaluation.templates import Messages, PromptTemplate
 from registry.providers.base import GenerationRequest
 from registry.selection.contract import TaskContract
 from registry.selection.criteria import Criteria
+from registry.settings import SHIPPED_DATASETS
 from registry.spec import NAME_PATTERN
 
 if TYPE_CHECKING:
@@ -421,7 +422,7 @@ class TaskCatalog:
         if self._checked.get(path) == stamp:
             return
         versions = self._versions(name)
-        if versions and versions[-1]["source"] != str(path.resolve()):
+        if versions and Path(versions[-1]["source"]).parent not in self._datasets_folders():
             return  # the name's latest version was added by hand: that one stands
         spec, files = task_files(path.resolve())
         if spec.name != name:
@@ -430,6 +431,14 @@ class TaskCatalog:
         if not versions or versions[-1]["sha256"] != _digest(files):
             self._record(*compile_task(path))
         self._checked[path] = stamp
+
+
+    def _datasets_folders(self) -> set[Path]:
+        """Both folders a tracked task file comes from: the repo's shipped one and the home's own. A
+        version recorded from either is tracked, so a home that gains its own ``datasets/`` after a
+        shipped task was recorded follows the home's file rather than keeping the shipped one."""
+        home_folder = self.settings.home / "datasets"
+        return {SHIPPED_DATASETS.resolve(), home_folder.resolve()}
 
 
 def _stamp(task_file: Path) -> tuple[tuple[str, int, int], ...]:

@@ -38,6 +38,7 @@ class Recorder:
         self._commits = commits
         self._rows: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._flushing = threading.Lock()  # one flush at a time: see flush()
         self._thread = threading.Thread(target=self._run, name="arbiter-recorder", daemon=True)
         self.written = 0
         self.failed_flushes = 0
@@ -49,7 +50,14 @@ class Recorder:
         self._rows.put((table, row))
 
     def flush(self) -> int:
-        """Write every queued row now; returns how many were written."""
+        """Write every queued row now; returns how many were written. Flushes take turns, so when it
+        returns, every row added before the call is in the store, including a batch the writer
+        thread had already taken off the queue and was writing (a reader that flushes and then
+        queries would otherwise miss it)."""
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> int:
         batches: dict[str, list[dict[str, Any]]] = {}
         while True:
             try:

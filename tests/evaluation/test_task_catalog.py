@@ -18,7 +18,7 @@ import yaml
 from registry.errors import DatasetError, NotFoundError
 from registry.evaluation.tasks import TaskCatalog, TaskVersion
 from registry.selection.criteria import Criteria
-from registry.settings import Settings
+from registry.settings import Settings, get_settings
 
 pytestmark = pytest.mark.data
 
@@ -153,7 +153,7 @@ def test_get_resolves_name_or_name_slash_version_and_names_what_exists(tasks: Ta
         tasks.get("support/latest")
     with pytest.raises(NotFoundError) as excinfo:
         tasks.get("tickets")
-    assert str(excinfo.value) == ("unknown task 'tickets'; known tasks: classify, extract, qa, summarize, support "
+    assert str(excinfo.value) == ("unknown task 'tickets'; known tasks: classify, extract, qa, summarize, support, ticket-topic "
                                   "(add yours with `arbiter tasks add PATH`)")
 
 
@@ -260,6 +260,18 @@ def test_a_hand_added_version_is_not_overridden_by_the_folder(tasks: TaskCatalog
     _edit_first_question(datasets, "What is the capital city of France?")
     assert tasks.get("qa").ref == "qa/2"  # the hand-added version stands
     assert [v["version"] for v in tasks.versions("qa")] == [1, 2]
+
+
+def test_a_home_that_gains_its_own_datasets_folder_follows_it(tasks: TaskCatalog, settings: Settings) -> None:
+    """A shipped task recorded first (a promote asks for the route's contract), then the user makes
+    ``ARBITER_HOME/datasets``: its qa.yaml is the one tracked from then on, not the shipped copy."""
+    assert tasks.get("qa").source == str((BUNDLED / "qa.yaml").resolve())
+    (settings.home / "datasets").mkdir()
+    for name in ("qa.yaml", "qa.jsonl"):
+        shutil.copy(BUNDLED / name, settings.home / "datasets" / name)
+    _edit_first_question(settings.home / "datasets", "What is the capital city of France?")
+    mine = TaskCatalog(get_settings()).get("qa")  # a later command reads the home's folder
+    assert mine.ref == "qa/2" and mine.items[0].data["question"] == "What is the capital city of France?"
 
 
 def test_a_folder_file_named_after_another_task_is_refused(tasks: TaskCatalog, datasets: Path) -> None:
