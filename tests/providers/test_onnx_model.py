@@ -1,5 +1,6 @@
-"""inspect_onnx on real ONNX files (trained and exported here, run in onnxruntime): what a good
-classifier records, and the one-line refusal of each file the issue's "Bad input" names."""
+"""inspect_onnx on real ONNX files (trained and exported here, or built with onnx.helper, run in
+onnxruntime): what a good text classifier, token-id classifier and embedder record, and the one-line
+refusal of each file the issue's "Bad input" names."""
 
 from __future__ import annotations
 
@@ -7,9 +8,23 @@ from pathlib import Path
 
 import onnx
 import pytest
-from onnx_models import LABELS, float_regressor, random_bytes, text_classifier, truncated, unsupported_opset
+from onnx_models import (
+    LABELS,
+    MAX_TOKENS,
+    TICKET_LABELS,
+    causal_lm,
+    float_regressor,
+    random_bytes,
+    text_classifier,
+    ticket_tokenizer,
+    token_classifier,
+    token_embedder,
+    truncated,
+    unsupported_opset,
+)
 
 from registry.errors import ModelFileError, UserError
+from registry.providers.gguf_file import sha256_of
 from registry.providers.onnx_model import ORT_MIN_OPSET, inspect_onnx, ort_opset_range
 
 pytestmark = pytest.mark.unit
@@ -67,7 +82,8 @@ def test_the_opset_range_is_what_this_onnxruntime_loads() -> None:
         (lambda folder, good: unsupported_opset(folder / "opset5.onnx", 5), UserError, "unsupported ai.onnx opset 5;"),
         (lambda folder, good: float_regressor(folder / "regressor.onnx"), UserError,
          "unsupported contract: inputs x: tensor(float)[?, 3]; outputs y: tensor(float)[?, 3]; arbiter serves text "
-         "classifiers: one string input → label + scores (docs/custom-models.md)"),
+         "classifiers: one string input → label + scores, and token ids (input_ids) → logits or embeddings "
+         "(docs/custom-models.md)"),
         (lambda folder, good: text_classifier(folder / "en_US.onnx", locale=None), UserError,
          "onnxruntime cannot run it here: "),
     ],
@@ -124,6 +140,76 @@ def test_a_model_without_labels_is_refused(files: Path, good: Path) -> None:
     onnx.save(model, str(path))
     with pytest.raises(UserError, match="no classifier node with classlabels_strings"):
         inspect_onnx(path)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(files: Path) -> Path:
+    return ticket_tokenizer(files / "tokenizer.json")
+
+
+def test_a_token_id_classifier_records_its_inputs_output_labels_and_tokenizer(files: Path, tokenizer: Path) -> None:
+    info = inspect_onnx(token_classifier(files / "tok-clf.onnx"), tokenizer=tokenizer, labels=TICKET_LABELS)
+    assert (info.contract, info.labels, info.capabilities) == ("token-classifier", TICKET_LABELS, ("classification",))
+    assert info.provenance() == {
+        "onnx_contract": "token-classifier", "onnx_input": "input_ids", "onnx_attention_mask": "attention_mask",
+        "onnx_token_type_ids": "", "onnx_output": "logits", "onnx_pooling": "model", "onnx_width": "4",
+        "onnx_max_tokens": str(MAX_TOKENS), "tokenizer": str(tokenizer), "tokenizer_sha256": sha256_of(tokenizer),
+        "onnx_opset": "17", "onnx_ml_opset": "", "exporter": "pytorch", "exporter_version": "2.9.0",
+    }
+
+
+@pytest.mark.parametrize(("pooled", "output", "pooling"), [(True, "sentence_embedding", "model"),
+                                                           (False, "last_hidden_state", "mean")])
+def test_a_token_id_embedder_records_its_output_and_pooling(
+    files: Path, tokenizer: Path, pooled: bool, output: str, pooling: str
+) -> None:
+    info = inspect_onnx(token_embedder(files / f"embed-{pooled}.onnx", pooled=pooled), tokenizer=tokenizer)
+    assert (info.contract, info.labels, info.capabilities) == ("token-embedder", (), ("embedding",))
+    assert info.token_ids is not None
+    assert (info.token_ids.output, info.token_ids.pooling, info.token_ids.width) == (output, pooling, 32)
+
+
+def _fixed_axes(source: Path, path: Path) -> Path:
+    """``source`` with its inputs' sequence axis fixed at 128, as an export without dynamic_axes writes it."""
+    model = onnx.load(str(source))
+    for value in model.graph.input:
+        value.type.tensor_type.shape.dim[1].dim_value = 128
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("build", "says"), [
+    (lambda files, tok: (causal_lm(files / "lm.onnx"), tok, None),
+     "its logits are logits: tensor(float)[?, ?, 872], one row per token: a causal language model, which arbiter "
+     "serves as GGUF under llama.cpp"),
+    (lambda files, tok: (token_embedder(files / "e.onnx"), None, None),
+     "takes token ids, so arbiter needs its tokenizer: pass --tokenizer tokenizer.json"),
+    (lambda files, tok: (token_embedder(files / "e.onnx"), _write(files / "t.json", b'{"a": 1}'), None),
+     "t.json: not a tokenizer ("),
+    (lambda files, tok: (token_embedder(files / "e.onnx"), files / "absent.json", None), "absent.json: no such file"),
+    (lambda files, tok: (token_embedder(files / "e.onnx"), ticket_tokenizer(files / "n.json", max_tokens=None), None),
+     "n.json: sets no truncation length"),
+    (lambda files, tok: (token_classifier(files / "c.onnx"), tok, None),
+     "answers logits, whose columns carry no names: pass --labels a,b,c in the order of the model's logits"),
+    (lambda files, tok: (token_classifier(files / "c.onnx"), tok, TICKET_LABELS[:3]),
+     "its logits have 4 columns but --labels gives 3 (billing, technical, account); give one label per column"),
+    (lambda files, tok: (token_embedder(files / "e.onnx"), tok, ("a", "b")),
+     "is an embedder (no logits output); --labels is for classifiers"),
+    (lambda files, tok: (token_embedder(files / "small.onnx", vocab=50), tok, None),
+     "onnxruntime cannot run it on tokenizer.json's ids (64 tokens, ids up to 871): Non-zero status code returned "
+     "while running Gather node"),
+    (lambda files, tok: (_fixed_axes(token_embedder(files / "e.onnx"), files / "fixed.onnx"), tok, None),
+     "has a fixed batch or sequence axis; export it again with dynamic_axes="),
+    (lambda files, tok: (text_classifier(files / "text.onnx"), tok, None),
+     "reads text (no input_ids input); --tokenizer is for models that take token ids"),
+], ids=["causal-lm", "no-tokenizer", "not-a-tokenizer", "tokenizer-missing", "no-max-length", "no-labels",
+        "labels-count", "labels-on-embedder", "ids-past-the-table", "fixed-axis", "tokenizer-for-text"])
+def test_bad_token_id_models_are_refused_in_one_line(files: Path, tokenizer: Path, build, says: str) -> None:
+    path, tok, labels = build(files, tokenizer)
+    with pytest.raises(UserError) as caught:
+        inspect_onnx(path, tokenizer=tok, labels=labels)
+    message = str(caught.value)
+    assert "\n" not in message and says in message, message
 
 
 def _write(path: Path, data: bytes) -> Path:
