@@ -242,5 +242,5 @@ def _ask_through_the_gateway(settings: Settings, *, ask_classifier: bool) -> Non
     [row] = ResultsStore(settings.results_dir).query(
         "select cpu_ms, peak_rss_mb, energy_mwh, energy_model from calls where source = 'gateway' and route = 'qa' "
         "order by ts desc limit 1")
-    click.echo(f"    its cost: CPU {row['cpu_ms']:.0f} ms, peak RSS {row['peak_rss_mb']:.0f} MB, "
+    click.echo(f"    the qa call's cost: CPU {row['cpu_ms']:.0f} ms, peak RSS {row['peak_rss_mb']:.0f} MB, "
                f"{row['energy_mwh']:.2g} mWh ({row['energy_model']})")

@@ -43,7 +43,7 @@ def test_demo_runs_end_to_end_and_is_idempotent(home: Path) -> None:
     assert clf_row.split("│")[5].strip() == "—"  # tok/s: a classifier decodes nothing
     assert "route embed: champion smollm2-embed/1 (embeddings" in out  # for docs/clients.md's embeddings examples
     assert "tok/s" in out and "→ route qa → " in out  # answered through the gateway by the ollama client
-    assert "its cost: CPU " in out and " mWh (" in out  # the gateway call's measured cost, energy with its source
+    assert "the qa call's cost: CPU " in out and " mWh (" in out  # the gateway call's measured cost, energy with its source
     assert "feedback on it (POST /arbiter/feedback, call " in out  # the answer's call id, as an application uses it
     assert "arbiter serve" in out
     assert "mlflow ui --backend-store-uri" in out and "arbiter results sql" in out
