@@ -24,7 +24,7 @@ from registry.providers import describe_remote
 from registry.providers.chat_template import inspect_chat_template, template_sha256
 from registry.providers.coreml_package import inspect_mlpackage, package_sha256
 from registry.providers.gguf_file import inspect_gguf, sha256_of
-from registry.providers.onnx_model import inspect_onnx
+from registry.providers.onnx_model import TOKEN_CLASSIFIER, inspect_onnx
 from registry.results.events import event_row
 from registry.results.store import ResultsStore
 from registry.settings import Settings
@@ -53,7 +53,8 @@ METRIC_PREFIX = "metric."  # provenance keys that are training metrics, also log
 REGISTRATIONS_EXPERIMENT = "arbiter-registrations"
 # llama.cpp needs about the file's size mapped plus context and scratch buffers.
 _RUNTIME_OVERHEAD_MB = 150
-# A classifier reads one text, not tokens in a window: a nominal bound (the ONNX provider refuses a text over 64 KiB).
+# A text classifier reads one text, not tokens in a window: a nominal bound (the ONNX provider refuses a
+# text over 64 KiB). A token-id model's window is its tokenizer's truncation length.
 ONNX_CONTEXT_WINDOW = 8192
 # Characters MLflow takes in both a tag key and a metric name, so every provenance key is valid as either.
 _PROVENANCE_KEY = re.compile(r"^[A-Za-z0-9_.\-/]{1,200}$")
@@ -265,16 +266,20 @@ class Catalog:
         *,
         name: str,
         labels: list[str] | None = None,
+        tokenizer: Path | None = None,
         family: str | None = None,
         provenance: dict[str, str] | None = None,
     ) -> tuple[VersionRecord, bool]:
-        """Register an ONNX text classifier (a user's own trained model); ``(record, created)`` as
-        for a GGUF file, its identity the file's sha256.
+        """Register an ONNX model (a user's own trained model); ``(record, created)`` as for a GGUF
+        file, its identity the file's sha256.
 
         The file is validated as the provider will run it (``providers/onnx_model``: checker,
-        opsets, the text-classifier contract, a real onnxruntime session), so a model that could
-        never answer registers nothing. ``labels``, when given, must be the model's labels (as a
-        set; the model's order is kept). ``provenance`` (training data, code, ``metric.<name>``
+        opsets, one of the contracts, a real onnxruntime session), so a model that could never
+        answer registers nothing. A text classifier's ``labels``, when given, must be the model's
+        labels (as a set; the model's order is kept). A token-id model (``input_ids`` in) needs its
+        ``tokenizer`` (a ``tokenizer.json``, whose path and sha256 the version records and its
+        provider checks on load); a token-id classifier needs ``labels`` in its logits' order and
+        serves classification, an embedder ``embedding``. ``provenance`` (training data, code, ``metric.<name>``
         entries…) is merged over what the file says about itself; each entry becomes an
         ``arbiter.provenance.<key>`` version tag and each metric a metric of the registration run.
         The same file again under ``name`` is the same version, and must not claim other
@@ -286,8 +291,9 @@ class Catalog:
         """
         validate_model_name(name)
         path = path.expanduser().resolve()
-        info = inspect_onnx(path)
-        if labels is not None and set(labels) != set(info.labels):
+        info = inspect_onnx(path, tokenizer=None if tokenizer is None else tokenizer.expanduser().resolve(),
+                            labels=labels)
+        if info.token_ids is None and labels is not None and set(labels) != set(info.labels):
             raise UserError(
                 f"{path}: its labels are {', '.join(info.labels)}, not the given {', '.join(labels)}; "
                 "pass --labels as the model's labels, or retrain it on the labels you mean"
@@ -304,8 +310,8 @@ class Catalog:
             source=str(path),
             sha256=sha,
             size_bytes=info.size_bytes,
-            capabilities=("classification",),
-            context_window=ONNX_CONTEXT_WINDOW,
+            capabilities=info.capabilities,
+            context_window=ONNX_CONTEXT_WINDOW if info.token_ids is None else info.token_ids.max_tokens,
             architecture=info.contract,
             family=family or name,
             hardware=Hardware(accelerators=("cpu", "cuda"), min_memory_mb=info.min_memory_mb()),
@@ -450,8 +456,11 @@ def _description(spec: ModelSpec) -> str:
     """The one line the MLflow UI shows under a version."""
     if spec.sha256 is None:
         return f"{spec.kind} model {spec.source!r} served at {spec.base_url or 'OLLAMA_HOST'}"
+    if spec.kind == ModelKind.ONNX and "embedding" in spec.capabilities:
+        return f"ONNX token-id embedder ({spec.provenance.get('onnx_width')} dims), {spec.size_bytes} bytes, sha256 {spec.sha256}"
     if spec.labels:
-        return f"ONNX text classifier ({', '.join(spec.labels)}), {spec.size_bytes} bytes, sha256 {spec.sha256}"
+        what = "token-id classifier" if spec.architecture == TOKEN_CLASSIFIER else "text classifier"
+        return f"ONNX {what} ({', '.join(spec.labels)}), {spec.size_bytes} bytes, sha256 {spec.sha256}"
     return f"{spec.architecture} {spec.quantization}, {spec.size_bytes} bytes, sha256 {spec.sha256}"
 
 

@@ -17,7 +17,7 @@ from registry.spec import REMOTE_KINDS, Status, VersionRecord, parse_ref
 
 _COLUMNS = ("name", "version", "status", "quantization", "size_bytes", "context_window", "capabilities", "sha256")
 _METRIC = re.compile(r"^([A-Za-z0-9_.\-/]+)=(.*)$")
-_ONNX_ONLY = ("--task", "--trained-on", "--training-code", "--labels", "--metric")
+_ONNX_ONLY = ("--task", "--trained-on", "--training-code", "--labels", "--metric", "--tokenizer")
 
 
 @click.group()
@@ -30,8 +30,8 @@ def models() -> None:
 @click.option("--name", required=True, help="Catalog model (family) name, e.g. smollm2-135m.")
 @click.option("--kind", type=click.Choice(["gguf", "onnx", "coreml", *sorted(k.value for k in REMOTE_KINDS)]),
               default=None,
-              help="gguf: SOURCE is a file run in-process; onnx: SOURCE is a trained text classifier (.onnx, "
-                   "docs/custom-models.md); coreml: SOURCE is a .mlpackage directory (runs on macOS on Apple "
+              help="gguf: SOURCE is a file run in-process; onnx: SOURCE is a trained text classifier, or a "
+                   "token-id classifier or embedder with --tokenizer (.onnx, docs/custom-models.md); coreml: SOURCE is a .mlpackage directory (runs on macOS on Apple "
                    "Silicon); ollama / openai: SOURCE is the model's name on a server. "
                    "Default: coreml for a .mlpackage, onnx for a .onnx file, else gguf.")
 @click.option("--base-url", default=None,
@@ -64,22 +64,25 @@ def models() -> None:
               help="ONNX: the labels you expect, comma-separated (e.g. billing,technical); must be the model's.")
 @click.option("--metric", "metrics", multiple=True,
               help="ONNX: a training metric NAME=NUMBER (repeatable), recorded and logged on the MLflow run.")
+@click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
+              help="ONNX taking token ids (input_ids): its Hugging Face tokenizer.json, with a truncation length; "
+                   "its sha256 is recorded and checked on every load.")
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 def register(
     source: str, name: str, kind: str | None, base_url: str | None, context_window: int | None,
     capabilities: tuple[str, ...], chat_format: str | None, cpu_flags: tuple[str, ...],
     accelerators: tuple[str, ...], min_memory_mb: int | None, min_gpu_memory_mb: int | None,
     allow_template_errors: bool, task_ref: str | None, trained_on: Path | None, training_code: str | None,
-    labels_text: str | None, metrics: tuple[str, ...], as_json: bool,
+    labels_text: str | None, metrics: tuple[str, ...], tokenizer: Path | None, as_json: bool,
 ) -> None:
     """Register SOURCE as a new immutable version of NAME: a GGUF file's path, a trained ONNX text
     classifier (with its task and training provenance), a CoreML .mlpackage directory, or with
     --kind ollama|openai the name of a model a server serves (arbiter checks the server knows it)."""
     catalog = context.catalog()
     kind = kind or ("coreml" if is_mlpackage(source) else "onnx" if source.lower().endswith(".onnx") else "gguf")
-    onnx_options = (task_ref, trained_on, training_code, labels_text, metrics)
+    onnx_options = (task_ref, trained_on, training_code, labels_text, metrics, tokenizer)
     if kind != "onnx" and any(onnx_options):
-        raise UserError(f"{', '.join(_ONNX_ONLY)} describe a trained ONNX classifier (--kind onnx), not a {kind} model")
+        raise UserError(f"{', '.join(_ONNX_ONLY)} describe a trained ONNX model (--kind onnx), not a {kind} model")
     if allow_template_errors and kind != "gguf":
         raise UserError(f"--allow-template-errors is for GGUF files, whose chat template runs in-process; not for {kind}")
     needs = {key: value for key, value in (
@@ -92,8 +95,9 @@ def register(
         if base_url is not None or context_window is not None or chat_format is not None or capabilities:
             raise UserError("--base-url, --context-window, --chat-format and --capability are not for ONNX "
                             "classifiers: it runs in-process, reads one text and answers one of its labels")
-        record, created = _register_onnx(Path(source), name, task_ref, trained_on, training_code, labels_text, metrics)
-        where = f"text classifier: {', '.join(record.spec.labels)}; sha256 {record.spec.sha256}"
+        record, created = _register_onnx(Path(source), name, task_ref, trained_on, training_code, labels_text, metrics,
+                                         tokenizer)
+        where = _onnx_summary(record)
     elif kind == "coreml":
         if base_url is not None or chat_format is not None:
             raise UserError("--base-url and --chat-format are not for CoreML packages: a .mlpackage runs in-process "
@@ -165,13 +169,31 @@ def show(ref: str, as_json: bool) -> None:
 
 def _register_onnx(
     path: Path, name: str, task_ref: str | None, trained_on: Path | None, training_code: str | None,
-    labels_text: str | None, metric_options: tuple[str, ...],
+    labels_text: str | None, metric_options: tuple[str, ...], tokenizer: Path | None,
 ) -> tuple[VersionRecord, bool]:
-    """A trained classifier with its provenance, every check done before anything is registered:
-    the task's labels are the model's (it serves that task's route), the training data meets the
-    task's expectations and shares no item with its validation set (else the benchmark would
-    measure memory), and each metric is a number."""
-    from registry.providers.onnx_model import inspect_onnx
+    """A trained model with its provenance, every check done before anything is registered: the
+    file and its contract first (a classifier and an embedder need different provenance), then a
+    classifier's task and training data, or an embedder's training code."""
+    from registry.providers.onnx_model import TOKEN_EMBEDDER, inspect_onnx
+
+    labels = _labels(labels_text)
+    metrics = {f"{METRIC_PREFIX}{key}": value for key, value in _metrics(metric_options).items()}
+    tokenizer = None if tokenizer is None else tokenizer.expanduser().resolve()
+    info = inspect_onnx(path.expanduser().resolve(), tokenizer=tokenizer, labels=labels)
+    if info.contract == TOKEN_EMBEDDER:
+        provenance = _embedder_provenance(path, task_ref, trained_on, training_code)
+    else:
+        provenance = _classifier_provenance(path, info.labels, task_ref, trained_on, training_code)
+    return context.catalog().register_onnx(path, name=name, labels=labels, tokenizer=tokenizer,
+                                           provenance={**provenance, **metrics})
+
+
+def _classifier_provenance(
+    path: Path, labels: tuple[str, ...], task_ref: str | None, trained_on: Path | None, training_code: str | None,
+) -> dict[str, str]:
+    """A classifier's task and training data: the task's labels are the model's (it serves that
+    task's route), and the training data meets the task's expectations and shares no item with its
+    validation set (else the benchmark would measure memory)."""
     from registry.training.data import check_training_data
 
     if task_ref is None or trained_on is None or not (training_code or "").strip():
@@ -179,24 +201,48 @@ def _register_onnx(
             "an ONNX classifier needs --task NAME, --trained-on DATA and --training-code REF: its provenance, and "
             "what keeps its benchmark honest (the training data is checked against the task's validation set)"
         )
-    labels = _labels(labels_text)
-    metrics = _metrics(metric_options)
     task = context.tasks().get(task_ref)
     if task.classification is None:
         raise UserError(
             f"task {task.ref} has no classification: section, so no classifier can serve it; add one naming the "
             "item field the classifier reads and the label set (docs/custom-models.md), or pick a classification task"
         )
-    info = inspect_onnx(path.expanduser().resolve())
-    if set(info.labels) != set(task.classification.labels):
+    if set(labels) != set(task.classification.labels):
         raise UserError(
-            f"{path}: its labels are {', '.join(info.labels)}, but task {task.ref} answers "
+            f"{path}: its labels are {', '.join(labels)}, but task {task.ref} answers "
             f"{', '.join(task.classification.labels)}; train it on the task's labels, or register it for another task"
         )
     training = check_training_data(trained_on.expanduser().resolve(), task)
-    provenance = {**training.provenance(), "trained_for_task": task.ref, "training_code": training_code.strip(),
-                  **{f"{METRIC_PREFIX}{key}": value for key, value in metrics.items()}}
-    return context.catalog().register_onnx(path, name=name, labels=labels, provenance=provenance)
+    return {**training.provenance(), "trained_for_task": task.ref, "training_code": str(training_code).strip()}
+
+
+def _embedder_provenance(
+    path: Path, task_ref: str | None, trained_on: Path | None, training_code: str | None,
+) -> dict[str, str]:
+    """An embedder's training code, and its training data's sha256 and size when given: it serves
+    no classification task, so there is no task whose expectations the data could be checked by."""
+    from registry.providers.gguf_file import sha256_of
+
+    if task_ref is not None:
+        raise UserError(f"{path} is an embedder: it serves no classification task; leave --task out")
+    if not (training_code or "").strip():
+        raise UserError("an ONNX embedder needs --training-code REF (what trained or exported it): its provenance")
+    provenance = {"training_code": str(training_code).strip()}
+    if trained_on is not None:
+        data = trained_on.expanduser().resolve()
+        provenance |= {"training_data": str(data), "training_data_sha256": sha256_of(data),
+                       "training_data_bytes": str(data.stat().st_size)}
+    return provenance
+
+
+def _onnx_summary(record: VersionRecord) -> str:
+    """What ``models register`` says a registered ONNX version is."""
+    spec = record.spec
+    tokenizer = f"; tokenizer sha256 {spec.provenance['tokenizer_sha256']}" if "tokenizer_sha256" in spec.provenance else ""
+    if "embedding" in spec.capabilities:
+        return f"token-id embedder: {spec.provenance.get('onnx_width')} dims{tokenizer}; sha256 {spec.sha256}"
+    what = "token-id classifier" if tokenizer else "text classifier"
+    return f"{what}: {', '.join(spec.labels)}{tokenizer}; sha256 {spec.sha256}"
 
 
 def _labels(text: str | None) -> list[str] | None:

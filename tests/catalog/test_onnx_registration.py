@@ -1,13 +1,27 @@
 """A real ONNX text classifier registered in a real MLflow store: its spec and provenance as version
 tags and run metrics, the same file again (idempotent, and refused when it claims another
-history), a retrained file as version 2, and every bad input registering nothing."""
+history), a retrained file as version 2, and every bad input registering nothing; token-id models
+(a classifier and an embedder) with their tokenizer recorded."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from onnx_models import LABELS, float_regressor, random_bytes, text_classifier, truncated, unsupported_opset
+from onnx_models import (
+    LABELS,
+    MAX_TOKENS,
+    TICKET_LABELS,
+    causal_lm,
+    float_regressor,
+    random_bytes,
+    text_classifier,
+    ticket_tokenizer,
+    token_classifier,
+    token_embedder,
+    truncated,
+    unsupported_opset,
+)
 
 from registry.catalog.versions import Catalog
 from registry.errors import UserError
@@ -103,3 +117,36 @@ def test_bad_input_registers_nothing(catalog: Catalog, model: Path, files: Path)
 def test_labels_are_compared_as_a_set(catalog: Catalog, model: Path) -> None:
     record, _ = catalog.register_onnx(model, name="ticket-clf", labels=["shipping", "account", "technical", "billing"])
     assert record.spec.labels == ("account", "billing", "shipping", "technical")
+
+
+def test_token_id_models_register_with_their_tokenizer(catalog: Catalog, files: Path) -> None:
+    tokenizer = ticket_tokenizer(files / "tokenizer.json")
+    classifier, created = catalog.register_onnx(token_classifier(files / "tok-clf.onnx"), name="ticket-tok",
+                                                labels=list(TICKET_LABELS), tokenizer=tokenizer, provenance=TRAINING)
+    spec = classifier.spec
+    assert created and spec.labels == TICKET_LABELS and spec.is_classifier  # the logits' order, as given
+    assert (spec.capabilities, spec.context_window, spec.architecture) == (("classification",), MAX_TOKENS,
+                                                                           "token-classifier")
+    assert spec.provenance["tokenizer_sha256"] == sha256_of(tokenizer) and spec.provenance["tokenizer"] == str(tokenizer)
+    stored = catalog.client.get_model_version("ticket-tok", "1")
+    assert stored.tags["arbiter.provenance.tokenizer_sha256"] == sha256_of(tokenizer)
+    assert stored.description.startswith("ONNX token-id classifier (billing, technical, account, shipping)")
+
+    embedder, _ = catalog.register_onnx(token_embedder(files / "embed.onnx"), name="ticket-embed", tokenizer=tokenizer,
+                                        provenance={"training_code": "git:4f2a9c1 embed.py"})
+    assert (embedder.spec.capabilities, embedder.spec.labels, embedder.spec.is_classifier) == (("embedding",), (), False)
+    assert catalog.client.get_model_version("ticket-embed", "1").description.startswith("ONNX token-id embedder (32 dims)")
+
+
+def test_bad_token_id_models_register_nothing(catalog: Catalog, files: Path) -> None:
+    tokenizer = ticket_tokenizer(files / "tokenizer.json")
+    bad = {
+        "no tokenizer": (token_classifier(files / "c.onnx"), {"labels": list(TICKET_LABELS)}, "pass --tokenizer"),
+        "labels count": (token_classifier(files / "c.onnx"), {"labels": ["a", "b"], "tokenizer": tokenizer},
+                         "its logits have 4 columns but --labels gives 2"),
+        "causal LM": (causal_lm(files / "lm.onnx"), {"tokenizer": tokenizer}, "a causal language model"),
+    }
+    for path, options, says in bad.values():
+        with pytest.raises(UserError, match=says):
+            catalog.register_onnx(path, name="ticket-tok", **options)
+    assert catalog.list_versions() == [] and catalog.client.search_registered_models() == []

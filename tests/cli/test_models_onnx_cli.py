@@ -1,6 +1,7 @@
 """``arbiter models register model.onnx`` as a user runs it (click's runner, a real MLflow store, the
 shipped ticket-topic task and its training set): provenance in ``models show`` text and JSON, the
-same file again, and each bad input of issue 18 as one ``error:`` line with nothing registered."""
+same file again, and each bad input of issue 18 as one ``error:`` line with nothing registered; the
+token-id classifier and embedder with --tokenizer."""
 
 from __future__ import annotations
 
@@ -8,7 +9,19 @@ import json
 from pathlib import Path
 
 import pytest
-from onnx_models import LABELS, float_regressor, random_bytes, text_classifier, truncated, unsupported_opset
+from onnx_models import (
+    LABELS,
+    TICKET_LABELS,
+    causal_lm,
+    float_regressor,
+    random_bytes,
+    text_classifier,
+    ticket_tokenizer,
+    token_classifier,
+    token_embedder,
+    truncated,
+    unsupported_opset,
+)
 from support import assert_clean_error, run
 
 from registry.catalog.versions import Catalog
@@ -73,8 +86,8 @@ def test_a_kind_onnx_file_without_suffix_and_a_gguf_flag_mix(model: Path, files:
     plain = files / "classifier.bin"
     plain.write_bytes(model.read_bytes())
     code, _, err = run("models", "register", str(plain), "--name", "ticket-clf", "--task", TASK)
-    assert_clean_error(code, err, "--task, --trained-on, --training-code, --labels, --metric describe a trained ONNX "
-                                  "classifier (--kind onnx), not a gguf model")
+    assert_clean_error(code, err, "--task, --trained-on, --training-code, --labels, --metric, --tokenizer describe a "
+                                  "trained ONNX model (--kind onnx), not a gguf model")
     code, _, err = run("models", "register", str(model), "--name", "ticket-clf", "--allow-template-errors")
     assert_clean_error(code, err, "--allow-template-errors is for GGUF files")
 
@@ -107,6 +120,62 @@ def test_bad_input_is_one_line_and_registers_nothing(catalog: Catalog, model: Pa
         (register(model, "--labels", "billing,,technical", training=training_set), "give each label once"),
         (register(model, training=leaked), "shares 1 item with task ticket-topic/"),
         (register(model, training=unknown_label), str(unknown_label)),
+    ]
+    for (code, _, err), expected in cases:
+        assert_clean_error(code, err, expected)
+    assert catalog.list_versions() == [] and catalog.client.search_registered_models() == []
+
+
+@pytest.fixture(scope="module")
+def tokenizer(files: Path) -> Path:
+    return ticket_tokenizer(files / "tokenizer.json")
+
+
+def test_a_token_id_classifier_and_embedder_register_and_show_their_tokenizer(
+    catalog: Catalog, files: Path, tokenizer: Path, training_set: Path
+) -> None:
+    sha = sha256_of(tokenizer)
+    code, out, err = register(token_classifier(files / "tok-clf.onnx"), "--tokenizer", str(tokenizer), "--labels",
+                              ",".join(TICKET_LABELS), training=training_set)
+    assert code == 0, err
+    assert out.startswith(f"registered ticket-clf/1 (token-id classifier: billing, technical, account, shipping; "
+                          f"tokenizer sha256 {sha}; sha256 ")
+    code, out, _ = run("models", "show", "ticket-clf/1")
+    assert code == 0 and "  onnx_contract: token-classifier\n" in out and f"  tokenizer_sha256: {sha}\n" in out
+    assert "labels: billing, technical, account, shipping" in out
+
+    code, out, err = run("models", "register", str(token_embedder(files / "embed.onnx")), "--name", "ticket-embed",
+                         "--tokenizer", str(tokenizer), "--training-code", "git:4f2a9c1 embed.py",
+                         "--trained-on", str(training_set), "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["capabilities"] == ["embedding"] and shown["provenance"]["onnx_contract"] == "token-embedder"
+    assert shown["provenance"]["training_data_sha256"] == sha256_of(training_set)
+    assert "trained_for_task" not in shown["provenance"]
+
+
+def test_bad_token_id_input_is_one_line_and_registers_nothing(
+    catalog: Catalog, files: Path, tokenizer: Path, training_set: Path
+) -> None:
+    classifier, embedder = token_classifier(files / "tok-clf.onnx"), token_embedder(files / "embed.onnx")
+    not_a_tokenizer = files / "vocab.txt"
+    not_a_tokenizer.write_text("[PAD]\n[UNK]\nrefund\n")
+    labels = ("--labels", ",".join(TICKET_LABELS))
+    cases = [
+        (register(classifier, *labels, training=training_set), "takes token ids, so arbiter needs its tokenizer: pass "
+                                                                "--tokenizer tokenizer.json"),
+        (register(classifier, "--tokenizer", str(not_a_tokenizer), *labels, training=training_set),
+         "vocab.txt: not a tokenizer ("),
+        (register(classifier, "--tokenizer", str(tokenizer), "--labels", "billing,technical,account",
+                  training=training_set), "its logits have 4 columns but --labels gives 3"),
+        (register(causal_lm(files / "lm.onnx"), "--tokenizer", str(tokenizer), training=training_set),
+         "one row per token: a causal language model, which arbiter serves as GGUF under llama.cpp"),
+        (register(embedder, "--tokenizer", str(tokenizer), training=training_set),
+         "is an embedder: it serves no classification task; leave --task out"),
+        (run("models", "register", str(embedder), "--name", "e", "--tokenizer", str(tokenizer)),
+         "an ONNX embedder needs --training-code REF"),
+        (register(text_classifier(files / "text.onnx"), "--tokenizer", str(tokenizer), training=training_set),
+         "reads text (no input_ids input); --tokenizer is for models that take token ids"),
     ]
     for (code, _, err), expected in cases:
         assert_clean_error(code, err, expected)
