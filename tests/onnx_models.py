@@ -163,16 +163,17 @@ def _tokenizer_json(max_tokens: int | None) -> str:
     return tokenizer.to_str()
 
 
-def token_embedder(path: Path, *, pooled: bool = True, vocab: int | None = None) -> Path:
-    """A sentence embedder over :func:`ticket_tokenizer`'s ids: Gather from a seeded random
-    embedding table, then (``pooled``) a masked mean in the graph, output ``sentence_embedding``
+def token_embedder(path: Path, *, pooled: bool = True, vocab: int | None = None, mask: bool = True) -> Path:
+    """A sentence embedder over :func:`ticket_tokenizer`'s ids: Gather from the embedding table
+    (:func:`_table`), then (``pooled``) a masked mean in the graph, output ``sentence_embedding``
     [batch, DIM], or the token vectors as ``last_hidden_state`` [batch, seq, DIM]. ``vocab``: rows
-    in the table (default: the tokenizer's size; fewer makes ids the model cannot look up)."""
+    in the table (default: the tokenizer's size; fewer makes ids the model cannot look up).
+    ``mask=False`` (token vectors only): no ``attention_mask`` input at all."""
     name, shape = ("sentence_embedding", ["batch", DIM]) if pooled else ("last_hidden_state", ["batch", "seq", DIM])
     nodes = [helper.make_node("Gather", ["table", "input_ids"], ["hidden" if pooled else name]),
              *(_pooled_nodes() if pooled else [])]
     return _token_model(path, nodes, [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)],
-                        {"table": _table(vocab)})
+                        {"table": _table(vocab)}, inputs=("input_ids", "attention_mask") if mask else ("input_ids",))
 
 
 def token_classifier(path: Path) -> Path:
@@ -257,19 +258,21 @@ def _pooled_nodes() -> list[Any]:
     ]
 
 
-def _token_model(path: Path, nodes: list[Any], outputs: list[Any], weights: Mapping[str, Any]) -> Path:
-    """A model with ``input_ids`` and ``attention_mask`` int64 [batch, seq] inputs (both axes dynamic,
-    as ``torch.onnx.export`` with ``dynamic_axes`` writes them), the graph ``nodes`` and ``weights``."""
+def _token_model(
+    path: Path, nodes: list[Any], outputs: list[Any], weights: Mapping[str, Any],
+    inputs: Sequence[str] = ("input_ids", "attention_mask"),
+) -> Path:
+    """A model with ``inputs`` int64 [batch, seq] (both axes dynamic, as ``torch.onnx.export`` with
+    ``dynamic_axes`` writes them), the graph ``nodes`` and ``weights``."""
     import numpy as np
     from onnx import numpy_helper
 
     constants = {"last_axis": np.array([-1], dtype=np.int64), "seq_axis": np.array([1], dtype=np.int64),
                  "one": np.array(1.0, dtype=np.float32), **weights}
-    inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"])
-              for name in ("input_ids", "attention_mask")]
+    values = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"]) for name in inputs]
     used = {name for node in nodes for name in node.input}
     initializers = [numpy_helper.from_array(np.asarray(value), name) for name, value in constants.items() if name in used]
-    graph = helper.make_graph(nodes, "token-model", inputs, outputs, initializer=initializers)
+    graph = helper.make_graph(nodes, "token-model", values, outputs, initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="pytorch",
                               producer_version="2.9.0")
     model.ir_version = IR_VERSION

@@ -117,11 +117,12 @@ class OnnxProvider:
     def embed(self, texts: list[str], *, truncate: bool = False) -> Embedded:
         """One vector per text, batched (padding masked out), and the tokens read. Only an embedder
         embeds: a classifier's logits are no vector anyone should search by."""
-        if not self._is_embedder:
+        token_ids = self._token_ids
+        if token_ids is None or not self._is_embedder:
             raise self._cannot("embeddings")
         session = self._require_loaded()
         encoded = [self._encode(text, truncate=truncate) for text in texts]
-        if self._token_ids.attention_mask is None:  # padding would be read as tokens: one text at a time
+        if token_ids.attention_mask is None:  # padding would be read as tokens: one text at a time
             vectors = [row for ids in encoded for row in self._run_tokens(session, [ids])]
         else:
             vectors = list(self._run_tokens(session, encoded))
@@ -191,6 +192,8 @@ class OnnxProvider:
         assert self._token_ids is not None and self._tokenizer is not None
         ids = self._tokenizer.encode(text).ids
         limit = self._token_ids.max_tokens
+        if not ids:  # a mean over no tokens is no vector, and a classifier would read nothing
+            raise UserError(f"{self.spec.name}: the text {text[:40]!r} has no tokens for its tokenizer; send some text")
         if len(ids) <= limit:
             return ids
         if not truncate:

@@ -111,9 +111,11 @@ def test_the_embedder_answers_the_mean_of_its_token_vectors(embedder: OnnxProvid
         embedder.generate(GenerationRequest(prompt=CHARGED))
 
 
-def test_the_embedder_refuses_a_long_text_or_embeds_its_first_tokens_when_asked(embedder: OnnxProvider) -> None:
+def test_the_embedder_refuses_a_long_or_empty_text_or_embeds_its_first_tokens_when_asked(embedder: OnnxProvider) -> None:
     with pytest.raises(ContextOverflowError, match=f"the text is {MAX_TOKENS + 6} tokens; it takes at most {MAX_TOKENS}"):
         embedder.embed(["short", LONG])
+    with pytest.raises(UserError, match="^ticket-embed: the text '  ' has no tokens for its tokenizer; send some text"):
+        embedder.embed(["fine", "  "])
     cut = embedder.embed([LONG], truncate=True)
     assert cut.prompt_tokens == MAX_TOKENS
     assert np.allclose(cut.vectors[0], embed_like_the_model("refund"), atol=1e-5)
@@ -138,3 +140,13 @@ def test_a_tokenizer_changed_after_registration_is_refused_at_load(folder: Path,
     tokenizer.unlink()
     with pytest.raises(UserError, match="its tokenizer .* is gone; restore it"):
         OnnxProvider(spec, n_threads=1).load()
+
+
+def test_an_embedder_without_an_attention_mask_embeds_each_text_alone(folder: Path, tokenizer: Path) -> None:
+    """Nothing would tell it which positions are padding, so texts of different lengths are never batched."""
+    path = token_embedder(folder / "no-mask.onnx", pooled=False, mask=False)
+    provider = OnnxProvider(_spec(path, tokenizer, "ticket-embed"), n_threads=1)
+    provider.load()
+    texts = ["Where is my parcel?", CHARGED]
+    for text, vector in zip(texts, provider.embed(texts).vectors, strict=True):
+        assert np.allclose(vector, embed_like_the_model(text), atol=1e-5)
