@@ -24,7 +24,8 @@ from registry.providers import describe_remote
 from registry.providers.chat_template import inspect_chat_template, template_sha256
 from registry.providers.coreml_package import inspect_mlpackage, package_sha256
 from registry.providers.gguf_file import inspect_gguf, sha256_of
-from registry.providers.onnx_model import TOKEN_CLASSIFIER, inspect_onnx
+from registry.providers.onnx_model import inspect_onnx
+from registry.providers.onnx_tokens import TOKEN_CLASSIFIER
 from registry.results.events import event_row
 from registry.results.store import ResultsStore
 from registry.settings import Settings
@@ -273,9 +274,9 @@ class Catalog:
         """Register an ONNX model (a user's own trained model); ``(record, created)`` as for a GGUF
         file, its identity the file's sha256.
 
-        The file is validated as the provider will run it (``providers/onnx_model``: checker,
-        opsets, one of the contracts, a real onnxruntime session), so a model that could never
-        answer registers nothing. A text classifier's ``labels``, when given, must be the model's
+        The file is validated as the provider will run it (``providers/onnx_model`` and
+        ``onnx_tokens``: checker, opsets, one of the contracts, a real onnxruntime session), so a
+        model that could never answer registers nothing. A text classifier's ``labels``, when given, must be the model's
         labels (as a set; the model's order is kept). A token-id model (``input_ids`` in) needs its
         ``tokenizer`` (a ``tokenizer.json``, whose path and sha256 the version records and its
         provider checks on load); a token-id classifier needs ``labels`` in its logits' order and

@@ -174,7 +174,8 @@ def _register_onnx(
     """A trained model with its provenance, every check done before anything is registered: the
     file and its contract first (a classifier and an embedder need different provenance), then a
     classifier's task and training data, or an embedder's training code."""
-    from registry.providers.onnx_model import TOKEN_EMBEDDER, inspect_onnx
+    from registry.providers.onnx_model import inspect_onnx
+    from registry.providers.onnx_tokens import TOKEN_EMBEDDER
 
     labels = _labels(labels_text)
     metrics = {f"{METRIC_PREFIX}{key}": value for key, value in _metrics(metric_options).items()}

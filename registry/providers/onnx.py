@@ -31,7 +31,7 @@ from registry.errors import ContextOverflowError, ProviderError, UserError
 from registry.machine.hardware import accelerators_available
 from registry.providers.base import Embedded, Generation, GenerationRequest, Health, run_to_end
 from registry.providers.gguf_file import verify_file
-from registry.providers.onnx_model import TOKEN_EMBEDDER, TokenIds, load_tokenizer, verify_tokenizer
+from registry.providers.onnx_tokens import TOKEN_EMBEDDER, TokenIds, load_tokenizer, verify_tokenizer
 from registry.spec import ModelSpec
 
 MAX_TEXT_BYTES = 64 * 1024  # a classifier reads one text; past this it is a document, not a request
