@@ -31,6 +31,7 @@ from registry.errors import ContextOverflowError, ProviderError, UserError
 from registry.machine.hardware import accelerators_available
 from registry.providers.base import Embedded, Generation, GenerationRequest, Health, run_to_end
 from registry.providers.gguf_file import verify_file
+from registry.providers.onnx_graph import first_line
 from registry.providers.onnx_tokens import TOKEN_EMBEDDER, TokenIds, load_tokenizer, verify_tokenizer
 from registry.spec import ModelSpec
 
@@ -80,7 +81,7 @@ class OnnxProvider:
                 session = onnxruntime.InferenceSession(str(path), sess_options=options,
                                                        providers=execution_providers())
             except Exception as exc:  # onnxruntime's pybind errors share no base class of ours
-                raise ProviderError(f"{self.spec.name}: onnxruntime could not load {path}: {_first_line(exc)}") from exc
+                raise ProviderError(f"{self.spec.name}: onnxruntime could not load {path}: {first_line(exc)}") from exc
             self.load_ms = (time.perf_counter() - started) * 1000
             self._check_contract(session)
             self._batched_input = len(session.get_inputs()[0].shape or ()) != 1
@@ -177,7 +178,7 @@ class OnnxProvider:
         try:
             (labels,) = session.run([self.spec.provenance["onnx_label_output"]], {self.spec.provenance["onnx_input"]: rows})
         except Exception as exc:  # a model that fails on a valid text is the backend's fault
-            raise ProviderError(f"{self.spec.name}: onnxruntime failed: {_first_line(exc)}") from exc
+            raise ProviderError(f"{self.spec.name}: onnxruntime failed: {first_line(exc)}") from exc
         label = labels.reshape(-1)[0]
         return label.decode() if isinstance(label, bytes) else str(label)  # an int64 label is its label's text
 
@@ -211,7 +212,7 @@ class OnnxProvider:
         try:
             (output,) = session.run([token_ids.output], token_ids.feeds(rows, masks))
         except Exception as exc:  # a model that fails on its own tokenizer's ids is the backend's fault
-            raise ProviderError(f"{self.spec.name}: onnxruntime failed: {_first_line(exc)}") from exc
+            raise ProviderError(f"{self.spec.name}: onnxruntime failed: {first_line(exc)}") from exc
         return token_ids.pooled(output, masks)
 
     def _require_loaded(self) -> Any:
@@ -290,8 +291,3 @@ def ort_build() -> OrtBuild:
            else "this onnxruntime build has no CUDA (onnxruntime-gpu has it)")
     return OrtBuild(version=onnxruntime.__version__, device=onnxruntime.get_device(), available_providers=available,
                     model_runs_on=_CUDA if built and gpu else _CPU, why=why)
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
