@@ -53,15 +53,17 @@ def models() -> None:
               help="GGUF: register a file whose chat template fails in llama-cpp-python's sandbox, recording the "
                    "reason as its chat_template_error provenance (its chat requests will fail).")
 @click.option("--task", "task_ref", default=None,
-              help="ONNX (required): the classification task it was trained for (NAME or NAME/VERSION); its "
-                   "labels must be the model's.")
+              help="ONNX classifier (required): the classification task it was trained for (NAME or NAME/VERSION); "
+                   "its labels must be the model's. Not for an embedder.")
 @click.option("--trained-on", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="ONNX (required): the training data file, checked against the task's expectations and its "
-                   "validation set (no shared item); its sha256, size and rows are recorded.")
+              help="ONNX classifier (required): the training data file, checked against the task's expectations and "
+                   "its validation set (no shared item); its sha256, size and rows are recorded. An embedder's "
+                   "(optional): its sha256 and size.")
 @click.option("--training-code", default=None,
               help="ONNX (required): what trained it, e.g. a git commit and script (git:4f2a9c1 train.py).")
 @click.option("--labels", "labels_text", default=None,
-              help="ONNX: the labels you expect, comma-separated (e.g. billing,technical); must be the model's.")
+              help="ONNX: the labels you expect, comma-separated (e.g. billing,technical); must be the model's. A "
+                   "token-id classifier (logits) needs them, in its logits' column order.")
 @click.option("--metric", "metrics", multiple=True,
               help="ONNX: a training metric NAME=NUMBER (repeatable), recorded and logged on the MLflow run.")
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
