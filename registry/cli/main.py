@@ -34,6 +34,9 @@ class ArbiterGroup(click.Group):
         except ArbiterError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except BrokenPipeError:  # `arbiter models list | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            sys.exit(1)  # silent, as rich's tables already end on a closed pipe (Console.on_broken_pipe)
         except OSError as exc:  # unreadable model file, unwritable ARBITER_HOME, full disk, …
             where = f" {exc.filename}" if exc.filename else ""
             click.echo(f"error: cannot use{where}: {exc.strerror or exc}; check the path and its permissions", err=True)

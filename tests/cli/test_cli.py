@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from support import assert_clean_error, run
+from support import ARBITER, assert_clean_error, run
 
 from registry.catalog.versions import Catalog
 
@@ -157,3 +158,13 @@ def test_a_judged_task_without_a_judge_is_refused_before_anything_runs(smollm2) 
     run("models", "register", str(smollm2.path), "--name", "smollm2-135m", "--capability", "chat")
     code, _, err = run("benchmark", "--model", "smollm2-135m/1", "--task", "summarize")
     assert_clean_error(code, err, "no judge: route 'judgment' has no champion", exit_code=3)
+
+
+@pytest.mark.parametrize("args", [("hardware",), ("tasks", "list")])  # click.echo text, and a rich table
+def test_a_reader_that_stops_early_gets_no_error(home: Path, args: tuple[str, ...]) -> None:
+    """`arbiter … | head`: the pipe closes before arbiter writes; that is no error of the user's path
+    ("cannot use: Broken pipe; check the path") and no trace, just a quiet exit."""
+    command = subprocess.Popen([ARBITER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command.stdout.close()  # closed before arbiter has started: its first write meets a broken pipe
+    stderr = command.stderr.read().decode()
+    assert command.wait(timeout=120) == 1 and stderr == ""
