@@ -73,17 +73,23 @@ def verify_file(spec: Any) -> Path:
     A version is immutable: a file whose sha256 differs from the one recorded at registration is
     never served, or benchmarked, under the old version's name.
     """
-    path = Path(spec.source)
+    return verify_recorded(spec.name, Path(spec.source), str(spec.sha256))
+
+
+def verify_recorded(name: str, path: Path, sha256: str, *, what: str = "file") -> Path:
+    """``path``, one of version ``name``'s files (its model file, or ``what`` else it needs, such as
+    an ONNX model's tokenizer), refused if it is gone or no longer has the ``sha256`` recorded at
+    registration."""
     if not path.is_file():
-        raise ModelFileError(f"{spec.name}: its file {path} is gone; restore it or register the model again")
+        raise ModelFileError(f"{name}: its {what} {path} is gone; restore it or register the model again")
     stat = path.stat()
     identity = (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     actual = _VERIFIED.get(identity) or sha256_of(path)  # hashing costs ~1 s per GB, inside every swap
-    if actual != spec.sha256:
+    if actual != sha256:
         raise IntegrityError(
-            f"{spec.name}: {path} changed since it was registered "
-            f"(sha256 {actual[:12]}… ≠ {str(spec.sha256)[:12]}…); a version is immutable: "
-            "restore the original file or register the new one as a new version"
+            f"{name}: its {what} {path} changed since it was registered "
+            f"(sha256 {actual[:12]}… ≠ {sha256[:12]}…); a version is immutable: "
+            f"restore the original {what} or register the new one as a new version"
         )
     _VERIFIED[identity] = actual
     return path

@@ -30,9 +30,9 @@ from typing import Any
 from registry.errors import ContextOverflowError, ProviderError, UserError
 from registry.machine.hardware import accelerators_available
 from registry.providers.base import Embedded, Generation, GenerationRequest, Health, run_to_end
-from registry.providers.gguf_file import verify_file
+from registry.providers.gguf_file import verify_file, verify_recorded
 from registry.providers.onnx_graph import first_line
-from registry.providers.onnx_tokens import TOKEN_EMBEDDER, TokenIds, load_tokenizer, verify_tokenizer
+from registry.providers.onnx_tokens import TOKEN_EMBEDDER, TokenIds, load_tokenizer
 from registry.spec import ModelSpec
 
 MAX_TEXT_BYTES = 64 * 1024  # a classifier reads one text; past this it is a document, not a request
@@ -146,9 +146,11 @@ class OnnxProvider:
     def _load_tokenizers(self) -> tuple[Any, Any]:
         """A token-id model's tokenizer, as is and truncating, refused when its file changed since
         registration (Nones for a text classifier)."""
-        if self._token_ids is None:
+        token_ids = self._token_ids
+        if token_ids is None:
             return None, None
-        tokenizer, limit = load_tokenizer(verify_tokenizer(self.spec.name, self.spec.provenance))
+        path = verify_recorded(self.spec.name, token_ids.tokenizer, token_ids.tokenizer_sha256, what="tokenizer")
+        tokenizer, limit = load_tokenizer(path)
         from tokenizers import Tokenizer
 
         truncating = Tokenizer.from_str(tokenizer.to_str())

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.errors import IntegrityError, ModelFileError, UserError
+from registry.errors import UserError
 from registry.providers.gguf_file import sha256_of
 from registry.providers.onnx_graph import (
     DOCS,
@@ -57,7 +57,7 @@ class TokenIds:
     the most tokens one text may have, and the tokenizer (path and sha256) that makes its ids.
 
     The version refers to the user's tokenizer file and records its sha256, and the provider refuses
-    to load when the file no longer has it (:func:`verify_tokenizer`), exactly as for the .onnx file
+    to load when the file no longer has it (``gguf_file.verify_recorded``), exactly as for the .onnx file
     itself: the version's immutability is kept the same way for both of its files, and arbiter keeps
     no second copy of a user's files in its home (a copy of the tokenizer alone would still leave the
     model's file where the user put it)."""
@@ -126,7 +126,8 @@ def inspect_token_model(
     loaded, max_tokens = load_tokenizer(tokenizer)
     rank = rank_of(output)
     contract_ids = TokenIds(
-        attention_mask=inputs.get("attention_mask"), token_type_ids=inputs.get("token_type_ids"), output=output.name,
+        attention_mask="attention_mask" if "attention_mask" in inputs else None,
+        token_type_ids="token_type_ids" if "token_type_ids" in inputs else None, output=output.name,
         pooling="mean" if rank == 3 else "model", width=0, max_tokens=max_tokens, tokenizer=tokenizer.resolve(),
         tokenizer_sha256=sha256_of(tokenizer),
     )
@@ -134,7 +135,7 @@ def inspect_token_model(
     return contract, given, replace(contract_ids, width=width)
 
 
-def _token_inputs(path: Path, graph: GraphProto) -> dict[str, str]:
+def _token_inputs(path: Path, graph: GraphProto) -> frozenset[str]:
     """``input_ids`` and the optional mask and type ids: each int64 ``[batch, seq]`` with both axes
     dynamic (a fixed axis would make every text the same length), and nothing else."""
     inputs = fed_inputs(graph)
@@ -151,7 +152,7 @@ def _token_inputs(path: Path, graph: GraphProto) -> dict[str, str]:
             f"{path}: its input {describe(fixed[0])} has a fixed batch or sequence axis; export it again with "
             "dynamic_axes={'input_ids': {0: 'batch', 1: 'sequence'}, …} for every input"
         )
-    return {value.name: value.name for value in inputs}
+    return frozenset(value.name for value in inputs)
 
 
 def _token_output(path: Path, graph: GraphProto) -> tuple[ValueInfoProto, str]:
@@ -238,20 +239,3 @@ def _run_tokens(path: Path, contract: TokenIds, tokenizer: Tokenizer, labels: tu
         raise UserError(f"{path}: its logits have {shape[-1]} columns but --labels gives {len(labels)} "
                         f"({', '.join(labels)}); give one label per column, in the model's order")
     return int(shape[-1])
-
-
-def verify_tokenizer(name: str, provenance: dict[str, str]) -> Path:
-    """A token-id version's tokenizer file, refused when gone or changed since registration (the
-    version is immutable: other ids would be other answers from the same version)."""
-    contract = TokenIds.from_provenance(provenance)
-    path = contract.tokenizer
-    if not path.is_file():
-        raise ModelFileError(f"{name}: its tokenizer {path} is gone; restore it or register the model again")
-    actual = sha256_of(path)
-    if actual != contract.tokenizer_sha256:
-        raise IntegrityError(
-            f"{name}: its tokenizer {path} changed since it was registered (sha256 {actual[:12]}… ≠ "
-            f"{contract.tokenizer_sha256[:12]}…); a version is immutable: restore the original file or register "
-            "the model with the new one as a new version"
-        )
-    return path
